@@ -1,0 +1,30 @@
+# UPSS: `make run` starts everything on SQLite + localstripe; `make test` runs the whole suite.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export FLASK_APP := wsgi
+
+.PHONY: run test install lint
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python requirements.txt requirements-dev.txt
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+run: install
+	$(BIN)/flask db upgrade
+	$(BIN)/flask upss seed-demo
+	@echo "UPSS: open http://127.0.0.1:$${UPSS_PORT:-5000}/ (localstripe test payments on 127.0.0.1:8420)"
+	$(BIN)/honcho start -f Procfile
+
+test: install
+	scripts/ensure-chromium
+	$(BIN)/python -m pytest
+
+lint: install
+	$(BIN)/ruff check .

@@ -1,0 +1,80 @@
+/* UPSS progressive enhancement: every page works without it. */
+"use strict";
+
+document.addEventListener("DOMContentLoaded", () => {
+  // An error summary takes focus, so screen readers announce the problems first.
+  const summary = document.querySelector("[data-focus-on-load]");
+  if (summary) summary.focus();
+
+  followQuestionStatus();
+  setUpThreeDSecure();
+  setUpCardForm();
+});
+
+/* The status page follows a payment being confirmed without reloading the page. */
+function followQuestionStatus() {
+  const status = document.getElementById("question-status");
+  if (!status || !status.dataset.pollUrl) return;
+  let delay = 1000;
+  const poll = async () => {
+    try {
+      const response = await fetch(status.dataset.pollUrl, {headers: {Accept: "application/json"}});
+      if (response.ok) {
+        const data = await response.json();
+        if (data.status !== status.dataset.status) {
+          status.dataset.status = data.status;
+          status.textContent = data.label;
+          if (data.status !== "awaiting_payment") return;
+        }
+        if (data.payment_error) { window.location.reload(); return; }
+      }
+    } catch (e) { /* network hiccup: try again later */ }
+    delay = Math.min(delay * 1.5, 15000);
+    window.setTimeout(poll, delay);
+  };
+  window.setTimeout(poll, delay);
+}
+
+/* Test mode 3-D Secure: localstripe's Stripe.js opens its authentication box. */
+function setUpThreeDSecure() {
+  const box = document.getElementById("three-d-secure");
+  if (!box || typeof Stripe === "undefined") return;
+  const button = document.getElementById("start-authentication");
+  const result = document.getElementById("authentication-result");
+  button.addEventListener("click", async () => {
+    button.disabled = true;
+    const stripe = Stripe(box.dataset.stripeKey);
+    const outcome = await stripe.confirmCardPayment(box.dataset.clientSecret);
+    if (outcome.error) {
+      result.textContent = box.dataset.failedMessage;
+      result.className = "notice notice--error";
+      button.disabled = false;
+      button.focus();
+    } else {
+      window.location.assign(box.dataset.returnUrl);
+    }
+  });
+}
+
+/* Real Stripe: the card element; card data goes from the browser to Stripe only. */
+function setUpCardForm() {
+  const form = document.getElementById("card-form");
+  if (!form || typeof Stripe === "undefined") return;
+  const stripe = Stripe(form.dataset.stripeKey);
+  const card = stripe.elements().create("card");
+  card.mount("#card-element");
+  const errors = document.getElementById("card-errors");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const button = form.querySelector("button[type=submit]");
+    button.disabled = true;
+    const outcome = await stripe.confirmCardPayment(form.dataset.clientSecret,
+                                                    {payment_method: {card: card}});
+    if (outcome.error) {
+      errors.textContent = outcome.error.message;
+      button.disabled = false;
+    } else {
+      window.location.assign(form.dataset.returnUrl);
+    }
+  });
+}

@@ -1,0 +1,78 @@
+"""UPSS — User-Pays Social Service: a paid question-and-answer marketplace.
+
+``create_app(config)`` builds the Flask application; ``wsgi.py`` holds the instance that
+gunicorn and ``flask --app wsgi`` use.
+"""
+
+from __future__ import annotations
+
+import os
+
+from flask import Flask, request
+from flask_login import current_user
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+
+from . import config as config_module
+from .extensions import babel, csrf, db, limiter, login_manager, migrate
+
+SUPPORTED_LOCALES = ("en", "nb", "fi", "sv", "sl")
+
+
+def create_app(config: dict | None = None) -> Flask:
+    """Application factory; ``config`` overrides settings (tests pass their own)."""
+    app = Flask(__name__, instance_relative_config=True,
+                template_folder="../templates", static_folder="../static")
+    app.config.from_mapping(config_module.from_environment(app.instance_path))
+    if config:
+        app.config.update(config)
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))
+    login_manager.init_app(app)
+    login_manager.login_view = "auth.sign_in"
+    login_manager.login_message = None
+    csrf.init_app(app)
+    babel.init_app(app, locale_selector=select_locale)
+    limiter.init_app(app)
+
+    from . import stripe_gateway
+    stripe_gateway.init_app(app)
+
+    from .web import register_blueprints
+    register_blueprints(app)
+
+    from .cli import upss_cli
+    app.cli.add_command(upss_cli)
+    return app
+
+
+def select_locale() -> str:
+    """The user's own setting, else the browser's Accept-Language, else English."""
+    if current_user and current_user.is_authenticated and current_user.locale:
+        return current_user.locale
+    return request.accept_languages.best_match(SUPPORTED_LOCALES) or "en"
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection, connection_record):
+    """SQLite: enforce foreign keys, wait for locks, WAL so readers never block the writer.
+
+    pysqlite's own transaction handling breaks SAVEPOINT; SQLAlchemy's documented recipe is to
+    switch it off here and emit BEGIN in the ``begin`` hook below.
+    """
+    module = type(dbapi_connection).__module__
+    if not module.startswith("sqlite3"):
+        return
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.execute("PRAGMA busy_timeout = 10000")
+    cursor.execute("PRAGMA journal_mode = WAL")
+    cursor.close()
+
+
+@event.listens_for(Engine, "begin")
+def _sqlite_begin(conn):
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN")

@@ -1,0 +1,44 @@
+"""Accounts: sign-up and password checks (strong hashing, no hint whether an e-mail exists)."""
+
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from .models import User
+
+PASSWORD_MIN = 10
+PASSWORD_MAX = 128
+#: Compared against when the e-mail is unknown, so both failures take the same time.
+_DUMMY_HASH = generate_password_hash("upss-timing-equaliser")
+
+
+class EmailTaken(Exception):
+    """Another account already uses this e-mail address."""
+
+
+def normalise_email(email: str) -> str:
+    return (email or "").strip().lower()
+
+
+def sign_up(session: Session, *, email: str, name: str, password: str) -> User:
+    """Create an asker account; the password is stored only as a scrypt hash."""
+    email = normalise_email(email)
+    if session.scalar(select(User.id).where(User.email == email)) is not None:
+        raise EmailTaken(email)
+    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
+        raise ValueError("password length")
+    user = User(email=email, name=name.strip(), password_hash=generate_password_hash(password))
+    session.add(user)
+    session.flush()
+    return user
+
+
+def authenticate(session: Session, email: str, password: str) -> User | None:
+    """The user with this e-mail and password, or None (unknown e-mail and wrong password alike)."""
+    user = session.scalar(select(User).where(User.email == normalise_email(email)))
+    if user is None:
+        check_password_hash(_DUMMY_HASH, password)
+        return None
+    return user if check_password_hash(user.password_hash, password) else None

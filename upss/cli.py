@@ -1,0 +1,62 @@
+"""``flask upss …`` commands: demo data, ledger verification."""
+
+from __future__ import annotations
+
+import click
+from flask.cli import AppGroup
+from sqlalchemy import select
+
+from . import accounts, ledger, money
+from .extensions import db
+from .models import User
+
+upss_cli = AppGroup("upss", help="UPSS commands.")
+
+#: Demo accounts for a newcomer's local run: (e-mail, name, password, role).
+DEMO_USERS = (
+    ("asker@example.org", "Ada Asker", "asker-demo-pass", "asker"),
+    ("answerer@example.org", "Aino Answerer", "answerer-demo-pass", "answerer"),
+    ("organizer@example.org", "Olav Organizer", "organizer-demo-pass", "organizer"),
+)
+
+
+@upss_cli.command("seed-demo")
+def seed_demo() -> None:
+    """Create one demo user of each role (idempotent) and print how to sign in."""
+    for email, name, password, role in DEMO_USERS:
+        user = db.session.scalar(select(User).where(User.email == email))
+        if user is None:
+            user = accounts.sign_up(db.session, email=email, name=name, password=password)
+        user.is_answerer = role == "answerer"
+        user.is_organizer = role == "organizer"
+        click.echo(f"  {role:<10} sign in as {email} with password {password}")
+    db.session.commit()
+
+
+@upss_cli.command("verify-ledger")
+def verify_ledger() -> None:
+    """Print the trial balance and verify the hash chain and cached balances."""
+    rows = ledger.trial_balance(db.session)
+    width = max([len(r.account) for r in rows] + [7])
+    click.echo(f"{'account':<{width}}  {'type':<9}  {'debit':>14}  {'credit':>14}")
+    totals: dict[str, list[int]] = {}
+    for r in rows:
+        click.echo(f"{r.account:<{width}}  {r.type:<9}  "
+                   f"{money.to_decimal(r.debit_cents, r.currency):>14}  "
+                   f"{money.to_decimal(r.credit_cents, r.currency):>14}  {r.currency}")
+        t = totals.setdefault(r.currency, [0, 0])
+        t[0] += r.debit_cents
+        t[1] += r.credit_cents
+    for currency, (debit, credit) in totals.items():
+        click.echo(f"{'total':<{width}}  {'':<9}  {money.to_decimal(debit, currency):>14}  "
+                   f"{money.to_decimal(credit, currency):>14}  {currency}")
+    report = ledger.verify(db.session)
+    click.echo(f"{report.transactions} transactions, {report.accounts} accounts checked")
+    if report.ok:
+        click.echo("ledger OK: hash chain intact, every transaction balanced, "
+                   "cached balances equal their entries")
+        return
+    click.echo(f"FIRST BREAK: {report.problems[0]}")
+    for problem in report.problems[1:]:
+        click.echo(f"also: {problem}")
+    raise SystemExit(1)

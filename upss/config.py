@@ -1,0 +1,83 @@
+"""Settings from the environment (``UPSS_*``), with defaults that run on SQLite + localstripe.
+
+Only deployment facts live here. Business settings the organizer may change (price bounds,
+commission, …) are stored in the database; the values here are their defaults.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+#: Secret key prefix Stripe uses for live mode; the test-mode panel is refused with such a key.
+LIVE_KEY_PREFIX = "sk_live_"
+#: The key the app uses against localstripe (localstripe accepts any ``sk_…``).
+LOCALSTRIPE_SECRET_KEY = "sk_test_upss_localstripe"
+LOCALSTRIPE_PUBLISHABLE_KEY = "pk_test_upss_localstripe"
+#: Webhook signing secret shared by the app and localstripe when no real Stripe key is set.
+LOCAL_WEBHOOK_SECRET = "whsec_upss_localstripe"
+
+
+def _int(environ, name: str, default: int) -> int:
+    value = environ.get(name)
+    return default if value in (None, "") else int(value)
+
+
+def _bool(environ, name: str, default: bool) -> bool:
+    value = environ.get(name)
+    return default if value in (None, "") else value.lower() in ("1", "true", "yes", "on")
+
+
+def _secret_key(environ, instance_path: Path) -> str:
+    """The session signing key: from UPSS_SECRET_KEY, else one generated once per instance."""
+    if environ.get("UPSS_SECRET_KEY"):
+        return environ["UPSS_SECRET_KEY"]
+    key_file = instance_path / "secret_key"
+    if not key_file.exists():
+        instance_path.mkdir(parents=True, exist_ok=True)
+        key_file.write_text(secrets.token_hex(32))
+        key_file.chmod(0o600)
+    return key_file.read_text().strip()
+
+
+def from_environment(instance_path: str, environ=None) -> dict:
+    """Build the Flask config mapping from ``environ`` (default: ``os.environ``)."""
+    environ = os.environ if environ is None else environ
+    instance = Path(instance_path)
+    stripe_key = environ.get("UPSS_STRIPE_SECRET_KEY", "")
+    uses_localstripe = not stripe_key
+    return {
+        "SECRET_KEY": _secret_key(environ, instance),
+        "SQLALCHEMY_DATABASE_URI": environ.get(
+            "UPSS_DATABASE_URL", f"sqlite:///{instance / 'upss.sqlite'}"
+        ),
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": _bool(environ, "UPSS_SECURE_COOKIES", False),
+        "REMEMBER_COOKIE_SECURE": _bool(environ, "UPSS_SECURE_COOKIES", False),
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        "WTF_CSRF_ENABLED": True,
+        "RATELIMIT_STORAGE_URI": environ.get("UPSS_RATELIMIT_STORAGE", "memory://"),
+        "RATELIMIT_ENABLED": _bool(environ, "UPSS_RATELIMIT_ENABLED", True),
+        "BABEL_DEFAULT_LOCALE": "en",
+        #: Times are shown in this zone until users have their own setting.
+        "BABEL_DEFAULT_TIMEZONE": environ.get("UPSS_TIMEZONE", "Europe/Oslo"),
+        # Stripe: no secret key means "talk to localstripe".
+        "UPSS_USES_LOCALSTRIPE": uses_localstripe,
+        "UPSS_STRIPE_SECRET_KEY": stripe_key or LOCALSTRIPE_SECRET_KEY,
+        "UPSS_STRIPE_PUBLISHABLE_KEY": environ.get(
+            "UPSS_STRIPE_PUBLISHABLE_KEY", "" if stripe_key else LOCALSTRIPE_PUBLISHABLE_KEY
+        ),
+        "UPSS_STRIPE_WEBHOOK_SECRET": environ.get(
+            "UPSS_STRIPE_WEBHOOK_SECRET", "" if stripe_key else LOCAL_WEBHOOK_SECRET
+        ),
+        "UPSS_LOCALSTRIPE_URL": environ.get("UPSS_LOCALSTRIPE_URL", "http://127.0.0.1:8420"),
+        #: Seconds a webhook signature's timestamp may be old before it is refused.
+        "UPSS_WEBHOOK_TOLERANCE": _int(environ, "UPSS_WEBHOOK_TOLERANCE", 300),
+        # Defaults of the organizer's settings (stored in the database once changed).
+        "UPSS_CURRENCY": environ.get("UPSS_CURRENCY", "EUR"),
+        "UPSS_PRICE_MIN_CENTS": _int(environ, "UPSS_PRICE_MIN_CENTS", 300),
+        "UPSS_PRICE_MAX_CENTS": _int(environ, "UPSS_PRICE_MAX_CENTS", 10000),
+        "UPSS_COMMISSION_BPS": _int(environ, "UPSS_COMMISSION_BPS", 1000),
+    }

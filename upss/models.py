@@ -1,0 +1,207 @@
+"""SQLAlchemy models. Money is always an integer of minor units plus an ISO currency code."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from flask_login import UserMixin
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from .extensions import db
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator):
+    """A timezone-aware UTC datetime on every database (SQLite stores it naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; use an aware UTC datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+#: The question states of DESIGN.md; ``upss.questions`` is the only code that changes them.
+QUESTION_STATES = (
+    "draft", "awaiting_payment", "queued", "offered", "claimed", "answered",
+    "clarifying", "closed", "disputed", "refunded",
+)
+LANGUAGES = ("en", "nb", "fi", "sv", "sl")
+
+
+class User(UserMixin, db.Model):
+    __tablename__ = "user"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: Stored lower-cased, so sign-in is case-insensitive and unique.
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    password_hash: Mapped[str] = mapped_column(String(255))
+    is_answerer: Mapped[bool] = mapped_column(default=False)
+    is_organizer: Mapped[bool] = mapped_column(default=False)
+    #: Preferred interface language; empty means "from the browser".
+    locale: Mapped[str] = mapped_column(String(5), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    questions: Mapped[list[Question]] = relationship(back_populates="asker")
+
+
+class OrganizerSettings(db.Model):
+    """The organizer's business settings: one row; missing values come from config defaults."""
+
+    __tablename__ = "organizer_settings"
+    __table_args__ = (
+        CheckConstraint("price_min_cents > 0 AND price_max_cents >= price_min_cents",
+                        name="price_bounds"),
+        CheckConstraint("commission_bps BETWEEN 0 AND 10000", name="commission_range"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    currency: Mapped[str] = mapped_column(String(3))
+    price_min_cents: Mapped[int] = mapped_column(Integer)
+    price_max_cents: Mapped[int] = mapped_column(Integer)
+    #: Organizer's share in basis points (1000 = 10 %).
+    commission_bps: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Question(db.Model):
+    __tablename__ = "question"
+    __table_args__ = (
+        CheckConstraint("price_cents > 0", name="price_positive"),
+        CheckConstraint(
+            "status IN (" + ", ".join(f"'{s}'" for s in QUESTION_STATES) + ")",
+            name="status_known",
+        ),
+        Index("ix_question_status_paid_at", "status", "paid_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    asker_id: Mapped[int] = mapped_column(ForeignKey("user.id"), index=True)
+    title: Mapped[str] = mapped_column(String(150))
+    body: Mapped[str] = mapped_column(Text)
+    language: Mapped[str] = mapped_column(String(5))
+    topic: Mapped[str] = mapped_column(String(40))
+    price_cents: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    status: Mapped[str] = mapped_column(String(20), default="draft")
+    #: The PaymentIntent currently used to pay for this question (a new one after a decline).
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    #: How many PaymentIntents have been created; part of each one's idempotency key.
+    payment_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: Why the last payment attempt failed, in words the asker can act on; cleared on success.
+    payment_error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    asker: Mapped[User] = relationship(back_populates="questions")
+    events: Mapped[list[QuestionEvent]] = relationship(
+        back_populates="question", order_by="QuestionEvent.id"
+    )
+
+
+class QuestionEvent(db.Model):
+    """One row per state change of a question: who, when, from, to."""
+
+    __tablename__ = "question_event"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    question_id: Mapped[int] = mapped_column(ForeignKey("question.id"), index=True)
+    #: The user who acted; empty when Stripe or the scheduler did.
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    #: "user", "stripe" or "scheduler".
+    actor_kind: Mapped[str] = mapped_column(String(20))
+    action: Mapped[str] = mapped_column(String(40))
+    from_status: Mapped[str] = mapped_column(String(20))
+    to_status: Mapped[str] = mapped_column(String(20))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    note: Mapped[str] = mapped_column(String(500), default="")
+
+    question: Mapped[Question] = relationship(back_populates="events")
+
+
+class StripeEvent(db.Model):
+    """Every Stripe webhook event we accepted, stored once by its id: a repeat does nothing."""
+
+    __tablename__ = "stripe_event"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100))
+    #: The id of the object the event is about (e.g. the PaymentIntent).
+    object_id: Mapped[str] = mapped_column(String(255), default="")
+    #: What handling did: "applied", "ignored: <why>".
+    outcome: Mapped[str] = mapped_column(String(255), default="")
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class LedgerAccount(db.Model):
+    __tablename__ = "ledger_account"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: e.g. "stripe_balance", "escrow:question:12", "payable:answerer:3".
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    #: asset, liability, revenue, expense.
+    type: Mapped[str] = mapped_column(String(20))
+    currency: Mapped[str] = mapped_column(String(3))
+    #: Cached sum of this account's signed entries (debit +, credit -), updated with each post.
+    balance_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class LedgerTransaction(db.Model):
+    """A balanced, append-only ledger transaction, chained to the previous one by hash."""
+
+    __tablename__ = "ledger_transaction"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: Unique key of the business event, e.g. "payment:pi_123": posting it twice is a no-op.
+    idempotency_key: Mapped[str] = mapped_column(String(255), unique=True)
+    description: Mapped[str] = mapped_column(String(255))
+    #: A reversing transaction points at the transaction it reverses.
+    reverses_id: Mapped[int | None] = mapped_column(ForeignKey("ledger_transaction.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: Hash of the transaction before this one; unique, so the chain can never fork.
+    prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    #: sha256(prev_hash + canonical content).
+    hash: Mapped[str] = mapped_column(String(64), unique=True)
+
+    entries: Mapped[list[LedgerEntry]] = relationship(
+        back_populates="transaction", order_by="LedgerEntry.id"
+    )
+
+
+class LedgerEntry(db.Model):
+    __tablename__ = "ledger_entry"
+    __table_args__ = (CheckConstraint("amount_cents <> 0", name="amount_nonzero"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    transaction_id: Mapped[int] = mapped_column(ForeignKey("ledger_transaction.id"), index=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("ledger_account.id"), index=True)
+    #: Signed minor units: debit positive, credit negative.
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+
+    transaction: Mapped[LedgerTransaction] = relationship(back_populates="entries")
+    account: Mapped[LedgerAccount] = relationship()

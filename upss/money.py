@@ -1,0 +1,72 @@
+"""Money as integer minor units (cents): splitting by basis points, parsing and formatting.
+
+No floats anywhere: amounts are ``int`` cents and an ISO 4217 currency code; text is parsed
+with ``Decimal`` and formatted with Babel for the reader's locale.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+from babel.numbers import format_currency, get_currency_precision
+
+BPS_DENOMINATOR = 10_000
+
+
+def split(amount_cents: int, commission_bps: int) -> tuple[int, int]:
+    """Split a payment into ``(answerer_payout, commission)``, exact to the cent.
+
+    ``commission = (amount * bps + 5000) // 10000`` rounds half up; the payout is the rest, so
+    ``payout + commission == amount`` always holds.
+    """
+    _require_int(amount_cents, "amount_cents")
+    _require_int(commission_bps, "commission_bps")
+    if amount_cents < 0:
+        raise ValueError("amount_cents must not be negative")
+    if not 0 <= commission_bps <= BPS_DENOMINATOR:
+        raise ValueError("commission_bps must be between 0 and 10000")
+    commission = (amount_cents * commission_bps + BPS_DENOMINATOR // 2) // BPS_DENOMINATOR
+    return amount_cents - commission, commission
+
+
+def minor_units(currency: str) -> int:
+    """Digits after the decimal point for ``currency`` (2 for EUR, 0 for JPY)."""
+    return get_currency_precision(currency)
+
+
+def parse_amount(text: str, currency: str) -> int:
+    """Parse what a person typed ("12", "12.50", "12,50", "€ 12.5") into minor units.
+
+    Raises ``ValueError`` for anything that is not a plain positive amount with at most the
+    currency's number of decimals.
+    """
+    cleaned = (text or "").strip().replace("€", "").replace("\u00a0", "").replace(" ", "")
+    cleaned = cleaned.upper().removeprefix(currency.upper()).removesuffix(currency.upper())
+    if cleaned.count(",") == 1 and "." not in cleaned:
+        cleaned = cleaned.replace(",", ".")
+    if not cleaned or not all(c.isdigit() or c == "." for c in cleaned) or cleaned.count(".") > 1:
+        raise ValueError("not an amount")
+    try:
+        value = Decimal(cleaned)
+    except InvalidOperation as exc:
+        raise ValueError("not an amount") from exc
+    scaled = value.scaleb(minor_units(currency))
+    if scaled != scaled.to_integral_value():
+        raise ValueError("too many decimals")
+    return int(scaled)
+
+
+def to_decimal(amount_cents: int, currency: str) -> Decimal:
+    """The amount in major units as an exact Decimal (for display and Stripe-less exports)."""
+    _require_int(amount_cents, "amount_cents")
+    return Decimal(amount_cents).scaleb(-minor_units(currency))
+
+
+def format_money(amount_cents: int, currency: str, locale: str = "en") -> str:
+    """Format for people, e.g. ``format_money(1250, "EUR", "fi") == "12,50 €"``."""
+    return format_currency(to_decimal(amount_cents, currency), currency, locale=locale)
+
+
+def _require_int(value, name: str) -> None:
+    if type(value) is not int:  # bool is an int subclass: refuse it too
+        raise TypeError(f"{name} must be an int of minor units, not {type(value).__name__}")

@@ -1,0 +1,148 @@
+"""Paying for questions with Stripe: start a payment, test-mode payments, webhook events.
+
+A question is paid only when Stripe's signed ``payment_intent.succeeded`` webhook arrives; that
+event moves the question to ``queued`` and posts the ledger transaction in one commit (the
+caller's). Every event is stored once by its id (``StripeEvent``), so a repeated delivery does
+nothing. The amount always comes from the stored question, never from a form.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from . import questions
+from .models import Question, StripeEvent, User
+from .stripe_gateway import CardDeclined, PaymentIntent, WebhookEvent, gateway
+
+log = logging.getLogger(__name__)
+
+#: Shown when Stripe gives no reason of its own.
+DEFAULT_FAILURE = "The payment did not go through."
+
+
+class AlreadyPaid(questions.QuestionError):
+    """The question is past payment."""
+
+
+def _idempotency_key(question: Question) -> str:
+    # The first attempt uses the key of DESIGN.md; a retry after a failed charge needs a new
+    # PaymentIntent (localstripe cannot re-confirm one whose charge failed), hence a new key.
+    n = question.payment_attempts
+    return f"question:{question.id}:pay" if n <= 1 else f"question:{question.id}:pay:{n}"
+
+
+def _new_payment_intent(session: Session, question: Question) -> PaymentIntent:
+    question.payment_attempts += 1
+    session.flush()
+    return gateway().create_payment_intent(
+        amount_cents=question.price_cents, currency=question.currency,
+        question_id=question.id, idempotency_key=_idempotency_key(question),
+    )
+
+
+def payment_for(session: Session, question: Question, asker: User) -> PaymentIntent:
+    """The PaymentIntent the asker pays ``question`` with, created on first use.
+
+    The first call moves the question from ``draft`` to ``awaiting_payment``.
+    """
+    questions.check_owner(question, asker)
+    if question.status == "draft":
+        intent = _new_payment_intent(session, question)
+        questions.start_payment(session, question, asker, intent.id)
+        return intent
+    if question.status != "awaiting_payment":
+        raise AlreadyPaid(f"question {question.id} is {question.status}")
+    return gateway().retrieve_payment_intent(question.payment_intent_id)
+
+
+def pay_with_test_card(session: Session, question: Question, asker: User,
+                       scenario: str) -> PaymentIntent:
+    """Test mode: pay ``question`` with a Stripe test card chosen on the pay page's panel.
+
+    After a failed charge a fresh PaymentIntent replaces the old one (which is cancelled).
+    A declined card records ``payment_error`` and raises ``CardDeclined``; the question stays
+    payable.
+    """
+    intent = payment_for(session, question, asker)
+    if question.payment_error:
+        gateway().cancel_payment_intent(intent.id)
+        intent = _new_payment_intent(session, question)
+        question.payment_intent_id = intent.id
+        question.payment_error = None
+        session.flush()
+    try:
+        return gateway().confirm_with_test_card(intent.id, scenario)
+    except CardDeclined as exc:
+        question.payment_error = exc.message
+        session.flush()
+        raise
+
+
+def handle_webhook_event(session: Session, event: WebhookEvent) -> str:
+    """Apply a verified Stripe event exactly once and return what was done.
+
+    A repeated event id returns ``"duplicate"`` and changes nothing; the event row, the state
+    change and the ledger posting are flushed together for the caller to commit.
+    """
+    try:
+        with session.begin_nested():
+            session.add(StripeEvent(id=event.id, type=event.type, object_id=event.object_id))
+    except IntegrityError:
+        return "duplicate"
+    stored = session.get(StripeEvent, event.id)
+    handler = _HANDLERS.get(event.type)
+    outcome = handler(session, event) if handler else "ignored: type not used"
+    stored.outcome = outcome[:255]
+    session.flush()
+    if not outcome.startswith("applied"):
+        log.info("stripe event %s (%s): %s", event.id, event.type, outcome)
+    return outcome
+
+
+def _question_for(session: Session, event: WebhookEvent) -> Question | None:
+    try:
+        question_id = int(event.metadata.get("question_id", ""))
+    except ValueError:
+        return None
+    return session.scalar(
+        select(Question).where(Question.id == question_id).with_for_update()
+    )
+
+
+def _payment_succeeded(session: Session, event: WebhookEvent) -> str:
+    question = _question_for(session, event)
+    if question is None:
+        return "ignored: no question for this payment"
+    if question.status != "awaiting_payment":
+        if question.payment_intent_id == event.object_id:
+            return f"ignored: question already {question.status}"
+        # Money arrived for a question paid by another PaymentIntent: reconciliation shows it.
+        log.warning("question %s paid twice: %s", question.id, event.object_id)
+        return f"ignored: question already {question.status}, paid by another payment"
+    if event.amount != question.price_cents or event.currency != question.currency:
+        log.error("payment %s amount %s %s does not match question %s", event.object_id,
+                  event.amount, event.currency, question.id)
+        return "ignored: amount does not match the question"
+    questions.confirm_payment(session, question, event.object_id)
+    return "applied: question queued"
+
+
+def _payment_failed(session: Session, event: WebhookEvent) -> str:
+    question = _question_for(session, event)
+    if question is None:
+        return "ignored: no question for this payment"
+    if question.status != "awaiting_payment" or question.payment_intent_id != event.object_id:
+        return "ignored: not the question's current payment"
+    question.payment_error = event.failure_message or DEFAULT_FAILURE
+    session.flush()
+    return "applied: failure recorded"
+
+
+_HANDLERS = {
+    "payment_intent.succeeded": _payment_succeeded,
+    "payment_intent.payment_failed": _payment_failed,
+}

@@ -1,0 +1,193 @@
+"""The only module that talks to Stripe (real Stripe, or localstripe in development and tests).
+
+It returns plain dataclasses holding only fields that both API shapes share (``id``, ``object``,
+``status``, ``amount``, ``currency``, ``metadata``): stripe-python 16 speaks API version
+2026-10-28 while localstripe answers in 2017-era shapes, so nothing else is relied on. Tests that
+need Stripe behaviour localstripe lacks replace the gateway at this boundary
+(``app.extensions["upss_stripe"]``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import stripe
+from flask import current_app
+
+from .config import LIVE_KEY_PREFIX
+
+#: Test-mode payment scenarios of the pay page's panel -> how the server pays.
+TEST_SCENARIOS = ("succeeds", "declined", "three_d_secure")
+_TEST_PAYMENT_METHODS = {"succeeds": "pm_card_visa", "declined": "pm_card_chargeCustomerFail"}
+#: localstripe accepts this raw test card number and asks for 3-D Secure on it.
+_THREE_D_SECURE_CARD = {"number": "4000002500003155", "exp_month": 12, "exp_year": 2034,
+                        "cvc": "123"}
+
+
+class GatewayError(Exception):
+    """Stripe could not be reached or refused the request for a reason that is not the card's."""
+
+
+class CardDeclined(Exception):
+    """The card was declined; ``message`` is Stripe's explanation for the card holder."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidWebhook(Exception):
+    """A webhook request whose signature, timestamp or body is not acceptable."""
+
+
+@dataclass(frozen=True)
+class PaymentIntent:
+    id: str
+    status: str
+    amount: int
+    currency: str  # upper-case ISO code
+    client_secret: str = ""
+    metadata: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WebhookEvent:
+    id: str
+    type: str
+    object_type: str
+    object_id: str
+    status: str
+    amount: int | None
+    currency: str
+    metadata: dict
+    #: ``last_payment_error.message`` of a failed PaymentIntent, if any.
+    failure_message: str
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _payment_intent(obj) -> PaymentIntent:
+    return PaymentIntent(
+        id=obj["id"], status=obj["status"], amount=int(obj["amount"]),
+        currency=str(obj["currency"]).upper(), client_secret=obj.get("client_secret") or "",
+        metadata=dict(obj.get("metadata") or {}),
+    )
+
+
+class StripeGateway:
+    """A ``stripe.StripeClient`` built from settings, with the few calls UPSS makes."""
+
+    def __init__(self, secret_key: str, webhook_secret: str, *, publishable_key: str = "",
+                 api_base: str | None = None,
+                 webhook_tolerance: int = 300, uses_localstripe: bool = False):
+        base = {"api": api_base} if api_base else None
+        #: Where the pay page loads Stripe.js from: localstripe's stand-in, or Stripe's own.
+        self.js_url = f"{api_base}/js.stripe.com/v3/" if api_base else "https://js.stripe.com/v3/"
+        self.js_origin = _origin(self.js_url)
+        self.api_origin = _origin(api_base) if api_base else "https://api.stripe.com"
+        self.client = stripe.StripeClient(secret_key, base_addresses=base, max_network_retries=2)
+        self.webhook_secret = webhook_secret
+        self.publishable_key = publishable_key
+        self.webhook_tolerance = webhook_tolerance
+        self.is_live = secret_key.startswith(LIVE_KEY_PREFIX)
+        self.uses_localstripe = uses_localstripe
+
+    @property
+    def test_panel_allowed(self) -> bool:
+        """The test-mode pay panel exists only on localstripe and never with a live key."""
+        return self.uses_localstripe and not self.is_live
+
+    def _call(self, fn, *args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except stripe.CardError as exc:
+            raise CardDeclined(exc.user_message or "The card was declined.") from exc
+        except stripe.StripeError as exc:
+            raise GatewayError(str(exc)) from exc
+
+    def create_payment_intent(self, *, amount_cents: int, currency: str, question_id: int,
+                              idempotency_key: str) -> PaymentIntent:
+        """A card PaymentIntent for a question; the amount comes from the stored question."""
+        pi = self._call(
+            self.client.v1.payment_intents.create,
+            params={"amount": amount_cents, "currency": currency.lower(),
+                    "payment_method_types": ["card"],
+                    "metadata": {"question_id": str(question_id)}},
+            options={"idempotency_key": idempotency_key},
+        )
+        return _payment_intent(pi)
+
+    def retrieve_payment_intent(self, payment_intent_id: str) -> PaymentIntent:
+        return _payment_intent(self._call(self.client.v1.payment_intents.retrieve,
+                                          payment_intent_id))
+
+    def cancel_payment_intent(self, payment_intent_id: str) -> None:
+        self._call(self.client.v1.payment_intents.cancel, payment_intent_id)
+
+    def confirm_with_test_card(self, payment_intent_id: str, scenario: str) -> PaymentIntent:
+        """Test mode only: confirm with one of Stripe's test payment methods.
+
+        Raises ``CardDeclined`` for the declined card; for 3-D Secure the result is
+        ``requires_action`` and the page finishes it with Stripe.js ``confirmCardPayment``.
+        localstripe's confirm endpoint refuses a ``payment_method`` argument, so the method is
+        set by an update first (real Stripe accepts both ways).
+        """
+        if not self.test_panel_allowed:
+            raise GatewayError("test payments are only possible on localstripe")
+        if scenario == "three_d_secure":
+            pm = self._call(self.client.v1.payment_methods.create,
+                            params={"type": "card", "card": dict(_THREE_D_SECURE_CARD)})
+            method = pm["id"]
+        else:
+            method = _TEST_PAYMENT_METHODS[scenario]
+        self._call(self.client.v1.payment_intents.update, payment_intent_id,
+                   params={"payment_method": method})
+        return _payment_intent(self._call(self.client.v1.payment_intents.confirm,
+                                          payment_intent_id))
+
+    def parse_webhook(self, payload: bytes, signature_header: str | None) -> WebhookEvent:
+        """Verify the ``Stripe-Signature`` of ``payload`` and read the event from it."""
+        if not signature_header:
+            raise InvalidWebhook("missing Stripe-Signature header")
+        try:
+            text = payload.decode("utf-8")
+            stripe.WebhookSignature.verify_header(
+                text, signature_header, self.webhook_secret, self.webhook_tolerance
+            )
+            event = json.loads(text)
+            obj = event["data"]["object"]
+            error = obj.get("last_payment_error") or {}
+            return WebhookEvent(
+                id=str(event["id"]), type=str(event["type"]),
+                object_type=str(obj.get("object", "")), object_id=str(obj.get("id", "")),
+                status=str(obj.get("status", "")),
+                amount=int(obj["amount"]) if obj.get("amount") is not None else None,
+                currency=str(obj.get("currency", "")).upper(),
+                metadata=dict(obj.get("metadata") or {}),
+                failure_message=str(error.get("message") or "") if isinstance(error, dict) else "",
+            )
+        except stripe.SignatureVerificationError as exc:
+            raise InvalidWebhook(f"signature: {exc}") from exc
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise InvalidWebhook(f"malformed event: {exc}") from exc
+
+
+def init_app(app) -> None:
+    cfg = app.config
+    app.extensions["upss_stripe"] = StripeGateway(
+        cfg["UPSS_STRIPE_SECRET_KEY"], cfg["UPSS_STRIPE_WEBHOOK_SECRET"],
+        publishable_key=cfg["UPSS_STRIPE_PUBLISHABLE_KEY"],
+        api_base=cfg["UPSS_LOCALSTRIPE_URL"] if cfg["UPSS_USES_LOCALSTRIPE"] else None,
+        webhook_tolerance=cfg["UPSS_WEBHOOK_TOLERANCE"],
+        uses_localstripe=cfg["UPSS_USES_LOCALSTRIPE"],
+    )
+
+
+def gateway() -> StripeGateway:
+    """The app's gateway (tests may replace it in ``app.extensions``)."""
+    return current_app.extensions["upss_stripe"]

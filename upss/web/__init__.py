@@ -1,0 +1,84 @@
+"""Blueprints, error pages, security headers and template helpers."""
+
+from __future__ import annotations
+
+from flask import Flask, render_template, request
+from flask_babel import get_locale
+from flask_babel import lazy_gettext as _l
+from flask_wtf.csrf import CSRFError
+
+from .. import money
+from ..stripe_gateway import gateway
+
+#: What each question state means to the asker, in plain words.
+STATUS_LABELS = {
+    "draft": _l("Not paid yet"),
+    "awaiting_payment": _l("Confirming payment"),
+    "queued": _l("Paid: waiting for an off-peak answerer"),
+    "offered": _l("Offered to an answerer"),
+    "claimed": _l("An answerer is writing the answer"),
+    "answered": _l("Answered"),
+    "clarifying": _l("Waiting for the answerer to clarify"),
+    "closed": _l("Closed"),
+    "disputed": _l("Rejected: the organizer is reviewing it"),
+    "refunded": _l("Refunded"),
+}
+
+ERROR_PAGES = {
+    400: (_l("Something was wrong with that request"),
+          _l("Go back, check what you entered, and try again.")),
+    403: (_l("You cannot see this page"),
+          _l("This page belongs to someone else, or needs a different kind of account.")),
+    404: (_l("Page not found"),
+          _l("Check the address, or go to the home page.")),
+    405: (_l("Page not found"), _l("Check the address, or go to the home page.")),
+    429: (_l("Too many attempts"),
+          _l("For your safety we have paused this for a moment. Wait a minute and try again.")),
+    500: (_l("Sorry, something went wrong on our side"),
+          _l("Nothing you entered has been lost. Try again in a few minutes.")),
+}
+
+
+def register_blueprints(app: Flask) -> None:
+    from . import asker, auth, main, webhooks
+
+    for module in (main, auth, asker, webhooks):
+        app.register_blueprint(module.bp)
+
+    app.jinja_env.filters["money"] = lambda cents, currency: money.format_money(
+        cents, currency, str(get_locale() or "en"))
+    app.jinja_env.globals["status_label"] = lambda status: STATUS_LABELS.get(status, status)
+
+    @app.context_processor
+    def page_language():
+        return {"page_lang": str(get_locale() or "en")}
+
+    def error_page(code: int, message=None):
+        title, hint = ERROR_PAGES[code]
+        return render_template("error.html", title=title, hint=message or hint), code
+
+    for code in ERROR_PAGES:
+        app.register_error_handler(code, lambda exc, code=code: error_page(code))
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(exc):
+        return error_page(400, _l("This form had expired or was not sent from this site. "
+                                  "Go back, reload the page and send it again."))
+
+    @app.after_request
+    def security_headers(response):
+        stripe = gateway()
+        stripe_origin, api_origin = stripe.js_origin, stripe.api_origin
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault(
+            "Content-Security-Policy",
+            f"default-src 'self'; script-src 'self' {stripe_origin}; "
+            f"connect-src 'self' {api_origin}; frame-src {stripe_origin} https://hooks.stripe.com; "
+            "img-src 'self' data:; style-src 'self'; form-action 'self'; "
+            "frame-ancestors 'none'; base-uri 'none'",
+        )
+        if request.is_secure:
+            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+        return response

@@ -1,0 +1,206 @@
+"""Asker pages: ask a question, pay for it, follow its status."""
+
+from __future__ import annotations
+
+from flask import Blueprint, abort, flash, jsonify, redirect, render_template, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
+from sqlalchemy import select
+from wtforms import RadioField, SelectField, StringField, TextAreaField
+from wtforms.validators import InputRequired, Length, ValidationError
+
+from .. import money, payments, questions, settings
+from ..extensions import db, limiter
+from ..models import Question
+from ..stripe_gateway import CardDeclined, GatewayError, gateway
+from . import STATUS_LABELS
+
+bp = Blueprint("asker", __name__)
+
+LANGUAGE_NAMES = {"en": "English", "nb": "Norsk bokmål", "fi": "Suomi", "sv": "Svenska",
+                  "sl": "Slovenščina"}
+TOPIC_NAMES = {
+    "everyday": _l("Everyday life"), "health": _l("Health and care"),
+    "home": _l("Home and garden"), "money": _l("Money and benefits"),
+    "technology": _l("Phones, computers and the internet"),
+    "language": _l("Language and translation"), "law": _l("Rights and official matters"),
+    "other": _l("Something else"),
+}
+PAYMENT_UNAVAILABLE = _l("We could not reach the payment service. Nothing was charged. "
+                         "Please try again in a few minutes.")
+
+
+class QuestionForm(FlaskForm):
+    title = StringField(_l("Title of your question"), validators=[
+        InputRequired(_l("Enter a title for your question")),
+        Length(max=questions.TITLE_MAX,
+               message=_l("The title must be %(max)d characters or fewer",
+                          max=questions.TITLE_MAX))])
+    body = TextAreaField(_l("Your question"), validators=[
+        InputRequired(_l("Enter your question")),
+        Length(max=questions.BODY_MAX,
+               message=_l("Your question must be %(max)d characters or fewer",
+                          max=questions.BODY_MAX))])
+    language = SelectField(
+        _l("Language of the answer"),
+        choices=[("", _l("Choose a language"))] + list(LANGUAGE_NAMES.items()),
+        validate_choice=False,
+        validators=[InputRequired(_l("Choose the language you want the answer in"))])
+    topic = SelectField(
+        _l("Topic"), choices=[("", _l("Choose a topic"))] + list(TOPIC_NAMES.items()),
+        validate_choice=False, validators=[InputRequired(_l("Choose a topic"))])
+    price = StringField(_l("Price you will pay"), validators=[
+        InputRequired(_l("Enter the price you will pay"))])
+
+    def __init__(self, bounds: settings.Settings, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.bounds = bounds
+        self.price_cents: int | None = None
+
+    def validate_language(self, field):
+        if field.data not in LANGUAGE_NAMES:
+            raise ValidationError(_("Choose one of the languages in the list"))
+
+    def validate_topic(self, field):
+        if field.data not in TOPIC_NAMES:
+            raise ValidationError(_("Choose one of the topics in the list"))
+
+    def validate_price(self, field):
+        try:
+            cents = money.parse_amount(field.data, self.bounds.currency)
+        except ValueError:
+            raise ValidationError(_("Enter the price as a number, like 12.50")) from None
+        if not self.bounds.price_min_cents <= cents <= self.bounds.price_max_cents:
+            raise ValidationError(_("The price must be between %(min)s and %(max)s",
+                                    min=self.price_text(self.bounds.price_min_cents),
+                                    max=self.price_text(self.bounds.price_max_cents)))
+        self.price_cents = cents
+
+    def price_text(self, cents: int) -> str:
+        from flask_babel import get_locale
+        return money.format_money(cents, self.bounds.currency, str(get_locale()))
+
+
+class TestPaymentForm(FlaskForm):
+    scenario = RadioField(
+        _l("Which test payment?"),
+        choices=[("succeeds", _l("The card succeeds")),
+                 ("declined", _l("The card is declined")),
+                 ("three_d_secure", _l("The card needs 3-D Secure authentication"))],
+        validators=[InputRequired(_l("Choose which test payment to make"))])
+
+
+def _own_question(question_id: int) -> Question:
+    question = db.session.get(Question, question_id)
+    if question is None:
+        abort(404)
+    try:
+        questions.check_owner(question, current_user)
+    except questions.NotYourQuestion:
+        abort(404)  # do not reveal that someone else's question exists
+    return question
+
+
+@bp.route("/ask", methods=["GET", "POST"])
+@login_required
+def ask():
+    """Write a question and set its price; payment comes next."""
+    bounds = settings.current(db.session)
+    form = QuestionForm(bounds)
+    if form.validate_on_submit():
+        question = questions.create_question(
+            db.session, current_user, title=form.title.data, body=form.body.data,
+            language=form.language.data, topic=form.topic.data, price_cents=form.price_cents)
+        db.session.commit()
+        return redirect(url_for("asker.pay", question_id=question.id))
+    return render_template("asker/ask.html", form=form, bounds=bounds), (
+        400 if form.errors else 200)
+
+
+@bp.get("/questions")
+@login_required
+def my_questions():
+    """Every question the signed-in asker has asked, newest first."""
+    rows = db.session.scalars(
+        select(Question).where(Question.asker_id == current_user.id)
+        .order_by(Question.id.desc())
+    ).all()
+    return render_template("asker/questions.html", questions=rows)
+
+
+@bp.get("/questions/<int:question_id>")
+@login_required
+def question(question_id: int):
+    """The question's status for its asker."""
+    q = _own_question(question_id)
+    return render_template("asker/question.html", question=q,
+                           language_name=LANGUAGE_NAMES.get(q.language, q.language),
+                           topic_name=TOPIC_NAMES.get(q.topic, q.topic))
+
+
+@bp.get("/questions/<int:question_id>/status.json")
+@login_required
+def question_status(question_id: int):
+    """The status, for the status page to follow without reloading."""
+    q = _own_question(question_id)
+    return jsonify(status=q.status, label=str(STATUS_LABELS[q.status]),
+                   payment_error=q.payment_error or "")
+
+
+@bp.get("/questions/<int:question_id>/pay")
+@login_required
+@limiter.limit("60 per hour")
+def pay(question_id: int):
+    """Pay for a question: Stripe's card form, or the test-mode panel on localstripe."""
+    q = _own_question(question_id)
+    if q.status not in ("draft", "awaiting_payment"):
+        return redirect(url_for("asker.question", question_id=q.id))
+    try:
+        intent = payments.payment_for(db.session, q, current_user)
+    except GatewayError:
+        db.session.rollback()
+        return render_template("asker/pay_unavailable.html", question=q,
+                               message=PAYMENT_UNAVAILABLE), 503
+    db.session.commit()
+    stripe = gateway()
+    return render_template(
+        "asker/pay.html", question=q, intent=intent, test_panel=stripe.test_panel_allowed,
+        form=TestPaymentForm(), stripe=stripe)
+
+
+@bp.post("/questions/<int:question_id>/pay/test")
+@login_required
+@limiter.limit("30 per hour")
+def pay_test(question_id: int):
+    """Test mode: pay with a Stripe test card. Refused unless on localstripe without a live key."""
+    if not gateway().test_panel_allowed:
+        abort(404)
+    q = _own_question(question_id)
+    if q.status not in ("draft", "awaiting_payment"):
+        return redirect(url_for("asker.question", question_id=q.id))
+    form = TestPaymentForm()
+    stripe = gateway()
+    if not form.validate_on_submit():
+        intent = payments.payment_for(db.session, q, current_user)
+        db.session.commit()
+        return render_template(
+            "asker/pay.html", question=q, intent=intent, test_panel=True, form=form,
+            stripe=stripe), 400
+    try:
+        intent = payments.pay_with_test_card(db.session, q, current_user, form.scenario.data)
+    except CardDeclined:
+        db.session.commit()  # keep the recorded reason
+        flash(_("Your card was declined. No money was taken. You can try again."), "error")
+        return redirect(url_for("asker.pay", question_id=q.id))
+    except GatewayError:
+        db.session.rollback()
+        return render_template("asker/pay_unavailable.html", question=q,
+                               message=PAYMENT_UNAVAILABLE), 503
+    db.session.commit()
+    if intent.status == "requires_action":
+        return render_template("asker/authenticate.html", question=q, intent=intent,
+                               stripe=stripe)
+    return redirect(url_for("asker.question", question_id=q.id))
+

@@ -1,0 +1,34 @@
+"""Stripe webhook endpoint: the only CSRF-exempt POST; it verifies Stripe's signature."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, jsonify, request
+
+from .. import payments
+from ..extensions import csrf, db
+from ..stripe_gateway import InvalidWebhook, gateway
+
+bp = Blueprint("webhooks", __name__)
+log = logging.getLogger(__name__)
+
+#: Stripe events are small; anything larger is refused before parsing.
+MAX_PAYLOAD = 512 * 1024
+
+
+@bp.post("/stripe/webhook")
+@csrf.exempt
+def stripe_webhook():
+    """Verify, store once and apply a Stripe event; 400 with nothing stored if it is not valid."""
+    payload = request.get_data(cache=False)
+    if len(payload) > MAX_PAYLOAD:
+        return jsonify(error="payload too large"), 400
+    try:
+        event = gateway().parse_webhook(payload, request.headers.get("Stripe-Signature"))
+    except InvalidWebhook as exc:
+        log.warning("refused a Stripe webhook: %s", exc)
+        return jsonify(error="invalid webhook"), 400
+    outcome = payments.handle_webhook_event(db.session, event)
+    db.session.commit()
+    return jsonify(received=True, outcome=outcome)
