@@ -117,12 +117,14 @@ def _payment_succeeded(session: Session, event: WebhookEvent) -> str:
     question = _question_for(session, event)
     if question is None:
         return "ignored: no question for this payment"
+    if question.payment_intent_id != event.object_id:
+        # Not the PaymentIntent we expect for this question (an older, cancelled attempt, or
+        # another environment sharing the Stripe account): reconciliation reports it.
+        log.warning("payment %s is not question %s's current payment", event.object_id,
+                    question.id)
+        return "ignored: not the question's current payment"
     if question.status != "awaiting_payment":
-        if question.payment_intent_id == event.object_id:
-            return f"ignored: question already {question.status}"
-        # Money arrived for a question paid by another PaymentIntent: reconciliation shows it.
-        log.warning("question %s paid twice: %s", question.id, event.object_id)
-        return f"ignored: question already {question.status}, paid by another payment"
+        return f"ignored: question already {question.status}"
     if event.amount != question.price_cents or event.currency != question.currency:
         log.error("payment %s amount %s %s does not match question %s", event.object_id,
                   event.amount, event.currency, question.id)

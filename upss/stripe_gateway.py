@@ -72,6 +72,8 @@ def _origin(url: str) -> str:
 
 
 def _payment_intent(obj) -> PaymentIntent:
+    if hasattr(obj, "to_dict"):
+        obj = obj.to_dict()
     return PaymentIntent(
         id=obj["id"], status=obj["status"], amount=int(obj["amount"]),
         currency=str(obj["currency"]).upper(), client_secret=obj.get("client_secret") or "",

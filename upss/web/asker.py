@@ -9,6 +9,7 @@ from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms import RadioField, SelectField, StringField, TextAreaField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Length, ValidationError
 
 from .. import money, payments, questions, settings
@@ -32,6 +33,10 @@ PAYMENT_UNAVAILABLE = _l("We could not reach the payment service. Nothing was ch
                          "Please try again in a few minutes.")
 
 
+def _choices(prompt, names: dict) -> list[SelectChoice]:
+    return [SelectChoice("", prompt)] + [SelectChoice(k, v) for k, v in names.items()]
+
+
 class QuestionForm(FlaskForm):
     title = StringField(_l("Title of your question"), validators=[
         InputRequired(_l("Enter a title for your question")),
@@ -45,11 +50,11 @@ class QuestionForm(FlaskForm):
                           max=questions.BODY_MAX))])
     language = SelectField(
         _l("Language of the answer"),
-        choices=[("", _l("Choose a language"))] + list(LANGUAGE_NAMES.items()),
+        choices=_choices(_l("Choose a language"), LANGUAGE_NAMES),
         validate_choice=False,
         validators=[InputRequired(_l("Choose the language you want the answer in"))])
     topic = SelectField(
-        _l("Topic"), choices=[("", _l("Choose a topic"))] + list(TOPIC_NAMES.items()),
+        _l("Topic"), choices=_choices(_l("Choose a topic"), TOPIC_NAMES),
         validate_choice=False, validators=[InputRequired(_l("Choose a topic"))])
     price = StringField(_l("Price you will pay"), validators=[
         InputRequired(_l("Enter the price you will pay"))])
@@ -86,9 +91,9 @@ class QuestionForm(FlaskForm):
 class TestPaymentForm(FlaskForm):
     scenario = RadioField(
         _l("Which test payment?"),
-        choices=[("succeeds", _l("The card succeeds")),
-                 ("declined", _l("The card is declined")),
-                 ("three_d_secure", _l("The card needs 3-D Secure authentication"))],
+        choices=[SelectChoice("succeeds", _l("The card succeeds")),
+                 SelectChoice("declined", _l("The card is declined")),
+                 SelectChoice("three_d_secure", _l("The card needs 3-D Secure authentication"))],
         validators=[InputRequired(_l("Choose which test payment to make"))])
 
 

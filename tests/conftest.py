@@ -1,0 +1,279 @@
+"""Shared fixtures: databases (SQLite and PostgreSQL), a real localstripe, the app and helpers.
+
+Every test that uses ``app`` runs once on SQLite and once on PostgreSQL. Both databases are built
+with the real migrations (``flask db upgrade``), once per session; each test then gets a fresh
+copy (SQLite: a copied file; PostgreSQL: truncated tables). Under ``CI=true`` a missing
+PostgreSQL fails the run instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+import requests
+from werkzeug.serving import make_server
+
+from upss import create_app
+from upss.extensions import db
+
+POSTGRES_ADMIN_URL = os.environ.get(
+    "UPSS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+IN_CI = os.environ.get("CI", "").lower() == "true"
+DATABASES = ("sqlite", "postgresql")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def wait_until(predicate, timeout: float = 15.0, interval: float = 0.1):
+    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)
+
+
+@pytest.fixture(scope="session")
+def localstripe_url():
+    """A real localstripe server (upss.devstripe) on a free loopback port, for the session."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "upss.devstripe", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for_port(port)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def _migrate(url: str) -> None:
+    from flask_migrate import upgrade
+
+    app = create_app(_base_config(url, "http://127.0.0.1:9"))
+    with app.app_context():
+        upgrade()
+        db.engine.dispose()
+
+
+def _base_config(database_url: str, localstripe_url: str) -> dict:
+    return {
+        "TESTING": True,
+        "SECRET_KEY": "test-secret",
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "RATELIMIT_ENABLED": False,
+        "UPSS_LOCALSTRIPE_URL": localstripe_url,
+        "UPSS_USES_LOCALSTRIPE": True,
+        "UPSS_STRIPE_SECRET_KEY": "sk_test_upss_localstripe",
+        "UPSS_STRIPE_PUBLISHABLE_KEY": "pk_test_upss_localstripe",
+        "UPSS_STRIPE_WEBHOOK_SECRET": "whsec_test_secret",
+    }
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory):
+    path = tmp_path_factory.mktemp("db") / "template.sqlite"
+    _migrate(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A fresh PostgreSQL database for this session, migrated; dropped at the end."""
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except Exception as exc:  # noqa: BLE001 - any failure means "no PostgreSQL here"
+        admin.dispose()
+        message = f"PostgreSQL is not reachable at {POSTGRES_ADMIN_URL}: {exc}"
+        if IN_CI:
+            pytest.fail(message + " (CI=true: the PostgreSQL tests are required)")
+        pytest.skip(message)
+    name = f"upss_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    url = POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    try:
+        _migrate(url)
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def _truncate_postgres(url: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        tables = conn.execute(sa.text(
+            "SELECT tablename FROM pg_tables WHERE schemaname = 'public' "
+            "AND tablename <> 'alembic_version'")).scalars().all()
+        conn.execute(sa.text(
+            "TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=DATABASES)
+def database_url(request, tmp_path):
+    """A migrated, empty database: once SQLite, once PostgreSQL."""
+    if request.param == "sqlite":
+        path = tmp_path / "upss.sqlite"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
+    url = request.getfixturevalue("postgres_url")
+    _truncate_postgres(url)
+    return url
+
+
+@pytest.fixture
+def app_config(database_url, localstripe_url):
+    """Override in a test module to change settings."""
+    return _base_config(database_url, localstripe_url)
+
+
+@pytest.fixture
+def app(app_config):
+    app = create_app(app_config)
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture(autouse=True)
+def ledger_invariants(request):
+    """After every test with an app: the ledger balances and cached balances equal entries."""
+    if "app" not in request.fixturenames:
+        yield
+        return
+    app = request.getfixturevalue("app")
+    yield
+    if request.node.get_closest_marker("ledger_tampered"):
+        return
+    from upss import ledger
+
+    with app.app_context():
+        db.session.remove()
+        report = ledger.verify(db.session)
+        db.session.remove()
+    assert report.ok, f"ledger invariants broken after the test: {report.problems}"
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def runner(app):
+    return app.test_cli_runner()
+
+
+CSRF_RE = re.compile(r'name="csrf_token" type="hidden" value="([^"]+)"|'
+                     r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_token(client, url: str) -> str:
+    page = client.get(url)
+    match = CSRF_RE.search(page.get_data(as_text=True))
+    assert match, f"no CSRF token on {url} (status {page.status_code})"
+    return match.group(1) or match.group(2)
+
+
+def submit(client, url: str, data: dict, form_url: str | None = None, **kwargs):
+    """POST ``data`` to ``url`` with the CSRF token from the form page, as a browser would."""
+    token = csrf_token(client, form_url or url)
+    return client.post(url, data={"csrf_token": token, **data}, **kwargs)
+
+
+@pytest.fixture
+def make_user(app):
+    """Factory: ``make_user(role="asker")`` stores a user and returns (id, email, password)."""
+    from upss import accounts
+
+    counter = iter(range(1, 10_000))
+
+    def make(role: str = "asker", email: str | None = None, password: str = "correct horse 9"):
+        email = email or f"{role}{next(counter)}@example.org"
+        with app.app_context():
+            user = accounts.sign_up(db.session, email=email, name=role.title(), password=password)
+            user.is_answerer = role == "answerer"
+            user.is_organizer = role == "organizer"
+            db.session.commit()
+            return user.id, email, password
+
+    return make
+
+
+def sign_in(client, email: str, password: str):
+    response = submit(client, "/sign-in", {"email": email, "password": password})
+    assert response.status_code == 302, response.get_data(as_text=True)[:500]
+    return response
+
+
+@pytest.fixture
+def asker_client(client, make_user):
+    """A test client signed in as a new asker; ``asker_client.user_id`` is the user's id."""
+    user_id, email, password = make_user("asker")
+    sign_in(client, email, password)
+    client.user_id = user_id
+    return client
+
+
+QUESTION = {"title": "How do I video call my grandson?", "body": "I have an Android tablet.",
+            "language": "en", "topic": "technology", "price": "12.50"}
+
+
+def ask(client, **overrides):
+    """Submit the ask form; returns the response."""
+    return submit(client, "/ask", {**QUESTION, **overrides})
+
+
+@pytest.fixture
+def live_server(app, localstripe_url):
+    """Serve ``app`` on a free loopback port and register it as localstripe's webhook target."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    requests.post(f"{localstripe_url}/_config/webhooks/upss",
+                  data={"url": f"{base}/stripe/webhook",
+                        "secret": app.config["UPSS_STRIPE_WEBHOOK_SECRET"]},
+                  timeout=5).raise_for_status()
+    yield base
+    server.shutdown()
+    thread.join(timeout=5)
