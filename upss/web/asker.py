@@ -10,7 +10,7 @@ from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms import RadioField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import InputRequired, Length, ValidationError
+from wtforms.validators import DataRequired, InputRequired, Length, ValidationError
 
 from .. import money, payments, questions, settings
 from ..extensions import db, limiter
@@ -33,18 +33,22 @@ PAYMENT_UNAVAILABLE = _l("We could not reach the payment service. Nothing was ch
                          "Please try again in a few minutes.")
 
 
+def _strip(value: str | None) -> str | None:
+    return value.strip() if isinstance(value, str) else value
+
+
 def _choices(prompt, names: dict) -> list[SelectChoice]:
     return [SelectChoice("", prompt)] + [SelectChoice(k, v) for k, v in names.items()]
 
 
 class QuestionForm(FlaskForm):
-    title = StringField(_l("Title of your question"), validators=[
-        InputRequired(_l("Enter a title for your question")),
+    title = StringField(_l("Title of your question"), filters=[_strip], validators=[
+        DataRequired(_l("Enter a title for your question")),
         Length(max=questions.TITLE_MAX,
                message=_l("The title must be %(max)d characters or fewer",
                           max=questions.TITLE_MAX))])
-    body = TextAreaField(_l("Your question"), validators=[
-        InputRequired(_l("Enter your question")),
+    body = TextAreaField(_l("Your question"), filters=[_strip], validators=[
+        DataRequired(_l("Enter your question")),
         Length(max=questions.BODY_MAX,
                message=_l("Your question must be %(max)d characters or fewer",
                           max=questions.BODY_MAX))])
@@ -115,11 +119,17 @@ def ask():
     bounds = settings.current(db.session)
     form = QuestionForm(bounds)
     if form.validate_on_submit():
-        question = questions.create_question(
-            db.session, current_user, title=form.title.data, body=form.body.data,
-            language=form.language.data, topic=form.topic.data, price_cents=form.price_cents)
-        db.session.commit()
-        return redirect(url_for("asker.pay", question_id=question.id))
+        try:
+            question = questions.create_question(
+                db.session, current_user, title=form.title.data, body=form.body.data,
+                language=form.language.data, topic=form.topic.data,
+                price_cents=form.price_cents)
+        except questions.InvalidQuestion as exc:  # the form checks the same rules first
+            db.session.rollback()
+            form[exc.field].errors.append(str(exc))
+        else:
+            db.session.commit()
+            return redirect(url_for("asker.pay", question_id=question.id))
     return render_template("asker/ask.html", form=form, bounds=bounds), (
         400 if form.errors else 200)
 
