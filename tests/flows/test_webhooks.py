@@ -152,3 +152,28 @@ def test_unrelated_event_types_are_stored_and_ignored(app, client, awaiting_ques
     other = event("evt_charge", "charge.succeeded", {"id": "ch_1", "object": "charge"})
     assert deliver(client, other).get_json()["outcome"] == "ignored: type not used"
     assert counts(app)["StripeEvent"] == 1
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_concurrent_deliveries_of_one_event_apply_once(app, awaiting_question):
+    """Six simultaneous deliveries of the same event on PostgreSQL: one applies, five repeat."""
+    import threading
+
+    body = json.dumps(event("evt_race", "payment_intent.succeeded",
+                            payment_intent(1, "pi_test_1")))
+    barrier = threading.Barrier(6)
+    outcomes: list[str] = []
+
+    def post():
+        client = app.test_client()
+        barrier.wait()
+        outcomes.append(deliver(client, body).get_json()["outcome"])
+
+    threads = [threading.Thread(target=post) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert sorted(outcomes) == ["applied: question queued"] + ["duplicate"] * 5
+    assert counts(app) == {"StripeEvent": 1, "LedgerTransaction": 1, "QuestionEvent": 1,
+                           "status": "queued"}

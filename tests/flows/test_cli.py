@@ -1,0 +1,94 @@
+"""``flask upss`` and ``flask db`` commands, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import sqlalchemy as sa
+
+from tests.conftest import POSTGRES_ADMIN_URL, _base_config
+from upss import create_app, ledger
+from upss.extensions import db
+
+
+def test_verify_ledger_prints_the_trial_balance_and_ok(app, runner):
+    with app.app_context():
+        ledger.post(db.session, "payment:pi_1", "payment",
+                    [("stripe_balance", 1250), ("escrow:question:1", -1250)], "EUR")
+        db.session.commit()
+    result = runner.invoke(args=["upss", "verify-ledger"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert any(line.split()[:3] == ["escrow:question:1", "liability", "0.00"] for line in lines)
+    assert any(line.split()[:3] == ["stripe_balance", "asset", "12.50"] for line in lines)
+    assert any(line.split()[:3] == ["total", "12.50", "12.50"] for line in lines)
+    assert "ledger OK" in result.output
+
+
+@pytest.mark.ledger_tampered
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_verify_ledger_reports_the_first_break_and_fails(app, runner):
+    with app.app_context():
+        for n in (1, 2):
+            ledger.post(db.session, f"payment:pi_{n}", "payment",
+                        [("stripe_balance", 100), (f"escrow:question:{n}", -100)], "EUR")
+        db.session.commit()
+        db.session.execute(sa.text("DROP TRIGGER ledger_transaction_no_update"))
+        db.session.execute(sa.text("UPDATE ledger_transaction SET description = 'x' "
+                                   "WHERE id = 2"))
+        db.session.commit()
+    result = runner.invoke(args=["upss", "verify-ledger"])
+    assert result.exit_code == 1
+    assert "FIRST BREAK: chain broken at transaction 2 (payment:pi_2): content changed" in (
+        result.output)
+
+
+def test_seed_demo_creates_one_user_per_role_and_can_run_twice(app, runner):
+    first = runner.invoke(args=["upss", "seed-demo"])
+    second = runner.invoke(args=["upss", "seed-demo"])
+    assert first.exit_code == second.exit_code == 0
+    assert "sign in as organizer@example.org with password organizer-demo-pass" in first.output
+    from upss.models import User
+    with app.app_context():
+        users = db.session.scalars(sa.select(User).order_by(User.id)).all()
+        assert [(u.email, u.is_answerer, u.is_organizer) for u in users] == [
+            ("asker@example.org", False, False), ("answerer@example.org", True, False),
+            ("organizer@example.org", False, True)]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database(request, tmp_path):
+    """A database with no tables at all."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.sqlite'}"
+        return
+    request.getfixturevalue("postgres_url")  # skips, or fails under CI, without PostgreSQL
+    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"upss_empty_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def test_db_upgrade_from_empty_matches_the_models(empty_database, localstripe_url):
+    """`flask db upgrade` builds the schema from nothing; `flask db check` finds no drift;
+    `flask db downgrade base` removes it again."""
+    app = create_app(_base_config(empty_database, localstripe_url))
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["db", "upgrade"])
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        tables = set(sa.inspect(db.engine).get_table_names())
+    assert {"user", "question", "question_event", "stripe_event", "ledger_account",
+            "ledger_transaction", "ledger_entry", "organizer_settings"} <= tables
+    check = runner.invoke(args=["db", "check"])
+    assert check.exit_code == 0, check.output
+    down = runner.invoke(args=["db", "downgrade", "base"])
+    assert down.exit_code == 0, down.output
+    with app.app_context():
+        assert set(sa.inspect(db.engine).get_table_names()) <= {"alembic_version"}
+        db.engine.dispose()
