@@ -35,6 +35,13 @@ function followQuestionStatus() {
   window.setTimeout(poll, delay);
 }
 
+/* Stripe reports a failed check as an error; localstripe returns the PaymentIntent, which is
+   then back at requires_payment_method. Only these statuses mean the money is on its way. */
+function paymentWentThrough(outcome) {
+  if (!outcome || outcome.error || !outcome.paymentIntent) return false;
+  return ["succeeded", "processing", "requires_capture"].includes(outcome.paymentIntent.status);
+}
+
 /* Test mode 3-D Secure: localstripe's Stripe.js opens its authentication box. */
 function setUpThreeDSecure() {
   const box = document.getElementById("three-d-secure");
@@ -45,7 +52,7 @@ function setUpThreeDSecure() {
     button.disabled = true;
     const stripe = Stripe(box.dataset.stripeKey);
     const outcome = await stripe.confirmCardPayment(box.dataset.clientSecret);
-    if (outcome.error) {
+    if (!paymentWentThrough(outcome)) {
       result.textContent = box.dataset.failedMessage;
       result.className = "notice notice--error";
       button.disabled = false;
@@ -70,8 +77,8 @@ function setUpCardForm() {
     button.disabled = true;
     const outcome = await stripe.confirmCardPayment(form.dataset.clientSecret,
                                                     {payment_method: {card: card}});
-    if (outcome.error) {
-      errors.textContent = outcome.error.message;
+    if (!paymentWentThrough(outcome)) {
+      errors.textContent = (outcome.error && outcome.error.message) || form.dataset.failedMessage;
       button.disabled = false;
     } else {
       window.location.assign(form.dataset.returnUrl);

@@ -1,0 +1,74 @@
+"""Real-browser fixtures: Debian's Chromium driven by Playwright, axe-core for accessibility.
+
+No browser is downloaded (`playwright install` cannot work offline): pytest-playwright launches
+/usr/bin/chromium. Browser tests run on SQLite; the flows they drive are covered on PostgreSQL
+by the test-client suite.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from axe_playwright_python.sync_playwright import Axe
+
+CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
+#: Screenshots of key pages land here (named in the README).
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+AXE_OPTIONS = {"runOnly": {"type": "tag", "values": [
+    "wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"]},
+    "resultTypes": ["violations"]}
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if "tests/browser/" in str(item.fspath).replace(os.sep, "/"):
+            item.add_marker(pytest.mark.browser)
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"Chromium not found at {CHROMIUM}: run scripts/ensure-chromium")
+    return {**browser_type_launch_args, "executable_path": CHROMIUM,
+            "args": ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update",
+                     "--disable-sync"]}
+
+
+@pytest.fixture
+def database_url(request, tmp_path, sqlite_template):
+    path = tmp_path / "upss.sqlite"
+    shutil.copy(sqlite_template, path)
+    return f"sqlite:///{path}"
+
+
+class Accessibility:
+    """Runs axe-core on pages and collects every violation, to assert once at the end."""
+
+    def __init__(self):
+        self.axe = Axe()
+        self.checked: list[str] = []
+        self.violations: list[str] = []
+
+    def check(self, page, label: str) -> None:
+        results = self.axe.run(page, options=AXE_OPTIONS)
+        self.checked.append(label)
+        for violation in results.response["violations"]:
+            targets = [node["target"] for node in violation["nodes"]][:3]
+            self.violations.append(f"{label}: {violation['id']} ({violation['impact']}) "
+                                   f"{violation['help']} at {targets}")
+
+
+@pytest.fixture
+def a11y():
+    return Accessibility()
+
+
+def screenshot(page, name: str) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{re.sub(r'[^a-z0-9-]+', '-', name)}.png"),
+                    full_page=True)
