@@ -19,7 +19,8 @@ install: $(VENV)/.installed
 run: install
 	$(BIN)/flask db upgrade
 	$(BIN)/flask upss seed-demo
-	@echo "UPSS: open http://127.0.0.1:$${UPSS_PORT:-5000}/ (localstripe test payments on 127.0.0.1:8420)"
+	@mkdir -p instance
+	@echo "UPSS: open http://127.0.0.1:$${UPSS_PORT:-5000}/ (test payments: localstripe on 127.0.0.1:$${UPSS_LOCALSTRIPE_PORT:-8420})"
 	$(BIN)/honcho start -f Procfile
 
 test: install
