@@ -13,10 +13,10 @@ from pathlib import Path
 #: Secret key prefix Stripe uses for live mode; the test-mode panel is refused with such a key.
 LIVE_KEY_PREFIX = "sk_live_"
 #: The key the app uses against localstripe (localstripe accepts any ``sk_…``).
-LOCALSTRIPE_SECRET_KEY = "sk_test_upss_localstripe"
+LOCALSTRIPE_SECRET_KEY = "sk_test_upss_localstripe"  # noqa: S105 - localstripe only
 LOCALSTRIPE_PUBLISHABLE_KEY = "pk_test_upss_localstripe"
 #: Webhook signing secret shared by the app and localstripe when no real Stripe key is set.
-LOCAL_WEBHOOK_SECRET = "whsec_upss_localstripe"
+LOCAL_WEBHOOK_SECRET = "whsec_upss_localstripe"  # noqa: S105 - localstripe only
 
 
 def _int(environ, name: str, default: int) -> int:

@@ -27,7 +27,7 @@ def _use_state_file(store, path: str | None) -> None:
     if path:
         try:
             with open(path, "rb") as f:
-                dict.update(store, pickle.load(f))
+                dict.update(store, pickle.load(f))  # noqa: S301 - our own local file
         except (FileNotFoundError, EOFError):
             pass
 
@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--webhook-url", default=None,
                         help="the app's webhook endpoint, registered at start-up")
     parser.add_argument("--webhook-secret", default=None,
-                        help="signing secret (default: UPSS_STRIPE_WEBHOOK_SECRET or the local one)")
+                        help="signing secret (default: UPSS_STRIPE_WEBHOOK_SECRET, "
+                             "else the local one)")
     args = parser.parse_args(argv)
 
     from aiohttp import web
@@ -55,8 +56,9 @@ def main(argv: list[str] | None = None) -> None:
                   or LOCAL_WEBHOOK_SECRET)
         register_webhook("upss", args.webhook_url, secret, None)
     logging.basicConfig(level=logging.INFO)
+    banner = f"localstripe on http://{args.host}:{args.port}"
     web.run_app(app, host=args.host, port=args.port, access_log=None,
-                print=lambda *a: print(f"localstripe on http://{args.host}:{args.port}", flush=True))
+                print=lambda *a: print(banner, flush=True))
 
 
 if __name__ == "__main__":

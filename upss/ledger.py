@@ -4,7 +4,8 @@ Design overview
 ---------------
 * An **account** is named by what it holds: ``stripe_balance`` (asset), ``escrow:question:<id>``
   (liability), ``payable:answerer:<id>`` (liability), ``commission`` (revenue), ``stripe_fees``
-  (expense), ``payouts_in_transit`` and ``bank_clearing`` (assets). Accounts are created on first use.
+  (expense), ``payouts_in_transit`` and ``bank_clearing`` (assets). Accounts are created on
+  first use.
 * A **transaction** has two or more entries of signed integer minor units (debit ``+``, credit
   ``-``) in one currency that sum to zero. ``post()`` refuses anything else, and the database
   refuses it too (CHECK constraints; on PostgreSQL a deferred constraint trigger).

@@ -12,7 +12,7 @@ WAITING = "Paid: waiting for an off-peak answerer"
 def ask_question(page, title: str, price: str) -> None:
     page.get_by_role("link", name="Ask a question").first.click()
     page.get_by_label("Title of your question").fill(title)
-    page.get_by_label("Your question", exact=True).fill("I would like to know, step by step, please.")
+    page.get_by_label("Your question", exact=True).fill("Step by step, please.")
     page.get_by_label("Language of the answer").select_option("en")
     page.get_by_label("Topic").select_option("technology")
     page.get_by_label("Price you will pay").fill(price)

@@ -32,7 +32,7 @@ def ledger_rows(app):
 
 
 def test_sign_up_ask_pay_and_webhook_queue_the_question(app, client, live_server):
-    """A new asker signs up, asks, pays with pm_card_visa; localstripe's signed webhook queues it."""
+    """A new asker signs up, asks, pays with pm_card_visa; the signed webhook queues it."""
     response = submit(client, "/sign-up", {"name": "Ada", "email": "Ada@Example.org",
                                            "password": "a long password", "confirm":
                                            "a long password"})
