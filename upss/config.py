@@ -80,4 +80,17 @@ def from_environment(instance_path: str, environ=None) -> dict:
         "UPSS_PRICE_MIN_CENTS": _int(environ, "UPSS_PRICE_MIN_CENTS", 300),
         "UPSS_PRICE_MAX_CENTS": _int(environ, "UPSS_PRICE_MAX_CENTS", 10000),
         "UPSS_COMMISSION_BPS": _int(environ, "UPSS_COMMISSION_BPS", 1000),
+        "UPSS_OFFPEAK_WINDOW": environ.get("UPSS_OFFPEAK_WINDOW", "22:00-07:00"),
+        "UPSS_OFFER_HOURS": _int(environ, "UPSS_OFFER_HOURS", 12),
+        "UPSS_LOCK_HOURS": _int(environ, "UPSS_LOCK_HOURS", 4),
+        "UPSS_LOCK_HOURS_LARGE": _int(environ, "UPSS_LOCK_HOURS_LARGE", 8),
+        "UPSS_LARGE_PRICE_CENTS": _int(environ, "UPSS_LARGE_PRICE_CENTS", 10000),
+        "UPSS_DEADLINE_HOURS": _int(environ, "UPSS_DEADLINE_HOURS", 72),
+        "UPSS_AUTO_ACCEPT_DAYS": _int(environ, "UPSS_AUTO_ACCEPT_DAYS", 3),
+        "UPSS_URGENT_HOURS": _int(environ, "UPSS_URGENT_HOURS", 12),
+        "UPSS_RELEASE_CAP_PER_TICK": _int(environ, "UPSS_RELEASE_CAP_PER_TICK", 5),
+        #: Scheduler: seconds between runs of the frequent jobs (tests make it short).
+        "UPSS_SCHEDULER_TICK_SECONDS": _int(environ, "UPSS_SCHEDULER_TICK_SECONDS", 60),
+        #: Seconds a SQLite scheduler lease lasts without renewal.
+        "UPSS_LEASE_SECONDS": _int(environ, "UPSS_LEASE_SECONDS", 90),
     }

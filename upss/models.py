@@ -66,7 +66,8 @@ class User(UserMixin, db.Model):
     locale: Mapped[str] = mapped_column(String(5), default="")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
-    questions: Mapped[list[Question]] = relationship(back_populates="asker")
+    questions: Mapped[list[Question]] = relationship(back_populates="asker",
+                                                     foreign_keys="Question.asker_id")
 
 
 class OrganizerSettings(db.Model):
@@ -85,7 +86,66 @@ class OrganizerSettings(db.Model):
     price_max_cents: Mapped[int] = mapped_column(Integer)
     #: Organizer's share in basis points (1000 = 10 %).
     commission_bps: Mapped[int] = mapped_column(Integer)
+    #: IANA zone the off-peak windows are written in.
+    timezone: Mapped[str] = mapped_column(String(64), default="Europe/Oslo")
+    offer_hours: Mapped[int] = mapped_column(Integer, default=12)
+    lock_hours: Mapped[int] = mapped_column(Integer, default=4)
+    #: Lock time for questions priced at ``large_price_cents`` or more.
+    lock_hours_large: Mapped[int] = mapped_column(Integer, default=8)
+    large_price_cents: Mapped[int] = mapped_column(Integer, default=10000)
+    #: Hours from payment until an unanswered question is refunded.
+    deadline_hours: Mapped[int] = mapped_column(Integer, default=72)
+    auto_accept_days: Mapped[int] = mapped_column(Integer, default=3)
+    #: A question with less than this many hours left is offered even outside a window.
+    urgent_hours: Mapped[int] = mapped_column(Integer, default=12)
+    #: At most this many offers per release tick, so a window's work is spread out.
+    release_cap_per_tick: Mapped[int] = mapped_column(Integer, default=5)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class OffPeakWindow(db.Model):
+    """An off-peak window in the organizer's timezone; ``end <= start`` crosses midnight."""
+
+    __tablename__ = "offpeak_window"
+    __table_args__ = (
+        CheckConstraint("weekday BETWEEN 0 AND 6", name="weekday_range"),
+        CheckConstraint("start_minute BETWEEN 0 AND 1439 AND end_minute BETWEEN 0 AND 1440 "
+                        "AND start_minute <> end_minute", name="minutes_range"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: Monday is 0: the window starts on this local weekday.
+    weekday: Mapped[int] = mapped_column(Integer)
+    start_minute: Mapped[int] = mapped_column(Integer)
+    end_minute: Mapped[int] = mapped_column(Integer)
+
+
+class AnswererProfile(db.Model):
+    """What the release policy needs to know about an answerer."""
+
+    __tablename__ = "answerer_profile"
+    __table_args__ = (
+        CheckConstraint("daily_limit >= 0 AND open_offer_limit >= 0", name="limits"),
+    )
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"), primary_key=True)
+    #: Comma-separated language codes, e.g. "en,fi".
+    languages: Mapped[str] = mapped_column(String(40), default="en")
+    #: Daily hours the answerer is available, in ``timezone``; until <= from crosses midnight.
+    available_from_minute: Mapped[int] = mapped_column(Integer, default=0)
+    available_until_minute: Mapped[int] = mapped_column(Integer, default=1440)
+    timezone: Mapped[str] = mapped_column(String(64), default="Europe/Oslo")
+    #: Most offers per local day.
+    daily_limit: Mapped[int] = mapped_column(Integer, default=5)
+    #: Most questions offered to or claimed by them at once.
+    open_offer_limit: Mapped[int] = mapped_column(Integer, default=2)
+    active: Mapped[bool] = mapped_column(default=True)
+
+    user: Mapped[User] = relationship()
+
+    @property
+    def language_list(self) -> list[str]:
+        return [code for code in self.languages.split(",") if code]
 
 
 class Question(db.Model):
@@ -97,6 +157,7 @@ class Question(db.Model):
             name="status_known",
         ),
         Index("ix_question_status_paid_at", "status", "paid_at"),
+        CheckConstraint("rating IS NULL OR rating BETWEEN 1 AND 5", name="rating_range"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -116,8 +177,26 @@ class Question(db.Model):
     payment_error: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Commission rate frozen when the question is paid.
+    commission_bps: Mapped[int | None] = mapped_column(Integer)
+    #: Frozen when paid: unanswered by then, the question is refunded.
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The answerer it is offered to, claimed by, or answered by.
+    answerer_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"), index=True)
+    offer_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    lock_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    answer_body: Mapped[str | None] = mapped_column(Text)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Why the asker rejected the answer.
+    dispute_reason: Mapped[str | None] = mapped_column(String(2000))
+    stripe_refund_id: Mapped[str | None] = mapped_column(String(255))
+    rating: Mapped[int | None] = mapped_column(Integer)
+    rating_comment: Mapped[str | None] = mapped_column(String(2000))
 
-    asker: Mapped[User] = relationship(back_populates="questions")
+    asker: Mapped[User] = relationship(back_populates="questions", foreign_keys=[asker_id])
+    answerer: Mapped[User | None] = relationship(foreign_keys=[answerer_id])
+    messages: Mapped[list[Message]] = relationship(order_by="Message.id")
     events: Mapped[list[QuestionEvent]] = relationship(
         back_populates="question", order_by="QuestionEvent.id"
     )
@@ -141,6 +220,95 @@ class QuestionEvent(db.Model):
     note: Mapped[str] = mapped_column(String(500), default="")
 
     question: Mapped[Question] = relationship(back_populates="events")
+
+
+class Offer(db.Model):
+    """One offer of a question to one answerer, and how it ended."""
+
+    __tablename__ = "offer"
+    __table_args__ = (
+        Index("ix_offer_answerer_offered_at", "answerer_id", "offered_at"),
+        CheckConstraint("outcome IN ('open', 'claimed', 'declined', 'expired', 'withdrawn')",
+                        name="outcome_known"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    question_id: Mapped[int] = mapped_column(ForeignKey("question.id"), index=True)
+    answerer_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    offered_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    outcome: Mapped[str] = mapped_column(String(20), default="open")
+    resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class AnswerDraft(db.Model):
+    """An answer being written: saved as the answerer types, kept when a lock expires."""
+
+    __tablename__ = "answer_draft"
+
+    question_id: Mapped[int] = mapped_column(ForeignKey("question.id"), primary_key=True)
+    answerer_id: Mapped[int] = mapped_column(ForeignKey("user.id"), primary_key=True)
+    body: Mapped[str] = mapped_column(Text, default="")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Message(db.Model):
+    """A clarification asked by the asker or given by the answerer."""
+
+    __tablename__ = "message"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    question_id: Mapped[int] = mapped_column(ForeignKey("question.id"), index=True)
+    author_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    #: "clarification_request" (asker) or "clarification_reply" (answerer).
+    kind: Mapped[str] = mapped_column(String(30))
+    body: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    author: Mapped[User] = relationship()
+
+
+class Tip(db.Model):
+    """A thank-you paid by the asker on top of the price: all of it goes to the answerer."""
+
+    __tablename__ = "tip"
+    __table_args__ = (CheckConstraint("amount_cents > 0", name="amount_positive"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    question_id: Mapped[int] = mapped_column(ForeignKey("question.id"), index=True)
+    answerer_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    amount_cents: Mapped[int] = mapped_column(Integer)
+    currency: Mapped[str] = mapped_column(String(3))
+    payment_intent_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    #: "awaiting_payment" until Stripe confirms, then "paid".
+    status: Mapped[str] = mapped_column(String(20), default="awaiting_payment")
+    payment_error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class SchedulerLease(db.Model):
+    """SQLite's scheduler lease: one row, held by one process until it expires."""
+
+    __tablename__ = "scheduler_lease"
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(100))
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class JobRun(db.Model):
+    """One run of a scheduler job: which process ran it, when, and what it did."""
+
+    __tablename__ = "job_run"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[str] = mapped_column(String(40), index=True)
+    holder: Mapped[str] = mapped_column(String(100))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: e.g. "3 offered", or the error.
+    outcome: Mapped[str] = mapped_column(String(500), default="")
 
 
 class StripeEvent(db.Model):

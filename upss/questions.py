@@ -13,13 +13,23 @@ request, job or CLI command that called them owns the transaction, which is what
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from . import ledger, settings
-from .models import LANGUAGES, Question, QuestionEvent, User, utcnow
+from . import ledger, money, settings
+from .models import (
+    LANGUAGES,
+    AnswerDraft,
+    Message,
+    Offer,
+    Question,
+    QuestionEvent,
+    User,
+    utcnow,
+)
+from .stripe_gateway import gateway
 
 #: action -> (allowed current states, new state). Later issues call the other actions.
 TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
@@ -46,6 +56,8 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
 TOPICS = ("everyday", "health", "home", "money", "technology", "language", "law", "other")
 TITLE_MAX = 150
 BODY_MAX = 5000
+ANSWER_MAX = 20000
+MESSAGE_MAX = 2000
 
 
 class QuestionError(Exception):
@@ -65,6 +77,14 @@ class NotYourQuestion(QuestionError):
     """The user may not act on this question."""
 
 
+class NotYourOffer(QuestionError):
+    """The question is not offered to or claimed by this answerer (or the offer ran out)."""
+
+
+class InvalidText(QuestionError):
+    """An answer, clarification or reason is empty or too long."""
+
+
 class InvalidQuestion(QuestionError):
     """A field of a new question breaks a rule; ``field`` names it."""
 
@@ -74,15 +94,18 @@ class InvalidQuestion(QuestionError):
 
 
 def _transition(session: Session, question: Question, action: str, *, actor: User | None,
-                actor_kind: str = "user", note: str = "", **values) -> None:
-    """Apply ``action`` to ``question`` with a guarded UPDATE and record the event."""
+                actor_kind: str = "user", note: str = "", guard=(), **values) -> None:
+    """Apply ``action`` to ``question`` with a guarded UPDATE and record the event.
+
+    ``guard`` adds conditions the row must still meet (e.g. "offered to this answerer").
+    """
     allowed_from, to_status = TRANSITIONS[action]
     from_status = question.status
     if from_status not in allowed_from:
         raise InvalidTransition(question.id, from_status, action)
     result = session.execute(
         update(Question)
-        .where(Question.id == question.id, Question.status == from_status)
+        .where(Question.id == question.id, Question.status == from_status, *guard)
         .values(status=to_status, **values)
         .execution_options(synchronize_session=False)
     )
@@ -143,12 +166,252 @@ def confirm_payment(session: Session, question: Question, payment_intent_id: str
     The ledger posting (stripe_balance → escrow:question) is keyed by the PaymentIntent, so a
     repeated confirmation can never post twice.
     """
+    now = now or utcnow()
+    rules = settings.current(session)
     _transition(session, question, "confirm_payment", actor=None, actor_kind="stripe",
-                payment_intent_id=payment_intent_id, payment_error=None,
-                paid_at=now or utcnow())
+                payment_intent_id=payment_intent_id, payment_error=None, paid_at=now,
+                commission_bps=rules.commission_bps,
+                deadline_at=now + timedelta(hours=rules.deadline_hours))
     return ledger.post(
         session, f"payment:{payment_intent_id}", f"Payment for question {question.id}",
         [("stripe_balance", question.price_cents),
          (f"escrow:question:{question.id}", -question.price_cents)],
         question.currency,
     )
+
+
+def _text(body: str | None, limit: int, what: str) -> str:
+    body = (body or "").strip()
+    if not body:
+        raise InvalidText(f"the {what} is empty")
+    if len(body) > limit:
+        raise InvalidText(f"the {what} is longer than {limit} characters")
+    return body
+
+
+def _resolve_offer(session: Session, question: Question, answerer_id: int, outcome: str,
+                   now: datetime) -> None:
+    session.execute(
+        update(Offer)
+        .where(Offer.question_id == question.id, Offer.answerer_id == answerer_id,
+               Offer.outcome == "open")
+        .values(outcome=outcome, resolved_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def offer(session: Session, question: Question, answerer: User, now: datetime,
+          rules: settings.Settings) -> Offer:
+    """Offer a queued question to one answerer until ``offer_hours`` from now."""
+    expires = now + timedelta(hours=rules.offer_hours)
+    _transition(session, question, "offer", actor=None, actor_kind="scheduler",
+                answerer_id=answerer.id, offer_expires_at=expires, lock_expires_at=None)
+    made = Offer(question_id=question.id, answerer_id=answerer.id, offered_at=now,
+                 expires_at=expires)
+    session.add(made)
+    session.flush()
+    return made
+
+
+def claim(session: Session, question: Question, answerer: User, now: datetime) -> None:
+    """The answerer picks up a question offered to them; it is theirs until the lock expires.
+
+    The guarded UPDATE requires the offer to be to this answerer and not expired, so of any
+    number of concurrent claims at most one succeeds.
+    """
+    if question.status == "offered" and question.answerer_id != answerer.id:
+        raise NotYourOffer(f"question {question.id} is not offered to you")
+    rules = settings.current(session)
+    lock = now + timedelta(hours=rules.lock_hours_for(question.price_cents))
+    try:
+        _transition(session, question, "claim", actor=answerer, lock_expires_at=lock,
+                    offer_expires_at=None,
+                    guard=(Question.answerer_id == answerer.id,
+                           Question.offer_expires_at > now))
+    except InvalidTransition:
+        if question.status == "offered" and question.answerer_id == answerer.id:
+            raise NotYourOffer("the offer has run out") from None
+        raise
+    _resolve_offer(session, question, answerer.id, "claimed", now)
+    session.flush()
+
+
+def decline(session: Session, question: Question, answerer: User, now: datetime) -> None:
+    """The answerer passes; the question goes back to the queue and is never offered to them
+    again."""
+    if question.answerer_id != answerer.id:
+        raise NotYourOffer(f"question {question.id} is not offered to you")
+    _transition(session, question, "decline_offer", actor=answerer, answerer_id=None,
+                offer_expires_at=None, guard=(Question.answerer_id == answerer.id,))
+    _resolve_offer(session, question, answerer.id, "declined", now)
+    session.flush()
+
+
+def expire_offer(session: Session, question: Question, now: datetime) -> None:
+    """An offer nobody picked up in time: back to the queue for someone else."""
+    answerer_id = question.answerer_id
+    _transition(session, question, "expire_offer", actor=None, actor_kind="scheduler",
+                answerer_id=None, offer_expires_at=None,
+                guard=(Question.offer_expires_at <= now,))
+    _resolve_offer(session, question, answerer_id, "expired", now)
+    session.flush()
+
+
+def expire_lock(session: Session, question: Question, now: datetime) -> None:
+    """A claim whose time ran out: back to the queue. The answerer's draft stays saved."""
+    _transition(session, question, "expire_lock", actor=None, actor_kind="scheduler",
+                answerer_id=None, lock_expires_at=None,
+                guard=(Question.lock_expires_at <= now,))
+
+
+def has_worked_on(session: Session, question: Question, answerer: User) -> bool:
+    """Whether ``answerer`` holds, or once claimed, ``question``."""
+    if question.answerer_id == answerer.id and question.status in (
+            "offered", "claimed", "answered", "clarifying", "closed", "disputed"):
+        return True
+    return session.scalar(select(Offer.id).where(
+        Offer.question_id == question.id, Offer.answerer_id == answerer.id,
+        Offer.outcome == "claimed").limit(1)) is not None
+
+
+def save_draft(session: Session, question: Question, answerer: User, body: str,
+               now: datetime) -> AnswerDraft:
+    """Keep what the answerer has typed so far, even after their lock has run out."""
+    if not has_worked_on(session, question, answerer):
+        raise NotYourOffer(f"question {question.id} is not yours to answer")
+    body = (body or "")[:ANSWER_MAX]
+    draft = session.get(AnswerDraft, (question.id, answerer.id))
+    if draft is None:
+        draft = AnswerDraft(question_id=question.id, answerer_id=answerer.id)
+        session.add(draft)
+    draft.body = body
+    draft.updated_at = now
+    session.flush()
+    return draft
+
+
+def draft_for(session: Session, question: Question, answerer: User) -> str:
+    draft = session.get(AnswerDraft, (question.id, answerer.id))
+    return draft.body if draft else ""
+
+
+def post_answer(session: Session, question: Question, answerer: User, body: str,
+                now: datetime) -> None:
+    """The answerer sends the answer to the asker."""
+    body = _text(body, ANSWER_MAX, "answer")
+    if question.answerer_id != answerer.id:
+        save_draft(session, question, answerer, body, now)
+        raise NotYourOffer(f"question {question.id} is not claimed by you")
+    _transition(session, question, "post_answer", actor=answerer, answer_body=body,
+                answered_at=now, lock_expires_at=None,
+                guard=(Question.answerer_id == answerer.id,))
+
+
+def ask_clarification(session: Session, question: Question, asker: User, body: str,
+                      now: datetime) -> None:
+    """The asker asks the answerer to explain more."""
+    check_owner(question, asker)
+    body = _text(body, MESSAGE_MAX, "question for the answerer")
+    _transition(session, question, "ask_clarification", actor=asker)
+    session.add(Message(question_id=question.id, author_id=asker.id,
+                        kind="clarification_request", body=body, at=now))
+    session.flush()
+
+
+def reply_clarification(session: Session, question: Question, answerer: User, body: str,
+                        now: datetime) -> None:
+    """The answerer explains more; the auto-accept clock starts again."""
+    if question.answerer_id != answerer.id:
+        raise NotYourOffer(f"question {question.id} was not answered by you")
+    body = _text(body, ANSWER_MAX, "reply")
+    _transition(session, question, "reply_clarification", actor=answerer, answered_at=now)
+    session.add(Message(question_id=question.id, author_id=answerer.id,
+                        kind="clarification_reply", body=body, at=now))
+    session.flush()
+
+
+def settle(session: Session, question: Question) -> ledger.LedgerTransaction:
+    """Split the escrow: the answerer's share to their payable account, the rest commission."""
+    payout, commission = money.split(question.price_cents, question.commission_bps)
+    entries = [(f"escrow:question:{question.id}", question.price_cents),
+               (f"payable:answerer:{question.answerer_id}", -payout),
+               ("commission", -commission)]
+    return ledger.post(session, f"settle:question:{question.id}",
+                       f"Answer to question {question.id} accepted",
+                       [(name, amount) for name, amount in entries if amount], question.currency)
+
+
+def accept(session: Session, question: Question, asker: User, now: datetime) -> None:
+    """The asker accepts the answer: the question closes and the payment is split."""
+    check_owner(question, asker)
+    _transition(session, question, "accept", actor=asker, closed_at=now)
+    settle(session, question)
+
+
+def auto_accept(session: Session, question: Question, now: datetime,
+                after: timedelta) -> None:
+    """No reply from the asker in time: the answer is accepted for them."""
+    _transition(session, question, "auto_accept", actor=None, actor_kind="scheduler",
+                closed_at=now, guard=(Question.answered_at <= now - after,))
+    settle(session, question)
+
+
+def reject(session: Session, question: Question, asker: User, reason: str,
+           now: datetime) -> None:
+    """The asker rejects the answer; the organizer decides (uphold or refund)."""
+    check_owner(question, asker)
+    reason = _text(reason, MESSAGE_MAX, "reason")
+    _transition(session, question, "reject", actor=asker, dispute_reason=reason)
+
+
+def uphold_dispute(session: Session, question: Question, organizer: User,
+                   now: datetime) -> None:
+    """The organizer finds the answer fair: the question closes and the payment is split."""
+    _transition(session, question, "uphold_dispute", actor=organizer, closed_at=now)
+    settle(session, question)
+
+
+def refund(session: Session, question: Question, action: str, actor: User | None,
+           now: datetime, note: str = "") -> None:
+    """Give the asker their money back: state change, Stripe refund and ledger, one commit.
+
+    The guarded state change comes first (it holds the row until commit); then Stripe refunds
+    with the idempotency key ``question:<id>:refund``, so a retry after a failed commit finds
+    the same refund instead of paying twice; then the ledger moves escrow back.
+    """
+    if action not in ("refund_at_deadline", "refund_dispute", "cancel"):
+        raise ValueError(f"{action} is not a refund")
+    guard = (Question.deadline_at <= now,) if action == "refund_at_deadline" else ()
+    _transition(session, question, action, actor=actor,
+                actor_kind="user" if actor else "scheduler", note=note, closed_at=now,
+                offer_expires_at=None, lock_expires_at=None, guard=guard)
+    _resolve_offer(session, question, question.answerer_id or 0, "withdrawn", now)
+    refund_id = gateway().refund_payment_intent(question.payment_intent_id,
+                                                f"question:{question.id}:refund")
+    question.stripe_refund_id = refund_id
+    ledger.post(session, f"refund:question:{question.id}", f"Refund of question {question.id}",
+                [(f"escrow:question:{question.id}", question.price_cents),
+                 ("stripe_balance", -question.price_cents)], question.currency)
+    session.flush()
+
+
+def cancel(session: Session, question: Question, asker: User, now: datetime) -> None:
+    """The asker withdraws a paid question still waiting in the queue: full refund."""
+    check_owner(question, asker)
+    refund(session, question, "cancel", asker, now)
+
+
+def rate(session: Session, question: Question, asker: User, stars: int,
+         comment: str | None) -> None:
+    """The asker rates a closed question's answer 1 to 5, with an optional comment."""
+    check_owner(question, asker)
+    if question.status != "closed":
+        raise InvalidTransition(question.id, question.status, "rate")
+    if type(stars) is not int or not 1 <= stars <= 5:
+        raise InvalidText("a rating is 1 to 5 stars")
+    comment = (comment or "").strip()
+    if len(comment) > MESSAGE_MAX:
+        raise InvalidText(f"the comment is longer than {MESSAGE_MAX} characters")
+    question.rating = stars
+    question.rating_comment = comment or None
+    session.flush()

@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, fields
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from .models import OrganizerSettings
+from .models import OffPeakWindow, OrganizerSettings, utcnow
+
+WEEKDAYS = 7
+_WINDOW_RE = re.compile(r"^\s*(\d{1,2})[:.](\d{2})\s*[-–]\s*(\d{1,2})[:.](\d{2})\s*$")
+
+
+@dataclass(frozen=True)
+class Window:
+    """Off-peak from ``start`` to ``end`` minutes after local midnight of ``weekday``.
+
+    ``end <= start`` means the window crosses midnight into the next day.
+    """
+
+    weekday: int
+    start: int
+    end: int
+
+    @property
+    def crosses_midnight(self) -> bool:
+        return self.end <= self.start
 
 
 @dataclass(frozen=True)
@@ -17,14 +38,121 @@ class Settings:
     price_min_cents: int
     price_max_cents: int
     commission_bps: int
+    timezone: str = "Europe/Oslo"
+    offer_hours: int = 12
+    lock_hours: int = 4
+    lock_hours_large: int = 8
+    large_price_cents: int = 10000
+    deadline_hours: int = 72
+    auto_accept_days: int = 3
+    urgent_hours: int = 12
+    release_cap_per_tick: int = 5
+    windows: tuple[Window, ...] = ()
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    def lock_hours_for(self, price_cents: int) -> int:
+        """Hours an answerer may hold a question: longer for large questions."""
+        return self.lock_hours_large if price_cents >= self.large_price_cents else self.lock_hours
+
+
+_STORED = ("currency", "price_min_cents", "price_max_cents", "commission_bps", "timezone",
+           "offer_hours", "lock_hours", "lock_hours_large", "large_price_cents",
+           "deadline_hours", "auto_accept_days", "urgent_hours", "release_cap_per_tick")
+
+
+class InvalidSetting(ValueError):
+    """A setting value breaks a rule; ``field`` names it."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def parse_window(text: str) -> tuple[int, int]:
+    """``"22:00-07:00"`` → ``(1320, 420)`` minutes; ValueError if it is not a window."""
+    match = _WINDOW_RE.match(text or "")
+    if not match:
+        raise ValueError(f"not a window: {text!r}")
+    h1, m1, h2, m2 = (int(g) for g in match.groups())
+    if h1 > 23 or m1 > 59 or h2 > 24 or m2 > 59 or (h2 == 24 and m2):
+        raise ValueError(f"not a time of day: {text!r}")
+    start, end = h1 * 60 + m1, h2 * 60 + m2
+    if start == end:
+        raise ValueError("a window must not be empty")
+    return start, end
+
+
+def format_window(window: Window) -> str:
+    return f"{window.start // 60:02d}:{window.start % 60:02d}–{window.end // 60:02d}:" \
+           f"{window.end % 60:02d}"
+
+
+def _defaults() -> dict:
+    cfg = current_app.config
+    return {
+        "currency": cfg["UPSS_CURRENCY"], "price_min_cents": cfg["UPSS_PRICE_MIN_CENTS"],
+        "price_max_cents": cfg["UPSS_PRICE_MAX_CENTS"],
+        "commission_bps": cfg["UPSS_COMMISSION_BPS"],
+        "timezone": cfg["BABEL_DEFAULT_TIMEZONE"], "offer_hours": cfg["UPSS_OFFER_HOURS"],
+        "lock_hours": cfg["UPSS_LOCK_HOURS"], "lock_hours_large": cfg["UPSS_LOCK_HOURS_LARGE"],
+        "large_price_cents": cfg["UPSS_LARGE_PRICE_CENTS"],
+        "deadline_hours": cfg["UPSS_DEADLINE_HOURS"],
+        "auto_accept_days": cfg["UPSS_AUTO_ACCEPT_DAYS"],
+        "urgent_hours": cfg["UPSS_URGENT_HOURS"],
+        "release_cap_per_tick": cfg["UPSS_RELEASE_CAP_PER_TICK"],
+    }
 
 
 def current(session: Session) -> Settings:
-    """The settings in force: the stored row, else the configured defaults."""
+    """The settings in force: the stored row and windows, else the configured defaults."""
     row = session.scalar(select(OrganizerSettings).order_by(OrganizerSettings.id).limit(1))
-    if row is not None:
-        return Settings(row.currency, row.price_min_cents, row.price_max_cents,
-                        row.commission_bps)
-    cfg = current_app.config
-    return Settings(cfg["UPSS_CURRENCY"], cfg["UPSS_PRICE_MIN_CENTS"],
-                    cfg["UPSS_PRICE_MAX_CENTS"], cfg["UPSS_COMMISSION_BPS"])
+    values = {name: getattr(row, name) for name in _STORED} if row else _defaults()
+    stored = session.scalars(select(OffPeakWindow).order_by(
+        OffPeakWindow.weekday, OffPeakWindow.start_minute)).all()
+    if stored or row is not None:
+        windows = tuple(Window(w.weekday, w.start_minute, w.end_minute) for w in stored)
+    else:
+        start, end = parse_window(current_app.config["UPSS_OFFPEAK_WINDOW"])
+        windows = tuple(Window(day, start, end) for day in range(WEEKDAYS))
+    return Settings(**values, windows=windows)
+
+
+def save(session: Session, new: Settings) -> Settings:
+    """Store ``new`` as the settings in force (checked first); returns what is stored."""
+    _check(new)
+    row = session.scalar(select(OrganizerSettings).order_by(OrganizerSettings.id).limit(1))
+    if row is None:
+        row = OrganizerSettings()
+        session.add(row)
+    for name in _STORED:
+        setattr(row, name, getattr(new, name))
+    row.updated_at = utcnow()
+    session.execute(delete(OffPeakWindow))
+    for w in new.windows:
+        session.add(OffPeakWindow(weekday=w.weekday, start_minute=w.start, end_minute=w.end))
+    session.flush()
+    return current(session)
+
+
+def _check(s: Settings) -> None:
+    try:
+        ZoneInfo(s.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidSetting("timezone", f"unknown timezone {s.timezone!r}") from None
+    if not 0 <= s.commission_bps <= 10_000:
+        raise InvalidSetting("commission_bps", "commission must be 0 to 10000 basis points")
+    if not 0 < s.price_min_cents <= s.price_max_cents:
+        raise InvalidSetting("price_max_cents", "the lowest price must be above 0 and not "
+                                                "above the highest")
+    for f in fields(s):
+        value = getattr(s, f.name)
+        if f.name.endswith(("_hours", "_days", "_per_tick")) and (type(value) is not int
+                                                                   or value < 1):
+            raise InvalidSetting(f.name, f"{f.name} must be a whole number of at least 1")
+    for w in s.windows:
+        if not (0 <= w.weekday < WEEKDAYS and 0 <= w.start < 1440 and 0 <= w.end <= 1440
+                and w.start != w.end):
+            raise InvalidSetting("windows", f"bad window {w}")

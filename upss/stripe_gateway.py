@@ -131,6 +131,13 @@ class StripeGateway:
     def cancel_payment_intent(self, payment_intent_id: str) -> None:
         self._call(self.client.v1.payment_intents.cancel, payment_intent_id)
 
+    def refund_payment_intent(self, payment_intent_id: str, idempotency_key: str) -> str:
+        """Refund a PaymentIntent in full; returns the refund's id."""
+        refund = self._call(self.client.v1.refunds.create,
+                            params={"payment_intent": payment_intent_id},
+                            options={"idempotency_key": idempotency_key})
+        return refund["id"]
+
     def confirm_with_test_card(self, payment_intent_id: str, scenario: str) -> PaymentIntent:
         """Test mode only: confirm with one of Stripe's test payment methods.
 
