@@ -277,3 +277,93 @@ def live_server(app, localstripe_url):
     yield base
     server.shutdown()
     thread.join(timeout=5)
+
+
+class World:
+    """Builds answerers and paid questions directly through the services, for job tests."""
+
+    def __init__(self, app):
+        self.app = app
+        self.count = 0
+
+    def user(self, role: str = "asker", **profile) -> int:
+        from upss import accounts
+        from upss.models import AnswererProfile
+
+        self.count += 1
+        with self.app.app_context():
+            user = accounts.sign_up(db.session, email=f"{role}{self.count}@example.org",
+                                    name=f"{role.title()} {self.count}",
+                                    password="correct horse 9")
+            if role == "answerer":
+                user.is_answerer = True
+                db.session.add(AnswererProfile(user_id=user.id, **{
+                    "languages": "en", "daily_limit": 100, "open_offer_limit": 100,
+                    **profile}))
+            user.is_organizer = role == "organizer"
+            db.session.commit()
+            return user.id
+
+    def answerer(self, **profile) -> int:
+        return self.user("answerer", **profile)
+
+    def paid_question(self, paid_at, price_cents: int = 1000, language: str = "en",
+                      asker_id: int | None = None, real_stripe: bool = False) -> int:
+        """A question paid at ``paid_at`` (through localstripe if ``real_stripe``)."""
+        from upss import questions
+        from upss.models import Question, User
+        from upss.stripe_gateway import gateway
+
+        asker_id = asker_id or self.user("asker")
+        with self.app.test_request_context():
+            asker = db.session.get(User, asker_id)
+            q = questions.create_question(db.session, asker, title="Q", body="Body",
+                                          language=language, topic="other",
+                                          price_cents=price_cents)
+            if real_stripe:
+                intent = gateway().create_payment_intent(
+                    amount_cents=price_cents, currency="EUR", question_id=q.id,
+                    idempotency_key=f"test:{uuid.uuid4()}")
+                gateway().confirm_with_test_card(intent.id, "succeeds")
+                pi_id = intent.id
+            else:
+                pi_id = f"pi_test_{uuid.uuid4().hex[:12]}"
+            questions.start_payment(db.session, q, asker, pi_id)
+            questions.confirm_payment(db.session, q, pi_id, now=paid_at)
+            db.session.commit()
+            return q.id
+
+    def run(self, job, *args, **kwargs):
+        """Run a job function in its own transaction, as the scheduler does."""
+        with self.app.test_request_context():
+            result = job(db.session, *args, **kwargs)
+            db.session.commit()
+            for item in result if isinstance(result, list) else ():
+                db.session.refresh(item)
+                db.session.expunge(item)
+            return result
+
+    def question(self, question_id: int):
+        from upss.models import Question
+
+        with self.app.app_context():
+            q = db.session.get(Question, question_id)
+            db.session.expunge(q)
+            return q
+
+    def act(self, fn, question_id: int, user_id: int | None, *args, **kwargs):
+        """Call a question service as ``user_id`` (None: no user) and commit."""
+        from upss.models import Question, User
+
+        with self.app.test_request_context():
+            q = db.session.get(Question, question_id)
+            user = db.session.get(User, user_id) if user_id else None
+            result = fn(db.session, q, user, *args, **kwargs) if user_id else fn(
+                db.session, q, *args, **kwargs)
+            db.session.commit()
+            return result
+
+
+@pytest.fixture
+def world(app):
+    return World(app)

@@ -60,3 +60,43 @@ def verify_ledger() -> None:
     for problem in report.problems[1:]:
         click.echo(f"also: {problem}")
     raise SystemExit(1)
+
+
+@upss_cli.command("release-now")
+def release_now() -> None:
+    """Run the release as if inside an off-peak window (for trying UPSS out)."""
+    from . import release
+    from .models import utcnow
+
+    made = release.release_due_questions(db.session, utcnow(), ignore_window=True)
+    db.session.commit()
+    click.echo(f"{len(made)} question(s) offered")
+    for offer in made:
+        click.echo(f"  question {offer.question_id} -> answerer {offer.answerer_id}")
+
+
+@upss_cli.command("make-answerer")
+@click.argument("email")
+@click.option("--languages", default="en", show_default=True, help="comma-separated codes")
+@click.option("--daily-limit", default=5, show_default=True)
+@click.option("--open-offer-limit", default=2, show_default=True)
+def make_answerer(email: str, languages: str, daily_limit: int, open_offer_limit: int) -> None:
+    """Mark an existing user as an answerer (until vetting exists)."""
+    from .models import LANGUAGES, AnswererProfile
+
+    user = db.session.scalar(select(User).where(User.email == accounts.normalise_email(email)))
+    if user is None:
+        raise click.ClickException(f"no user with e-mail {email}")
+    codes = [c.strip() for c in languages.split(",") if c.strip()]
+    unknown = [c for c in codes if c not in LANGUAGES]
+    if unknown or not codes:
+        raise click.ClickException(f"unknown language(s): {', '.join(unknown) or 'none given'}")
+    profile = db.session.get(AnswererProfile, user.id) or AnswererProfile(user_id=user.id)
+    profile.languages = ",".join(codes)
+    profile.daily_limit = daily_limit
+    profile.open_offer_limit = open_offer_limit
+    profile.active = True
+    db.session.add(profile)
+    user.is_answerer = True
+    db.session.commit()
+    click.echo(f"{user.email} is now an answerer ({profile.languages})")

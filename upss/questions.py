@@ -297,10 +297,14 @@ def draft_for(session: Session, question: Question, answerer: User) -> str:
 
 def post_answer(session: Session, question: Question, answerer: User, body: str,
                 now: datetime) -> None:
-    """The answerer sends the answer to the asker."""
+    """The answerer sends the answer to the asker.
+
+    The text is saved as the answerer's draft first, so if sending is refused (the lock ran
+    out, the deadline passed) the caller can commit and nothing typed is lost.
+    """
     body = _text(body, ANSWER_MAX, "answer")
+    save_draft(session, question, answerer, body, now)
     if question.answerer_id != answerer.id:
-        save_draft(session, question, answerer, body, now)
         raise NotYourOffer(f"question {question.id} is not claimed by you")
     _transition(session, question, "post_answer", actor=answerer, answer_body=body,
                 answered_at=now, lock_expires_at=None,

@@ -53,7 +53,9 @@ class Candidate:
     user: User
     profile: AnswererProfile
     earned_cents: int = 0
-    last_offered_at: datetime | None = None
+    #: Id of the newest offer made to them: ids grow with time, and unlike timestamps they
+    #: never tie, so "least recently offered" rotates strictly.
+    last_offer_id: int = 0
     offers_today: int = 0
     open_count: int = 0
     declined: set[int] = field(default_factory=set)
@@ -70,9 +72,8 @@ class Candidate:
                                         p.available_until_minute))
 
     def rank(self, question: Question) -> tuple:
-        never = datetime.min.replace(tzinfo=ZoneInfo("UTC"))
-        return (question.id in self.expired, self.earned_cents,
-                self.last_offered_at or never, self.user.id)
+        return (question.id in self.expired, self.earned_cents, self.last_offer_id,
+                self.user.id)
 
 
 def _local_midnight(now: datetime, zone: ZoneInfo) -> datetime:
@@ -113,10 +114,10 @@ def load_candidates(session: Session, now: datetime) -> list[Candidate]:
         if offer.offered_at >= _local_midnight(now, ZoneInfo(c.profile.timezone)):
             c.offers_today += 1
     for answerer_id, last in session.execute(
-        select(Offer.answerer_id, func.max(Offer.offered_at))
+        select(Offer.answerer_id, func.max(Offer.id))
         .where(Offer.answerer_id.in_(ids)).group_by(Offer.answerer_id)
     ):
-        candidates[answerer_id].last_offered_at = last
+        candidates[answerer_id].last_offer_id = last
     for answerer_id, count in session.execute(
         select(Question.answerer_id, func.count())
         .where(Question.answerer_id.in_(ids), Question.status.in_(("offered", "claimed")))
@@ -154,12 +155,13 @@ def release_due_questions(session: Session, now: datetime, *,
             continue
         chosen = min(pool, key=lambda c: c.rank(question))
         try:
-            made.append(questions.offer(session, question, chosen.user, now, rules))
+            offer = questions.offer(session, question, chosen.user, now, rules)
         except questions.InvalidTransition:
             continue  # changed meanwhile (e.g. the asker cancelled): nothing to offer
+        made.append(offer)
         chosen.offers_today += 1
         chosen.open_count += 1
-        chosen.last_offered_at = now
+        chosen.last_offer_id = offer.id
     return made
 
 
