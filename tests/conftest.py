@@ -311,7 +311,7 @@ class World:
                       asker_id: int | None = None, real_stripe: bool = False) -> int:
         """A question paid at ``paid_at`` (through localstripe if ``real_stripe``)."""
         from upss import questions
-        from upss.models import Question, User
+        from upss.models import User
         from upss.stripe_gateway import gateway
 
         asker_id = asker_id or self.user("asker")

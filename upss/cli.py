@@ -100,3 +100,30 @@ def make_answerer(email: str, languages: str, daily_limit: int, open_offer_limit
     user.is_answerer = True
     db.session.commit()
     click.echo(f"{user.email} is now an answerer ({profile.languages})")
+
+
+@upss_cli.command("scheduler")
+def scheduler() -> None:
+    """Run the scheduler process (jobs of upss/jobs.py); a second one idles on the lease."""
+    import logging
+    import signal
+
+    from flask import current_app
+
+    from .jobs import build_scheduler
+    from .lease import lease_for
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    app = current_app._get_current_object()
+    lease = lease_for(db.engine, app.config["UPSS_LEASE_SECONDS"])
+    runner = build_scheduler(app, lease)
+    signal.signal(signal.SIGTERM, lambda *_: runner.shutdown(wait=False))
+    click.echo(f"scheduler {lease.holder} starting (tick "
+               f"{app.config['UPSS_SCHEDULER_TICK_SECONDS']} s)")
+    try:
+        runner.start()
+    except (KeyboardInterrupt, SystemExit):
+        pass
+    finally:
+        lease.release()
+        click.echo(f"scheduler {lease.holder} stopped")

@@ -1,0 +1,80 @@
+"""Scheduler wiring only: which service function runs how often. Jobs are data.
+
+Each job function takes ``(session, now)`` and lives in a service module; ``run_job`` gives it a
+transaction, checks the lease first (a process without the lease idles) and records a
+``JobRun``. ``flask upss scheduler`` runs them on an APScheduler BlockingScheduler, never
+inside web workers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from apscheduler.schedulers.blocking import BlockingScheduler
+from flask import Flask
+
+from . import release
+from .extensions import db
+from .lease import Lease
+from .models import JobRun, utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: str
+    func: Callable
+    #: Run every ``ticks`` scheduler ticks (UPSS_SCHEDULER_TICK_SECONDS, default 60 s).
+    ticks: int
+
+
+JOBS = (
+    Job("expire-offers", release.expire_offers, 1),
+    Job("expire-locks", release.expire_locks, 1),
+    Job("release", release.release_due_questions, 5),
+    Job("refund-overdue", release.refund_overdue, 5),
+    Job("auto-accept", release.auto_accept_due, 15),
+)
+
+
+def _describe(result) -> str:
+    if isinstance(result, list):
+        return f"{len(result)} offered"
+    return str(result)
+
+
+def run_job(app: Flask, job: Job, lease: Lease, now: datetime | None = None) -> str | None:
+    """Run ``job`` once if this process holds the lease; returns its outcome, or None."""
+    with app.app_context():
+        if not lease.holds():
+            return None
+        started = utcnow()
+        now = now or started
+        try:
+            outcome = _describe(job.func(db.session, now))
+            db.session.commit()
+        except Exception as exc:  # noqa: BLE001 - recorded, and retried on the next tick
+            db.session.rollback()
+            log.exception("job %s failed", job.id)
+            outcome = f"failed: {exc}"[:500]
+        db.session.add(JobRun(job_id=job.id, holder=lease.holder, started_at=started,
+                              finished_at=utcnow(), outcome=outcome))
+        db.session.commit()
+        db.session.remove()
+        return outcome
+
+
+def build_scheduler(app: Flask, lease: Lease) -> BlockingScheduler:
+    """A BlockingScheduler with every job of ``JOBS``, first runs due at once."""
+    tick = app.config["UPSS_SCHEDULER_TICK_SECONDS"]
+    scheduler = BlockingScheduler(timezone="UTC")
+    start = utcnow()
+    for n, job in enumerate(JOBS):
+        scheduler.add_job(run_job, "interval", seconds=tick * job.ticks, id=job.id,
+                          args=[app, job, lease], replace_existing=True, coalesce=True,
+                          max_instances=1, next_run_time=start + timedelta(milliseconds=50 * n))
+    return scheduler
