@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from . import accounts, ledger, money
 from .extensions import db
-from .models import User
+from .models import LANGUAGES, AnswererProfile, User
 
 upss_cli = AppGroup("upss", help="UPSS commands.")
 
@@ -29,6 +29,9 @@ def seed_demo() -> None:
             user = accounts.sign_up(db.session, email=email, name=name, password=password)
         user.is_answerer = role == "answerer"
         user.is_organizer = role == "organizer"
+        if user.is_answerer and db.session.get(AnswererProfile, user.id) is None:
+            db.session.add(AnswererProfile(user_id=user.id, languages=",".join(LANGUAGES),
+                                           daily_limit=20, open_offer_limit=5))
         click.echo(f"  {role:<10} sign in as {email} with password {password}")
     db.session.commit()
 
@@ -82,8 +85,6 @@ def release_now() -> None:
 @click.option("--open-offer-limit", default=2, show_default=True)
 def make_answerer(email: str, languages: str, daily_limit: int, open_offer_limit: int) -> None:
     """Mark an existing user as an answerer (until vetting exists)."""
-    from .models import LANGUAGES, AnswererProfile
-
     user = db.session.scalar(select(User).where(User.email == accounts.normalise_email(email)))
     if user is None:
         raise click.ClickException(f"no user with e-mail {email}")

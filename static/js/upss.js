@@ -7,6 +7,7 @@ document.addEventListener("DOMContentLoaded", () => {
   if (summary) summary.focus();
 
   followQuestionStatus();
+  setUpAutosave();
   setUpThreeDSecure();
   setUpCardForm();
 });
@@ -83,5 +84,56 @@ function setUpCardForm() {
     } else {
       window.location.assign(form.dataset.returnUrl);
     }
+  });
+}
+
+/* The answer is saved as it is typed: to the server every few seconds, and to this browser
+   at once, so neither an expired lock nor an expired sign-in loses a word. */
+function setUpAutosave() {
+  const form = document.getElementById("answer-form");
+  if (!form) return;
+  const text = form.querySelector("textarea");
+  const status = document.getElementById("draft-status");
+  const token = form.querySelector("input[name$=csrf_token]").value;
+  const key = form.dataset.draftKey;
+  let timer = null;
+  let lastSaved = text.value;
+
+  try {
+    const local = window.localStorage.getItem(key);
+    if (local && local !== text.value && local.length > text.value.length) {
+      text.value = local;
+      status.textContent = "Text you typed earlier on this computer has been put back.";
+    }
+  } catch (e) { /* storage may be disabled */ }
+
+  const save = async () => {
+    timer = null;
+    if (text.value === lastSaved) return;
+    const body = new URLSearchParams({csrf_token: token, answer: text.value});
+    try {
+      const response = await fetch(form.dataset.draftUrl, {method: "POST", body: body,
+                                                           credentials: "same-origin"});
+      if (response.ok && response.headers.get("Content-Type").includes("json")) {
+        lastSaved = body.get("answer");
+        const time = new Date().toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"});
+        status.textContent = status.dataset.savedText
+          ? status.dataset.savedText.replace("%(time)s", time) : "Draft saved at " + time;
+      } else {
+        status.textContent = "Not saved to the server (are you still signed in?). " +
+                             "Your text is kept on this computer.";
+      }
+    } catch (e) {
+      status.textContent = "Not saved to the server right now. Your text is kept on this computer.";
+    }
+  };
+
+  text.addEventListener("input", () => {
+    try { window.localStorage.setItem(key, text.value); } catch (e) { /* ignore */ }
+    if (timer) window.clearTimeout(timer);
+    timer = window.setTimeout(save, 1500);
+  });
+  form.addEventListener("submit", () => {
+    if (timer) window.clearTimeout(timer);
   });
 }

@@ -40,9 +40,9 @@ ERROR_PAGES = {
 
 
 def register_blueprints(app: Flask) -> None:
-    from . import asker, auth, main, webhooks
+    from . import answerer, asker, auth, main, organizer, webhooks
 
-    for module in (main, auth, asker, webhooks):
+    for module in (main, auth, asker, answerer, organizer, webhooks):
         app.register_blueprint(module.bp)
 
     app.jinja_env.filters["money"] = lambda cents, currency: money.format_money(

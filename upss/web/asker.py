@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+
+from babel.numbers import format_decimal
 from flask import Blueprint, abort, flash, jsonify, redirect, render_template, url_for
+from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
@@ -14,7 +18,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, ValidationEr
 
 from .. import money, payments, questions, settings
 from ..extensions import db, limiter
-from ..models import Question
+from ..models import Question, Tip, utcnow
 from ..stripe_gateway import CardDeclined, GatewayError, gateway
 from . import STATUS_LABELS
 
@@ -88,8 +92,33 @@ class QuestionForm(FlaskForm):
         self.price_cents = cents
 
     def price_text(self, cents: int) -> str:
-        from flask_babel import get_locale
         return money.format_money(cents, self.bounds.currency, str(get_locale()))
+
+
+class ClarifyForm(FlaskForm):
+    message = TextAreaField(_l("What should the answerer explain?"), filters=[_strip], validators=[
+        DataRequired(_l("Write what you would like explained")),
+        Length(max=questions.MESSAGE_MAX, message=_l(
+            "Your message must be %(max)d characters or fewer", max=questions.MESSAGE_MAX))])
+
+
+class RejectForm(FlaskForm):
+    reason = TextAreaField(_l("Why does the answer not help you?"), filters=[_strip],
+                           validators=[
+        DataRequired(_l("Tell us why you are rejecting the answer")),
+        Length(max=questions.MESSAGE_MAX, message=_l(
+            "The reason must be %(max)d characters or fewer", max=questions.MESSAGE_MAX))])
+
+
+class RateForm(FlaskForm):
+    stars = RadioField(_l("How helpful was the answer?"), coerce=int, choices=[
+        SelectChoice(5, _l("5 – very helpful")), SelectChoice(4, _l("4 – helpful")),
+        SelectChoice(3, _l("3 – somewhat helpful")), SelectChoice(2, _l("2 – not very helpful")),
+        SelectChoice(1, _l("1 – not helpful"))],
+        validators=[InputRequired(_l("Choose how helpful the answer was"))])
+    comment = TextAreaField(_l("Comment (optional)"), filters=[_strip], validators=[
+        Length(max=questions.MESSAGE_MAX, message=_l(
+            "The comment must be %(max)d characters or fewer", max=questions.MESSAGE_MAX))])
 
 
 class TestPaymentForm(FlaskForm):
@@ -145,14 +174,109 @@ def my_questions():
     return render_template("asker/questions.html", questions=rows)
 
 
+def _render_question(q: Question, status: int = 200, **forms):
+    forms = {"clarify_form": ClarifyForm(prefix="c"), "reject_form": RejectForm(prefix="r"),
+             "rate_form": RateForm(prefix="s"), **forms}
+    return render_template("asker/question.html", question=q,
+                           language_name=LANGUAGE_NAMES.get(q.language, q.language),
+                           topic_name=TOPIC_NAMES.get(q.topic, q.topic), **forms), status
+
+
 @bp.get("/questions/<int:question_id>")
 @login_required
 def question(question_id: int):
-    """The question's status for its asker."""
+    """The question's status for its asker, and what they can do next."""
+    return _render_question(_own_question(question_id))
+
+
+def _act(q: Question, fn, *args, done: str):
+    """Run a question service for the asker, commit, and come back to the question."""
+    try:
+        fn(db.session, q, current_user, *args, utcnow())
+    except questions.InvalidTransition:
+        db.session.rollback()
+        flash(_("That is not possible any more: the question has moved on."), "error")
+    except GatewayError:
+        db.session.rollback()
+        flash(PAYMENT_UNAVAILABLE, "error")
+    else:
+        db.session.commit()
+        flash(done)
+    return redirect(url_for("asker.question", question_id=q.id))
+
+
+@bp.post("/questions/<int:question_id>/accept")
+@login_required
+def accept(question_id: int):
+    """Accept the answer: the answerer is paid their share."""
+    return _act(_own_question(question_id), questions.accept,
+                done=_("Thank you. The answer is accepted and the answerer will be paid."))
+
+
+@bp.post("/questions/<int:question_id>/clarify")
+@login_required
+def clarify(question_id: int):
+    """Ask the answerer to explain more."""
     q = _own_question(question_id)
-    return render_template("asker/question.html", question=q,
-                           language_name=LANGUAGE_NAMES.get(q.language, q.language),
-                           topic_name=TOPIC_NAMES.get(q.topic, q.topic))
+    form = ClarifyForm(prefix="c")
+    if not form.validate():
+        return _render_question(q, 400, clarify_form=form)
+    return _act(q, questions.ask_clarification, form.message.data,
+                done=_("Your message has been sent to the answerer."))
+
+
+@bp.post("/questions/<int:question_id>/reject")
+@login_required
+def reject(question_id: int):
+    """Reject the answer; the organizer reviews it."""
+    q = _own_question(question_id)
+    form = RejectForm(prefix="r")
+    if not form.validate():
+        return _render_question(q, 400, reject_form=form)
+    return _act(q, questions.reject, form.reason.data,
+                done=_("The organizer will review the answer and decide."))
+
+
+@bp.post("/questions/<int:question_id>/rate")
+@login_required
+def rate(question_id: int):
+    """Rate a closed question's answer."""
+    q = _own_question(question_id)
+    form = RateForm(prefix="s")
+    if not form.validate():
+        return _render_question(q, 400, rate_form=form)
+    try:
+        questions.rate(db.session, q, current_user, form.stars.data, form.comment.data)
+    except questions.QuestionError:
+        db.session.rollback()
+        abort(409)
+    db.session.commit()
+    flash(_("Thank you for your rating."))
+    return redirect(url_for("asker.question", question_id=q.id))
+
+
+@bp.post("/questions/<int:question_id>/cancel")
+@login_required
+def cancel(question_id: int):
+    """Withdraw a paid question that is still waiting, with a full refund."""
+    return _act(_own_question(question_id), questions.cancel,
+                done=_("Your question is withdrawn and your money is being refunded."))
+
+
+@bp.get("/questions/<int:question_id>/receipt")
+@login_required
+def receipt(question_id: int):
+    """An itemised receipt: price, the answerer's share, the commission."""
+    q = _own_question(question_id)
+    if q.paid_at is None:
+        abort(404)
+    payout, commission = money.split(q.price_cents, q.commission_bps)
+    tips = db.session.scalars(select(Tip).where(Tip.question_id == q.id,
+                                                Tip.status == "paid")).all()
+    rate = (Decimal(q.commission_bps) / 100).normalize()
+    return render_template("asker/receipt.html", question=q, payout=payout,
+                           commission=commission, tips=tips,
+                           rate=format_decimal(rate, locale=str(get_locale())) + " %")
 
 
 @bp.get("/questions/<int:question_id>/status.json")

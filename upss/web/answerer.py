@@ -1,0 +1,179 @@
+"""Answerer pages: the queue of offers and claims, picking up, answering, clarifying."""
+
+from __future__ import annotations
+
+from functools import wraps
+
+from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
+from flask_babel import get_locale
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
+from sqlalchemy import or_, select
+from wtforms import TextAreaField
+from wtforms.validators import DataRequired, Length
+
+from .. import money, questions, settings
+from ..extensions import db
+from ..models import Offer, Question, utcnow
+from .asker import LANGUAGE_NAMES, TOPIC_NAMES, _strip
+
+bp = Blueprint("answerer", __name__, url_prefix="/answer")
+
+
+def answerer_required(view):
+    """Only answerers; everyone else gets 403."""
+    @wraps(view)
+    @login_required
+    def wrapped(*args, **kwargs):
+        if not current_user.is_answerer:
+            abort(403)
+        return view(*args, **kwargs)
+    return wrapped
+
+
+class AnswerForm(FlaskForm):
+    answer = TextAreaField(_l("Your answer"), filters=[_strip], validators=[
+        DataRequired(_l("Write your answer before sending it")),
+        Length(max=questions.ANSWER_MAX, message=_l(
+            "The answer must be %(max)d characters or fewer", max=questions.ANSWER_MAX))])
+
+
+class ReplyForm(FlaskForm):
+    reply = TextAreaField(_l("Your reply"), filters=[_strip], validators=[
+        DataRequired(_l("Write your reply before sending it")),
+        Length(max=questions.ANSWER_MAX, message=_l(
+            "The reply must be %(max)d characters or fewer", max=questions.ANSWER_MAX))])
+
+
+def _visible_question(question_id: int) -> Question:
+    """A question this answerer may see: offered to, claimed or answered by them."""
+    question = db.session.get(Question, question_id)
+    if question is None or not questions.has_worked_on(db.session, question, current_user):
+        abort(404)
+    return question
+
+
+@bp.get("/queue")
+@answerer_required
+def queue():
+    """Questions offered to me (with their expiry) and those I am answering."""
+    mine = db.session.scalars(
+        select(Question).where(Question.answerer_id == current_user.id,
+                               Question.status.in_(("offered", "claimed", "clarifying")))
+        .order_by(Question.offer_expires_at, Question.lock_expires_at, Question.id)
+    ).all()
+    drafts = db.session.scalars(
+        select(Question).join(Offer, Offer.question_id == Question.id)
+        .where(Offer.answerer_id == current_user.id, Offer.outcome == "claimed",
+               or_(Question.answerer_id.is_(None), Question.answerer_id != current_user.id),
+               Question.status.in_(("queued", "offered")))
+    ).all()
+    return render_template(
+        "answerer/queue.html",
+        offered=[q for q in mine if q.status == "offered"],
+        claimed=[q for q in mine if q.status == "claimed"],
+        clarifying=[q for q in mine if q.status == "clarifying"],
+        lapsed=drafts, share=_share)
+
+
+def _share(question: Question) -> str:
+    """The answerer's share of the price, split at the question's frozen commission."""
+    bps = question.commission_bps if question.commission_bps is not None else (
+        settings.current(db.session).commission_bps)
+    payout, _commission = money.split(question.price_cents, bps)
+    return money.format_money(payout, question.currency, str(get_locale()))
+
+
+@bp.post("/questions/<int:question_id>/claim")
+@answerer_required
+def claim(question_id: int):
+    """Pick up a question offered to me."""
+    question = _visible_question(question_id)
+    try:
+        questions.claim(db.session, question, current_user, utcnow())
+    except questions.NotYourOffer:
+        db.session.rollback()
+        flash(_("This offer has run out, so the question has gone back to the queue."), "error")
+        return redirect(url_for("answerer.queue"))
+    except questions.InvalidTransition:
+        db.session.rollback()
+        flash(_("This question is no longer offered to you."), "error")
+        return redirect(url_for("answerer.queue"))
+    db.session.commit()
+    flash(_("The question is yours to answer."))
+    return redirect(url_for("answerer.question", question_id=question.id))
+
+
+@bp.post("/questions/<int:question_id>/decline")
+@answerer_required
+def decline(question_id: int):
+    """Pass on an offer; it will not be offered to me again."""
+    question = _visible_question(question_id)
+    try:
+        questions.decline(db.session, question, current_user, utcnow())
+    except questions.QuestionError:
+        db.session.rollback()
+        flash(_("This question is no longer offered to you."), "error")
+    else:
+        db.session.commit()
+        flash(_("You passed on the question. It will go to someone else."))
+    return redirect(url_for("answerer.queue"))
+
+
+@bp.route("/questions/<int:question_id>", methods=["GET", "POST"])
+@answerer_required
+def question(question_id: int):
+    """Read the question and write (or reply to a clarification of) the answer."""
+    q = _visible_question(question_id)
+    form, reply_form = AnswerForm(prefix="a"), ReplyForm(prefix="r")
+    status = 200
+    if request.method == "POST" and request.form.get("action") == "save":
+        questions.save_draft(db.session, q, current_user, request.form.get("a-answer", ""),
+                             utcnow())
+        db.session.commit()
+        flash(_("Your draft is saved."))
+        return redirect(url_for("answerer.question", question_id=q.id))
+    if request.method == "POST" and request.form.get("action") == "send":
+        if form.validate():
+            try:
+                questions.post_answer(db.session, q, current_user, form.answer.data, utcnow())
+            except (questions.NotYourOffer, questions.InvalidTransition):
+                db.session.commit()  # keeps the text as a draft
+                flash(_("The time to answer this question has run out, so it was not sent. "
+                        "Your text is saved as a draft."), "error")
+                return redirect(url_for("answerer.question", question_id=q.id))
+            db.session.commit()
+            flash(_("Your answer has been sent. Thank you!"))
+            return redirect(url_for("answerer.queue"))
+        status = 400
+    if request.method == "POST" and request.form.get("action") == "reply":
+        if reply_form.validate():
+            try:
+                questions.reply_clarification(db.session, q, current_user,
+                                              reply_form.reply.data, utcnow())
+            except questions.QuestionError:
+                db.session.rollback()
+                abort(409)
+            db.session.commit()
+            flash(_("Your reply has been sent."))
+            return redirect(url_for("answerer.queue"))
+        status = 400
+    if not form.answer.data:
+        form.answer.data = questions.draft_for(db.session, q, current_user)
+    return render_template("answerer/question.html", question=q, form=form,
+                           reply_form=reply_form, share=_share(q),
+                           language_name=LANGUAGE_NAMES.get(q.language, q.language),
+                           topic_name=TOPIC_NAMES.get(q.topic, q.topic)), status
+
+
+@bp.post("/questions/<int:question_id>/draft")
+@answerer_required
+def save_draft(question_id: int):
+    """Autosave from the answer page: the text typed so far."""
+    q = _visible_question(question_id)
+    draft = questions.save_draft(db.session, q, current_user,
+                                 request.form.get("answer", ""), utcnow())
+    db.session.commit()
+    return jsonify(saved_at=draft.updated_at.isoformat())

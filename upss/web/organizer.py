@@ -1,0 +1,199 @@
+"""Organizer pages: settings (windows, commission, bounds, times) and disputes."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from functools import wraps
+
+from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+from flask_login import current_user, login_required
+from flask_wtf import FlaskForm
+from sqlalchemy import select
+from wtforms import IntegerField, StringField
+from wtforms.validators import InputRequired, NumberRange, ValidationError
+
+from .. import money, questions, settings
+from ..extensions import db
+from ..models import Question, utcnow
+from ..stripe_gateway import GatewayError
+
+bp = Blueprint("organizer", __name__, url_prefix="/organizer")
+
+WEEKDAY_NAMES = (_l("Monday"), _l("Tuesday"), _l("Wednesday"), _l("Thursday"), _l("Friday"),
+                 _l("Saturday"), _l("Sunday"))
+
+
+def organizer_required(view):
+    """Only the organizer; everyone else gets 403."""
+    @wraps(view)
+    @login_required
+    def wrapped(*args, **kwargs):
+        if not current_user.is_organizer:
+            abort(403)
+        return view(*args, **kwargs)
+    return wrapped
+
+
+def _hours(label, maximum=24 * 30):
+    return IntegerField(label, validators=[
+        InputRequired(_l("Enter a whole number")),
+        NumberRange(min=1, max=maximum, message=_l("Enter a whole number from %(min)d to %(max)d",
+                                                   min=1, max=maximum))])
+
+
+class SettingsForm(FlaskForm):
+    timezone = StringField(_l("Timezone of the off-peak windows"),
+                           validators=[InputRequired(_l("Enter a timezone"))])
+    commission = StringField(_l("Commission, in per cent"),
+                             validators=[InputRequired(_l("Enter the commission"))])
+    price_min = StringField(_l("Lowest price"), validators=[InputRequired(_l("Enter a price"))])
+    price_max = StringField(_l("Highest price"), validators=[InputRequired(_l("Enter a price"))])
+    offer_hours = _hours(_l("Hours an offer stays open"))
+    lock_hours = _hours(_l("Hours an answerer has, once they pick a question up"))
+    lock_hours_large = _hours(_l("Hours for large questions"))
+    large_price = StringField(_l("A question is large from this price"),
+                              validators=[InputRequired(_l("Enter a price"))])
+    deadline_hours = _hours(_l("Hours from payment until an unanswered question is refunded"))
+    auto_accept_days = _hours(_l("Days until an answer is accepted automatically"), 60)
+    urgent_hours = _hours(_l("Offer even outside the windows when fewer hours than this are "
+                             "left"))
+    release_cap_per_tick = _hours(_l("Most questions offered every 5 minutes"), 1000)
+
+    def __init__(self, currency: str, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.currency = currency
+        self.parsed: dict = {}
+
+    def _money(self, field, key):
+        try:
+            self.parsed[key] = money.parse_amount(field.data, self.currency)
+        except ValueError:
+            raise ValidationError(_("Enter an amount like 12.50")) from None
+        if self.parsed[key] <= 0:
+            raise ValidationError(_("Enter an amount above zero"))
+
+    def validate_price_min(self, field):
+        self._money(field, "price_min_cents")
+
+    def validate_price_max(self, field):
+        self._money(field, "price_max_cents")
+        if self.parsed.get("price_min_cents", 0) > self.parsed["price_max_cents"]:
+            raise ValidationError(_("The highest price must not be below the lowest price"))
+
+    def validate_large_price(self, field):
+        self._money(field, "large_price_cents")
+
+    def validate_commission(self, field):
+        try:
+            bps = Decimal(field.data.replace(",", ".").replace("%", "").strip()) * 100
+        except InvalidOperation:
+            raise ValidationError(_("Enter the commission as a number, like 10")) from None
+        if bps != bps.to_integral_value() or not 0 <= bps <= 10_000:
+            raise ValidationError(_("Enter a commission from 0 to 100, with at most two "
+                                    "decimals"))
+        self.parsed["commission_bps"] = int(bps)
+
+    def validate_timezone(self, field):
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+        try:
+            ZoneInfo(field.data.strip())
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValidationError(_("Enter a timezone like Europe/Oslo")) from None
+
+
+def _window_validator(form, field):
+    windows = []
+    for part in filter(None, (p.strip() for p in (field.data or "").split(","))):
+        try:
+            windows.append(settings.parse_window(part))
+        except ValueError:
+            raise ValidationError(_("Write each window like 22:00-07:00, separated by "
+                                    "commas")) from None
+    form.parsed.setdefault("windows", {})[field.name] = windows
+
+
+for _day, _name in enumerate(WEEKDAY_NAMES):
+    setattr(SettingsForm, f"window_{_day}",
+            StringField(_name, validators=[_window_validator]))
+
+
+def _fill(form: SettingsForm, current: settings.Settings) -> None:
+    fmt = lambda cents: str(money.to_decimal(cents, current.currency))  # noqa: E731
+    form.timezone.data = current.timezone
+    form.commission.data = str(Decimal(current.commission_bps) / 100)
+    form.price_min.data, form.price_max.data = fmt(current.price_min_cents), fmt(
+        current.price_max_cents)
+    form.large_price.data = fmt(current.large_price_cents)
+    for name in ("offer_hours", "lock_hours", "lock_hours_large", "deadline_hours",
+                 "auto_accept_days", "urgent_hours", "release_cap_per_tick"):
+        form[name].data = getattr(current, name)
+    for day in range(settings.WEEKDAYS):
+        form[f"window_{day}"].data = ", ".join(
+            settings.format_window(w).replace("–", "-") for w in current.windows
+            if w.weekday == day)
+
+
+@bp.route("/settings", methods=["GET", "POST"], endpoint="settings")
+@organizer_required
+def settings_page():
+    """Off-peak windows, commission, price bounds and the answering times."""
+    current = settings.current(db.session)
+    form = SettingsForm(current.currency)
+    if form.validate_on_submit():
+        windows = tuple(settings.Window(day, start, end)
+                        for day in range(settings.WEEKDAYS)
+                        for start, end in form.parsed["windows"][f"window_{day}"])
+        new = settings.Settings(
+            currency=current.currency, timezone=form.timezone.data.strip(), windows=windows,
+            **{k: form.parsed[k] for k in ("price_min_cents", "price_max_cents",
+                                           "commission_bps", "large_price_cents")},
+            **{k: form[k].data for k in ("offer_hours", "lock_hours", "lock_hours_large",
+                                         "deadline_hours", "auto_accept_days", "urgent_hours",
+                                         "release_cap_per_tick")})
+        settings.save(db.session, new)
+        db.session.commit()
+        flash(_("The settings are saved. Questions already paid keep the commission and "
+                "deadline they were paid with."))
+        return redirect(url_for("organizer.settings"))
+    if not form.is_submitted():
+        _fill(form, current)
+    return render_template("organizer/settings.html", form=form, weekdays=WEEKDAY_NAMES,
+                           currency=current.currency), 400 if form.errors else 200
+
+
+
+@bp.get("/disputes")
+@organizer_required
+def disputes():
+    """Answers the askers rejected, waiting for a decision."""
+    rows = db.session.scalars(select(Question).where(Question.status == "disputed")
+                              .order_by(Question.id)).all()
+    return render_template("organizer/disputes.html", questions=rows)
+
+
+@bp.post("/disputes/<int:question_id>/<decision>")
+@organizer_required
+def decide(question_id: int, decision: str):
+    """Uphold the answer (the answerer is paid) or refund the asker."""
+    q = db.session.get(Question, question_id)
+    if q is None or decision not in ("uphold", "refund"):
+        abort(404)
+    try:
+        if decision == "uphold":
+            questions.uphold_dispute(db.session, q, current_user, utcnow())
+        else:
+            questions.refund(db.session, q, "refund_dispute", current_user, utcnow())
+    except questions.InvalidTransition:
+        db.session.rollback()
+        flash(_("This dispute was already decided."), "error")
+    except GatewayError:
+        db.session.rollback()
+        flash(_("We could not reach the payment service. Nothing was changed; try again."),
+              "error")
+    else:
+        db.session.commit()
+        flash(_("The answer is upheld and the answerer will be paid.") if decision == "uphold"
+              else _("The asker has been refunded."))
+    return redirect(url_for("organizer.disputes"))
