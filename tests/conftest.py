@@ -322,7 +322,7 @@ class World:
                                           price_cents=price_cents)
             if real_stripe:
                 intent = gateway().create_payment_intent(
-                    amount_cents=price_cents, currency="EUR", question_id=q.id,
+                    amount_cents=price_cents, currency="EUR", metadata={"question_id": q.id},
                     idempotency_key=f"test:{uuid.uuid4()}")
                 gateway().confirm_with_test_card(intent.id, "succeeds")
                 pi_id = intent.id

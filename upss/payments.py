@@ -14,8 +14,8 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import questions
-from .models import Question, StripeEvent, User
+from . import ledger, questions
+from .models import Question, StripeEvent, Tip, User, utcnow
 from .stripe_gateway import CardDeclined, PaymentIntent, WebhookEvent, gateway
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ def _new_payment_intent(session: Session, question: Question) -> PaymentIntent:
     session.flush()
     return gateway().create_payment_intent(
         amount_cents=question.price_cents, currency=question.currency,
-        question_id=question.id, idempotency_key=_idempotency_key(question),
+        metadata={"question_id": question.id}, idempotency_key=_idempotency_key(question),
     )
 
 
@@ -82,6 +82,47 @@ def pay_with_test_card(session: Session, question: Question, asker: User,
         raise
 
 
+TIP_MIN_CENTS = 100
+TIP_MAX_CENTS = 10_000
+
+
+class InvalidTip(questions.QuestionError):
+    """A tip amount outside the allowed range, or a question that cannot be tipped."""
+
+
+def start_tip(session: Session, question: Question, asker: User, amount_cents: int) -> Tip:
+    """A tip for the answerer of a closed question, with its PaymentIntent (all of it goes
+    to the answerer: there is no commission on tips)."""
+    questions.check_owner(question, asker)
+    if question.status != "closed" or question.answerer_id is None:
+        raise InvalidTip("only an accepted answer can be tipped")
+    if type(amount_cents) is not int or not TIP_MIN_CENTS <= amount_cents <= TIP_MAX_CENTS:
+        raise InvalidTip("tip amount out of range")
+    tip = Tip(question_id=question.id, answerer_id=question.answerer_id,
+              amount_cents=amount_cents, currency=question.currency)
+    session.add(tip)
+    session.flush()
+    intent = gateway().create_payment_intent(
+        amount_cents=amount_cents, currency=tip.currency, metadata={"tip_id": tip.id},
+        idempotency_key=f"tip:{tip.id}:pay")
+    tip.payment_intent_id = intent.id
+    session.flush()
+    return tip
+
+
+def pay_tip_with_test_card(session: Session, tip: Tip, scenario: str) -> PaymentIntent:
+    """Test mode: pay a tip with a Stripe test card. A declined card ends this tip attempt."""
+    if tip.status != "awaiting_payment":
+        raise AlreadyPaid(f"tip {tip.id} is {tip.status}")
+    try:
+        return gateway().confirm_with_test_card(tip.payment_intent_id, scenario)
+    except CardDeclined as exc:
+        tip.status = "failed"
+        tip.payment_error = exc.message
+        session.flush()
+        raise
+
+
 def handle_webhook_event(session: Session, event: WebhookEvent) -> str:
     """Apply a verified Stripe event exactly once and return what was done.
 
@@ -113,7 +154,26 @@ def _question_for(session: Session, event: WebhookEvent) -> Question | None:
     )
 
 
+def _tip_succeeded(session: Session, event: WebhookEvent) -> str:
+    tip = session.scalar(select(Tip).where(Tip.payment_intent_id == event.object_id)
+                         .with_for_update())
+    if tip is None or str(tip.id) != event.metadata.get("tip_id"):
+        return "ignored: no tip for this payment"
+    if tip.status == "paid":
+        return "ignored: tip already paid"
+    if event.amount != tip.amount_cents or event.currency != tip.currency:
+        return "ignored: amount does not match the tip"
+    tip.status, tip.paid_at, tip.payment_error = "paid", utcnow(), None
+    ledger.post(session, f"payment:{event.object_id}", f"Tip {tip.id} for question "
+                f"{tip.question_id}", [("stripe_balance", tip.amount_cents),
+                                       (f"payable:answerer:{tip.answerer_id}",
+                                        -tip.amount_cents)], tip.currency)
+    return "applied: tip paid"
+
+
 def _payment_succeeded(session: Session, event: WebhookEvent) -> str:
+    if "tip_id" in event.metadata:
+        return _tip_succeeded(session, event)
     question = _question_for(session, event)
     if question is None:
         return "ignored: no question for this payment"

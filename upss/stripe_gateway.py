@@ -112,14 +112,17 @@ class StripeGateway:
         except stripe.StripeError as exc:
             raise GatewayError(str(exc)) from exc
 
-    def create_payment_intent(self, *, amount_cents: int, currency: str, question_id: int,
+    def create_payment_intent(self, *, amount_cents: int, currency: str, metadata: dict,
                               idempotency_key: str) -> PaymentIntent:
-        """A card PaymentIntent for a question; the amount comes from the stored question."""
+        """A card PaymentIntent; the amount always comes from what is stored, never a form.
+
+        ``metadata`` names what it pays for: ``question_id`` or ``tip_id``.
+        """
         pi = self._call(
             self.client.v1.payment_intents.create,
             params={"amount": amount_cents, "currency": currency.lower(),
                     "payment_method_types": ["card"],
-                    "metadata": {"question_id": str(question_id)}},
+                    "metadata": {k: str(v) for k, v in metadata.items()}},
             options={"idempotency_key": idempotency_key},
         )
         return _payment_intent(pi)

@@ -14,12 +14,12 @@ def fake_stripe(app):
     gateway = app.extensions["upss_stripe"]
     created = []
 
-    def create_payment_intent(*, amount_cents, currency, question_id, idempotency_key):
-        created.append((amount_cents, currency, question_id, idempotency_key))
+    def create_payment_intent(*, amount_cents, currency, metadata, idempotency_key):
+        created.append((amount_cents, currency, metadata["question_id"], idempotency_key))
         return PaymentIntent(id="pi_live_1", status="requires_payment_method",
                              amount=amount_cents, currency=currency,
                              client_secret="pi_live_1_secret_abc",
-                             metadata={"question_id": str(question_id)})
+                             metadata={"question_id": str(metadata["question_id"])})
 
     gateway.create_payment_intent = create_payment_intent
     gateway.retrieve_payment_intent = lambda pi: PaymentIntent(

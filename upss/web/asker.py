@@ -176,10 +176,15 @@ def my_questions():
 
 def _render_question(q: Question, status: int = 200, **forms):
     forms = {"clarify_form": ClarifyForm(prefix="c"), "reject_form": RejectForm(prefix="r"),
-             "rate_form": RateForm(prefix="s"), **forms}
+             "rate_form": RateForm(prefix="s"), "tip_form": TipForm(q.currency, prefix="t"),
+             **forms}
+    forms["tips"] = db.session.scalars(select(Tip).where(Tip.question_id == q.id)
+                                       .order_by(Tip.id)).all()
     return render_template("asker/question.html", question=q,
                            language_name=LANGUAGE_NAMES.get(q.language, q.language),
-                           topic_name=TOPIC_NAMES.get(q.topic, q.topic), **forms), status
+                           topic_name=TOPIC_NAMES.get(q.topic, q.topic),
+                           tip_min=payments.TIP_MIN_CENTS, tip_max=payments.TIP_MAX_CENTS,
+                           **forms), status
 
 
 @bp.get("/questions/<int:question_id>")
@@ -303,10 +308,31 @@ def pay(question_id: int):
         return render_template("asker/pay_unavailable.html", question=q,
                                message=PAYMENT_UNAVAILABLE), 503
     db.session.commit()
+    return _pay_page(q, intent, TestPaymentForm())
+
+
+def _pay_page(q: Question, intent, form, status: int = 200, tip: Tip | None = None):
+    """The pay page, for a question or for a tip on it."""
     stripe = gateway()
-    return render_template(
-        "asker/pay.html", question=q, intent=intent, test_panel=stripe.test_panel_allowed,
-        form=TestPaymentForm(), stripe=stripe)
+    if tip is None:
+        urls = {"test_url": url_for("asker.pay_test", question_id=q.id),
+                "return_url": url_for("asker.question", question_id=q.id)}
+        what = {"heading": _("Pay for your question"), "amount_cents": q.price_cents,
+                "payment_error": q.payment_error}
+    else:
+        urls = {"test_url": url_for("asker.pay_tip_test", tip_id=tip.id),
+                "return_url": url_for("asker.question", question_id=q.id)}
+        what = {"heading": _("Pay your tip"), "amount_cents": tip.amount_cents,
+                "payment_error": None}
+    return render_template("asker/pay.html", question=q, intent=intent, form=form,
+                           test_panel=stripe.test_panel_allowed, stripe=stripe,
+                           **urls, **what), status
+
+
+def _authenticate_page(q: Question, intent, retry_url: str):
+    return render_template("asker/authenticate.html", question=q, intent=intent,
+                           stripe=gateway(), retry_url=retry_url,
+                           return_url=url_for("asker.question", question_id=q.id))
 
 
 @bp.post("/questions/<int:question_id>/pay/test")
@@ -320,13 +346,10 @@ def pay_test(question_id: int):
     if q.status not in ("draft", "awaiting_payment"):
         return redirect(url_for("asker.question", question_id=q.id))
     form = TestPaymentForm()
-    stripe = gateway()
     if not form.validate_on_submit():
         intent = payments.payment_for(db.session, q, current_user)
         db.session.commit()
-        return render_template(
-            "asker/pay.html", question=q, intent=intent, test_panel=True, form=form,
-            stripe=stripe), 400
+        return _pay_page(q, intent, form, 400)
     try:
         intent = payments.pay_with_test_card(db.session, q, current_user, form.scenario.data)
     except CardDeclined:
@@ -339,7 +362,101 @@ def pay_test(question_id: int):
                                message=PAYMENT_UNAVAILABLE), 503
     db.session.commit()
     if intent.status == "requires_action":
-        return render_template("asker/authenticate.html", question=q, intent=intent,
-                               stripe=stripe)
+        return _authenticate_page(q, intent, url_for("asker.pay", question_id=q.id))
+    return redirect(url_for("asker.question", question_id=q.id))
+
+
+class TipForm(FlaskForm):
+    amount = StringField(_l("Tip amount"), validators=[InputRequired(_l("Enter the tip amount"))])
+
+    def __init__(self, currency: str, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.currency = currency
+        self.cents: int | None = None
+
+    def validate_amount(self, field):
+        try:
+            self.cents = money.parse_amount(field.data, self.currency)
+        except ValueError:
+            raise ValidationError(_("Enter the tip as a number, like 2.50")) from None
+        if not payments.TIP_MIN_CENTS <= self.cents <= payments.TIP_MAX_CENTS:
+            locale = str(get_locale())
+            raise ValidationError(_(
+                "A tip must be between %(min)s and %(max)s",
+                min=money.format_money(payments.TIP_MIN_CENTS, self.currency, locale),
+                max=money.format_money(payments.TIP_MAX_CENTS, self.currency, locale)))
+
+
+@bp.post("/questions/<int:question_id>/tip")
+@login_required
+@limiter.limit("30 per hour")
+def tip(question_id: int):
+    """Start a tip: 100 % of it goes to the answerer."""
+    q = _own_question(question_id)
+    form = TipForm(q.currency, prefix="t")
+    if not form.validate():
+        return _render_question(q, 400, tip_form=form)
+    try:
+        new_tip = payments.start_tip(db.session, q, current_user, form.cents)
+    except payments.InvalidTip:
+        db.session.rollback()
+        abort(409)
+    except GatewayError:
+        db.session.rollback()
+        flash(PAYMENT_UNAVAILABLE, "error")
+        return redirect(url_for("asker.question", question_id=q.id))
+    db.session.commit()
+    return redirect(url_for("asker.pay_tip", tip_id=new_tip.id))
+
+
+def _own_tip(tip_id: int) -> tuple[Tip, Question]:
+    found = db.session.get(Tip, tip_id)
+    if found is None:
+        abort(404)
+    return found, _own_question(found.question_id)
+
+
+@bp.get("/tips/<int:tip_id>/pay")
+@login_required
+def pay_tip(tip_id: int):
+    """Pay a tip (Stripe's card form, or the test panel)."""
+    t, q = _own_tip(tip_id)
+    if t.status != "awaiting_payment":
+        return redirect(url_for("asker.question", question_id=q.id))
+    try:
+        intent = gateway().retrieve_payment_intent(t.payment_intent_id)
+    except GatewayError:
+        return render_template("asker/pay_unavailable.html", question=q,
+                               message=PAYMENT_UNAVAILABLE), 503
+    return _pay_page(q, intent, TestPaymentForm(), tip=t)
+
+
+@bp.post("/tips/<int:tip_id>/pay/test")
+@login_required
+def pay_tip_test(tip_id: int):
+    """Test mode: pay a tip with a Stripe test card."""
+    if not gateway().test_panel_allowed:
+        abort(404)
+    t, q = _own_tip(tip_id)
+    form = TestPaymentForm()
+    if t.status != "awaiting_payment":
+        return redirect(url_for("asker.question", question_id=q.id))
+    if not form.validate_on_submit():
+        return _pay_page(q, gateway().retrieve_payment_intent(t.payment_intent_id), form, 400,
+                         tip=t)
+    try:
+        intent = payments.pay_tip_with_test_card(db.session, t, form.scenario.data)
+    except CardDeclined:
+        db.session.commit()
+        flash(_("Your card was declined. No money was taken. You can start a new tip."),
+              "error")
+        return redirect(url_for("asker.question", question_id=q.id))
+    except GatewayError:
+        return render_template("asker/pay_unavailable.html", question=q,
+                               message=PAYMENT_UNAVAILABLE), 503
+    db.session.commit()
+    if intent.status == "requires_action":
+        return _authenticate_page(q, intent, url_for("asker.pay_tip", tip_id=t.id))
+    flash(_("Thank you! Your tip is on its way to the answerer."))
     return redirect(url_for("asker.question", question_id=q.id))
 
