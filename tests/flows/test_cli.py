@@ -92,3 +92,17 @@ def test_db_upgrade_from_empty_matches_the_models(empty_database, localstripe_ur
     with app.app_context():
         assert set(sa.inspect(db.engine).get_table_names()) <= {"alembic_version"}
         db.engine.dispose()
+
+
+def test_make_answerer_marks_a_user_and_refuses_unknown_languages(app, runner, make_user):
+    from upss.models import AnswererProfile, User
+
+    user_id, email, _ = make_user()
+    assert runner.invoke(args=["upss", "make-answerer", email, "--languages", "fi,xx"]
+                         ).exit_code != 0
+    assert runner.invoke(args=["upss", "make-answerer", "nobody@example.org"]).exit_code != 0
+    result = runner.invoke(args=["upss", "make-answerer", email.upper(), "--languages", "fi,sv"])
+    assert result.exit_code == 0 and "is now an answerer (fi,sv)" in result.output
+    with app.app_context():
+        assert db.session.get(User, user_id).is_answerer
+        assert db.session.get(AnswererProfile, user_id).language_list == ["fi", "sv"]
