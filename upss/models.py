@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from flask_login import UserMixin
 from sqlalchemy import (
     BigInteger,
     CheckConstraint,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -140,6 +141,16 @@ class AnswererProfile(db.Model):
     #: Most questions offered to or claimed by them at once.
     open_offer_limit: Mapped[int] = mapped_column(Integer, default=2)
     active: Mapped[bool] = mapped_column(default=True)
+    #: Comma-separated topic keys the answerer prefers (empty: any).
+    topics: Mapped[str] = mapped_column(String(200), default="")
+    #: Offers stop once this calendar year's earnings reach it (benefit rules); empty: none.
+    yearly_ceiling_cents: Mapped[int | None] = mapped_column(BigInteger)
+    #: "sepa" (IBAN, bank transfer file) or "connect" (Stripe Connect account).
+    payout_method: Mapped[str] = mapped_column(String(10), default="sepa")
+    #: Normalised IBAN for SEPA payouts (validated with schwifty).
+    iban: Mapped[str | None] = mapped_column(String(34))
+    account_holder: Mapped[str | None] = mapped_column(String(70))
+    stripe_account_id: Mapped[str | None] = mapped_column(String(255))
 
     user: Mapped[User] = relationship()
 
@@ -309,6 +320,104 @@ class JobRun(db.Model):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: e.g. "3 offered", or the error.
     outcome: Mapped[str] = mapped_column(String(500), default="")
+
+
+class AnswererApplication(db.Model):
+    """Someone applying to answer. No medical documents are stored: the applicant declares the
+    basis, and the organizer records how it was verified."""
+
+    __tablename__ = "answerer_application"
+    __table_args__ = (
+        CheckConstraint("status IN ('pending', 'approved', 'rejected')", name="status_known"),
+        CheckConstraint("basis IN ('age', 'disability', 'both')", name="basis_known"),
+        CheckConstraint("payout_method IN ('sepa', 'connect')", name="payout_method_known"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"), index=True)
+    status: Mapped[str] = mapped_column(String(10), default="pending")
+    #: "age" (65 or over), "disability", or "both": declared by the applicant.
+    basis: Mapped[str] = mapped_column(String(12))
+    birth_year: Mapped[int | None] = mapped_column(Integer)
+    languages: Mapped[str] = mapped_column(String(40))
+    topics: Mapped[str] = mapped_column(String(200), default="")
+    available_from_minute: Mapped[int] = mapped_column(Integer, default=0)
+    available_until_minute: Mapped[int] = mapped_column(Integer, default=1440)
+    daily_limit: Mapped[int] = mapped_column(Integer, default=5)
+    yearly_ceiling_cents: Mapped[int | None] = mapped_column(BigInteger)
+    payout_method: Mapped[str] = mapped_column(String(10), default="sepa")
+    iban: Mapped[str | None] = mapped_column(String(34))
+    account_holder: Mapped[str | None] = mapped_column(String(70))
+    submitted_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    decided_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    rejection_reason: Mapped[str | None] = mapped_column(String(2000))
+    #: How the organizer verified eligibility (e.g. "ID card seen at library meeting").
+    verification_method: Mapped[str | None] = mapped_column(String(200))
+    verified_on: Mapped[date | None] = mapped_column(Date)
+    verification_note: Mapped[str | None] = mapped_column(String(2000))
+
+    user: Mapped[User] = relationship(foreign_keys=[user_id])
+    decided_by: Mapped[User | None] = relationship(foreign_keys=[decided_by_id])
+
+
+class AuditLog(db.Model):
+    """Every organizer action: who, when, what, before and after. Append-only."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    actor_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    action: Mapped[str] = mapped_column(String(60))
+    target: Mapped[str] = mapped_column(String(100))
+    #: JSON of the values before and after the action.
+    before: Mapped[str] = mapped_column(Text, default="{}")
+    after: Mapped[str] = mapped_column(Text, default="{}")
+
+    actor: Mapped[User | None] = relationship()
+
+
+class PayoutBatch(db.Model):
+    """One run of the payout batch: Connect transfers and/or one SEPA credit-transfer file."""
+
+    __tablename__ = "payout_batch"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: The organizer who pressed the button; empty when the weekly job ran it.
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    currency: Mapped[str] = mapped_column(String(3))
+    #: pain.001 XML for the bank, if any answerer is paid by SEPA.
+    sepa_xml: Mapped[str | None] = mapped_column(Text)
+    sepa_marked_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sepa_marked_sent_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+
+    payouts: Mapped[list[Payout]] = relationship(order_by="Payout.id")
+
+
+class Payout(db.Model):
+    __tablename__ = "payout"
+    __table_args__ = (
+        CheckConstraint("amount_cents > 0", name="amount_positive"),
+        CheckConstraint("status IN ('sent', 'awaiting_bank', 'failed')", name="status_known"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    batch_id: Mapped[int] = mapped_column(ForeignKey("payout_batch.id"), index=True)
+    answerer_id: Mapped[int] = mapped_column(ForeignKey("user.id"), index=True)
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    method: Mapped[str] = mapped_column(String(10))
+    #: sent (Connect transfer made, or SEPA file marked sent), awaiting_bank, failed.
+    status: Mapped[str] = mapped_column(String(20))
+    stripe_transfer_id: Mapped[str | None] = mapped_column(String(255))
+    iban: Mapped[str | None] = mapped_column(String(34))
+    failure_reason: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    batch: Mapped[PayoutBatch] = relationship(back_populates="payouts")
+    answerer: Mapped[User] = relationship()
 
 
 class StripeEvent(db.Model):
