@@ -89,6 +89,12 @@ def from_environment(instance_path: str, environ=None) -> dict:
         "UPSS_AUTO_ACCEPT_DAYS": _int(environ, "UPSS_AUTO_ACCEPT_DAYS", 3),
         "UPSS_URGENT_HOURS": _int(environ, "UPSS_URGENT_HOURS", 12),
         "UPSS_RELEASE_CAP_PER_TICK": _int(environ, "UPSS_RELEASE_CAP_PER_TICK", 5),
+        # Payouts: who pays (the SEPA file's debtor), and when money is old enough to pay out.
+        "UPSS_ORGANIZER_NAME": environ.get("UPSS_ORGANIZER_NAME", "UPSS Organizer"),
+        "UPSS_ORGANIZER_IBAN": environ.get("UPSS_ORGANIZER_IBAN", "NO9386011117947"),
+        "UPSS_ORGANIZER_BIC": environ.get("UPSS_ORGANIZER_BIC", "DNBANOKKXXX"),
+        "UPSS_PAYOUT_AFTER_DAYS": _int(environ, "UPSS_PAYOUT_AFTER_DAYS", 14),
+        "UPSS_PAYOUT_MINIMUM_CENTS": _int(environ, "UPSS_PAYOUT_MINIMUM_CENTS", 1000),
         #: Scheduler: seconds between runs of the frequent jobs (tests make it short).
         "UPSS_SCHEDULER_TICK_SECONDS": _int(environ, "UPSS_SCHEDULER_TICK_SECONDS", 60),
         #: Seconds a SQLite scheduler lease lasts without renewal.

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from apscheduler.schedulers.blocking import BlockingScheduler
 from flask import Flask
 
-from . import release
+from . import earnings, release, settings
 from .extensions import db
 from .lease import Lease
 from .models import JobRun, utcnow
@@ -28,8 +28,10 @@ log = logging.getLogger(__name__)
 class Job:
     id: str
     func: Callable
-    #: Run every ``ticks`` scheduler ticks (UPSS_SCHEDULER_TICK_SECONDS, default 60 s).
-    ticks: int
+    #: Run every ``ticks`` scheduler ticks (UPSS_SCHEDULER_TICK_SECONDS, default 60 s)...
+    ticks: int = 0
+    #: ...or weekly at (weekday, hour) in the organizer's timezone.
+    weekly: tuple[int, int] | None = None
 
 
 JOBS = (
@@ -38,12 +40,18 @@ JOBS = (
     Job("release", release.release_due_questions, 5),
     Job("refund-overdue", release.refund_overdue, 5),
     Job("auto-accept", release.auto_accept_due, 15),
+    Job("payouts", earnings.run_weekly_payouts,
+        weekly=(earnings.PAYOUT_WEEKDAY, earnings.PAYOUT_HOUR)),
 )
 
 
 def _describe(result) -> str:
     if isinstance(result, list):
         return f"{len(result)} offered"
+    if result is None:
+        return "nothing to do"
+    if hasattr(result, "payouts"):
+        return f"payout batch {result.id}: {len(result.payouts)} payouts"
     return str(result)
 
 
@@ -71,10 +79,18 @@ def run_job(app: Flask, job: Job, lease: Lease, now: datetime | None = None) -> 
 def build_scheduler(app: Flask, lease: Lease) -> BlockingScheduler:
     """A BlockingScheduler with every job of ``JOBS``, first runs due at once."""
     tick = app.config["UPSS_SCHEDULER_TICK_SECONDS"]
+    with app.app_context():
+        zone = settings.current(db.session).zone
+        db.session.remove()
     scheduler = BlockingScheduler(timezone="UTC")
     start = utcnow()
     for n, job in enumerate(JOBS):
-        scheduler.add_job(run_job, "interval", seconds=tick * job.ticks, id=job.id,
-                          args=[app, job, lease], replace_existing=True, coalesce=True,
-                          max_instances=1, next_run_time=start + timedelta(milliseconds=50 * n))
+        common = {"id": job.id, "args": [app, job, lease], "replace_existing": True,
+                  "coalesce": True, "max_instances": 1}
+        if job.weekly:
+            scheduler.add_job(run_job, "cron", day_of_week=job.weekly[0], hour=job.weekly[1],
+                              timezone=zone, **common)
+        else:
+            scheduler.add_job(run_job, "interval", seconds=tick * job.ticks,
+                              next_run_time=start + timedelta(milliseconds=50 * n), **common)
     return scheduler

@@ -94,7 +94,8 @@ class InvalidQuestion(QuestionError):
 
 
 def _transition(session: Session, question: Question, action: str, *, actor: User | None,
-                actor_kind: str = "user", note: str = "", guard=(), **values) -> None:
+                actor_kind: str = "user", note: str = "", guard=(), at: datetime | None = None,
+                **values) -> None:
     """Apply ``action`` to ``question`` with a guarded UPDATE and record the event.
 
     ``guard`` adds conditions the row must still meet (e.g. "offered to this answerer").
@@ -115,6 +116,7 @@ def _transition(session: Session, question: Question, action: str, *, actor: Use
     session.add(QuestionEvent(
         question_id=question.id, actor_id=actor.id if actor else None, actor_kind=actor_kind,
         action=action, from_status=from_status, to_status=to_status, note=note,
+        at=at or utcnow(),
     ))
     session.flush()
     session.refresh(question)
@@ -168,7 +170,7 @@ def confirm_payment(session: Session, question: Question, payment_intent_id: str
     """
     now = now or utcnow()
     rules = settings.current(session)
-    _transition(session, question, "confirm_payment", actor=None, actor_kind="stripe",
+    _transition(session, question, "confirm_payment", at=now, actor=None, actor_kind="stripe",
                 payment_intent_id=payment_intent_id, payment_error=None, paid_at=now,
                 commission_bps=rules.commission_bps,
                 deadline_at=now + timedelta(hours=rules.deadline_hours))
@@ -204,7 +206,7 @@ def offer(session: Session, question: Question, answerer: User, now: datetime,
           rules: settings.Settings) -> Offer:
     """Offer a queued question to one answerer until ``offer_hours`` from now."""
     expires = now + timedelta(hours=rules.offer_hours)
-    _transition(session, question, "offer", actor=None, actor_kind="scheduler",
+    _transition(session, question, "offer", at=now, actor=None, actor_kind="scheduler",
                 answerer_id=answerer.id, offer_expires_at=expires, lock_expires_at=None)
     made = Offer(question_id=question.id, answerer_id=answerer.id, offered_at=now,
                  expires_at=expires)
@@ -224,7 +226,7 @@ def claim(session: Session, question: Question, answerer: User, now: datetime) -
     rules = settings.current(session)
     lock = now + timedelta(hours=rules.lock_hours_for(question.price_cents))
     try:
-        _transition(session, question, "claim", actor=answerer, lock_expires_at=lock,
+        _transition(session, question, "claim", at=now, actor=answerer, lock_expires_at=lock,
                     offer_expires_at=None,
                     guard=(Question.answerer_id == answerer.id,
                            Question.offer_expires_at > now))
@@ -241,7 +243,7 @@ def decline(session: Session, question: Question, answerer: User, now: datetime)
     again."""
     if question.answerer_id != answerer.id:
         raise NotYourOffer(f"question {question.id} is not offered to you")
-    _transition(session, question, "decline_offer", actor=answerer, answerer_id=None,
+    _transition(session, question, "decline_offer", at=now, actor=answerer, answerer_id=None,
                 offer_expires_at=None, guard=(Question.answerer_id == answerer.id,))
     _resolve_offer(session, question, answerer.id, "declined", now)
     session.flush()
@@ -250,7 +252,7 @@ def decline(session: Session, question: Question, answerer: User, now: datetime)
 def expire_offer(session: Session, question: Question, now: datetime) -> None:
     """An offer nobody picked up in time: back to the queue for someone else."""
     answerer_id = question.answerer_id
-    _transition(session, question, "expire_offer", actor=None, actor_kind="scheduler",
+    _transition(session, question, "expire_offer", at=now, actor=None, actor_kind="scheduler",
                 answerer_id=None, offer_expires_at=None,
                 guard=(Question.offer_expires_at <= now,))
     _resolve_offer(session, question, answerer_id, "expired", now)
@@ -259,7 +261,7 @@ def expire_offer(session: Session, question: Question, now: datetime) -> None:
 
 def expire_lock(session: Session, question: Question, now: datetime) -> None:
     """A claim whose time ran out: back to the queue. The answerer's draft stays saved."""
-    _transition(session, question, "expire_lock", actor=None, actor_kind="scheduler",
+    _transition(session, question, "expire_lock", at=now, actor=None, actor_kind="scheduler",
                 answerer_id=None, lock_expires_at=None,
                 guard=(Question.lock_expires_at <= now,))
 
@@ -306,7 +308,7 @@ def post_answer(session: Session, question: Question, answerer: User, body: str,
     save_draft(session, question, answerer, body, now)
     if question.answerer_id != answerer.id:
         raise NotYourOffer(f"question {question.id} is not claimed by you")
-    _transition(session, question, "post_answer", actor=answerer, answer_body=body,
+    _transition(session, question, "post_answer", at=now, actor=answerer, answer_body=body,
                 answered_at=now, lock_expires_at=None,
                 guard=(Question.answerer_id == answerer.id,))
 
@@ -316,7 +318,7 @@ def ask_clarification(session: Session, question: Question, asker: User, body: s
     """The asker asks the answerer to explain more."""
     check_owner(question, asker)
     body = _text(body, MESSAGE_MAX, "question for the answerer")
-    _transition(session, question, "ask_clarification", actor=asker)
+    _transition(session, question, "ask_clarification", at=now, actor=asker)
     session.add(Message(question_id=question.id, author_id=asker.id,
                         kind="clarification_request", body=body, at=now))
     session.flush()
@@ -328,7 +330,7 @@ def reply_clarification(session: Session, question: Question, answerer: User, bo
     if question.answerer_id != answerer.id:
         raise NotYourOffer(f"question {question.id} was not answered by you")
     body = _text(body, ANSWER_MAX, "reply")
-    _transition(session, question, "reply_clarification", actor=answerer, answered_at=now)
+    _transition(session, question, "reply_clarification", at=now, actor=answerer, answered_at=now)
     session.add(Message(question_id=question.id, author_id=answerer.id,
                         kind="clarification_reply", body=body, at=now))
     session.flush()
@@ -348,14 +350,14 @@ def settle(session: Session, question: Question) -> ledger.LedgerTransaction:
 def accept(session: Session, question: Question, asker: User, now: datetime) -> None:
     """The asker accepts the answer: the question closes and the payment is split."""
     check_owner(question, asker)
-    _transition(session, question, "accept", actor=asker, closed_at=now)
+    _transition(session, question, "accept", at=now, actor=asker, closed_at=now)
     settle(session, question)
 
 
 def auto_accept(session: Session, question: Question, now: datetime,
                 after: timedelta) -> None:
     """No reply from the asker in time: the answer is accepted for them."""
-    _transition(session, question, "auto_accept", actor=None, actor_kind="scheduler",
+    _transition(session, question, "auto_accept", at=now, actor=None, actor_kind="scheduler",
                 closed_at=now, guard=(Question.answered_at <= now - after,))
     settle(session, question)
 
@@ -365,13 +367,13 @@ def reject(session: Session, question: Question, asker: User, reason: str,
     """The asker rejects the answer; the organizer decides (uphold or refund)."""
     check_owner(question, asker)
     reason = _text(reason, MESSAGE_MAX, "reason")
-    _transition(session, question, "reject", actor=asker, dispute_reason=reason)
+    _transition(session, question, "reject", at=now, actor=asker, dispute_reason=reason)
 
 
 def uphold_dispute(session: Session, question: Question, organizer: User,
                    now: datetime) -> None:
     """The organizer finds the answer fair: the question closes and the payment is split."""
-    _transition(session, question, "uphold_dispute", actor=organizer, closed_at=now)
+    _transition(session, question, "uphold_dispute", at=now, actor=organizer, closed_at=now)
     settle(session, question)
 
 
@@ -386,7 +388,7 @@ def refund(session: Session, question: Question, action: str, actor: User | None
     if action not in ("refund_at_deadline", "refund_dispute", "cancel"):
         raise ValueError(f"{action} is not a refund")
     guard = (Question.deadline_at <= now,) if action == "refund_at_deadline" else ()
-    _transition(session, question, action, actor=actor,
+    _transition(session, question, action, at=now, actor=actor,
                 actor_kind="user" if actor else "scheduler", note=note, closed_at=now,
                 offer_expires_at=None, lock_expires_at=None, guard=guard)
     _resolve_offer(session, question, question.answerer_id or 0, "withdrawn", now)

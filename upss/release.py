@@ -9,8 +9,9 @@ window instead of landing at its first minute. Outside a window only *urgent* qu
 offered: those with less than ``urgent_hours`` left before their deadline.
 
 An answerer is eligible for a question when they are an active answerer, not its asker, speak
-its language, are inside their own daily available hours, are under their daily limit and
-their open-offer limit, and never declined it. Among the eligible, income is spread fairly:
+its language, are inside their own daily available hours, are under their daily limit, their
+open-offer limit and their yearly earnings ceiling (many pensions and disability benefits have
+one), and never declined it. Among the eligible, income is spread fairly:
 least earned over the last 30 days first, then least recently offered, then lowest id (an
 answerer whose earlier offer of the same question expired goes last).
 
@@ -53,6 +54,8 @@ class Candidate:
     user: User
     profile: AnswererProfile
     earned_cents: int = 0
+    #: Credited since 1 January (local): offers stop once the yearly ceiling is reached.
+    earned_this_year_cents: int = 0
     #: Id of the newest offer made to them: ids grow with time, and unlike timestamps they
     #: never tie, so "least recently offered" rotates strictly.
     last_offer_id: int = 0
@@ -68,6 +71,8 @@ class Candidate:
                 and question.id not in self.declined
                 and self.offers_today < p.daily_limit
                 and self.open_count < p.open_offer_limit
+                and (p.yearly_ceiling_cents is None
+                     or self.earned_this_year_cents < p.yearly_ceiling_cents)
                 and daily_hours_contain(now, ZoneInfo(p.timezone), p.available_from_minute,
                                         p.available_until_minute))
 
@@ -94,15 +99,22 @@ def load_candidates(session: Session, now: datetime) -> list[Candidate]:
     ids = list(candidates)
 
     names = {f"payable:answerer:{i}": i for i in ids}
-    for name, credited in session.execute(
-        select(LedgerAccount.name, func.sum(-LedgerEntry.amount_cents))
+    year_start = now.astimezone(settings.current(session).zone).replace(
+        month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
+    since = min(now - EARNINGS_PERIOD, year_start)
+    for name, created_at, credited in session.execute(
+        select(LedgerAccount.name, LedgerTransaction.created_at, -LedgerEntry.amount_cents)
         .join(LedgerEntry, LedgerEntry.account_id == LedgerAccount.id)
         .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
         .where(LedgerAccount.name.in_(names), LedgerEntry.amount_cents < 0,
-               LedgerTransaction.created_at >= now - EARNINGS_PERIOD)
-        .group_by(LedgerAccount.name)
+               LedgerTransaction.reverses_id.is_(None),  # a reversed payout is not income
+               LedgerTransaction.created_at >= since)
     ):
-        candidates[names[name]].earned_cents = int(credited)
+        candidate = candidates[names[name]]
+        if created_at >= now - EARNINGS_PERIOD:
+            candidate.earned_cents += credited
+        if created_at >= year_start:
+            candidate.earned_this_year_cents += credited
 
     earliest_midnight = min(_local_midnight(now, ZoneInfo(c.profile.timezone))
                             for c in candidates.values())

@@ -53,6 +53,16 @@ class PaymentIntent:
 
 
 @dataclass(frozen=True)
+class Refund:
+    id: str
+    #: The refunded PaymentIntent's id ("" if Stripe could not tell).
+    payment_intent: str
+    amount: int
+    currency: str  # upper-case ISO code
+    status: str
+
+
+@dataclass(frozen=True)
 class WebhookEvent:
     id: str
     type: str
@@ -79,6 +89,19 @@ def _payment_intent(obj) -> PaymentIntent:
         currency=str(obj["currency"]).upper(), client_secret=obj.get("client_secret") or "",
         metadata=dict(obj.get("metadata") or {}),
     )
+
+
+def _plain(obj) -> dict:
+    return obj.to_dict() if hasattr(obj, "to_dict") else obj
+
+
+def _id_of(value) -> str:
+    """An object reference as an id, whether it came as an id string or an expanded object."""
+    if isinstance(value, str):
+        return value
+    if hasattr(value, "to_dict") or isinstance(value, dict):
+        return str(_plain(value).get("id") or "")
+    return ""
 
 
 class StripeGateway:
@@ -161,6 +184,58 @@ class StripeGateway:
                    params={"payment_method": method})
         return _payment_intent(self._call(self.client.v1.payment_intents.confirm,
                                           payment_intent_id))
+
+    def create_transfer(self, *, amount_cents: int, currency: str, destination: str,
+                        idempotency_key: str) -> str:
+        """Transfer to a connected (Express) account; returns the transfer's id."""
+        transfer = self._call(
+            self.client.v1.transfers.create,
+            params={"amount": amount_cents, "currency": currency.lower(),
+                    "destination": destination},
+            options={"idempotency_key": idempotency_key},
+        )
+        return str(_plain(transfer)["id"])
+
+    def _list_all(self, resource) -> list[dict]:
+        """Every object of a list endpoint, page by page (``limit=100``, ``starting_after``)."""
+        found: list[dict] = []
+        params: dict = {"limit": 100}
+        while True:
+            page = _plain(self._call(resource.list, params=params))
+            data = [_plain(item) for item in page.get("data") or []]
+            found.extend(data)
+            if not page.get("has_more") or not data:
+                return found
+            params = {"limit": 100, "starting_after": data[-1]["id"]}
+
+    def list_payment_intents(self) -> list[PaymentIntent]:
+        """Every PaymentIntent of the account (for reconciliation)."""
+        return [_payment_intent(obj) for obj in self._list_all(self.client.v1.payment_intents)]
+
+    def list_refunds(self) -> list[Refund]:
+        """Every refund of the account, each with the PaymentIntent it refunds.
+
+        Real Stripe names the PaymentIntent as an id; localstripe leaves it empty for a refund
+        made by charge, so then the charge is looked up for it.
+        """
+        charges: dict[str, str] = {}
+        refunds = []
+        for obj in self._list_all(self.client.v1.refunds):
+            payment_intent = _id_of(obj.get("payment_intent"))
+            charge = obj.get("charge")
+            if not payment_intent and charge:
+                if isinstance(charge, str):
+                    if charge not in charges:
+                        charges[charge] = _id_of(_plain(self._call(
+                            self.client.v1.charges.retrieve, charge)).get("payment_intent"))
+                    payment_intent = charges[charge]
+                else:
+                    payment_intent = _id_of(_plain(charge).get("payment_intent"))
+            refunds.append(Refund(
+                id=str(obj["id"]), payment_intent=payment_intent, amount=int(obj["amount"]),
+                currency=str(obj["currency"]).upper(), status=str(obj.get("status") or ""),
+            ))
+        return refunds
 
     def parse_webhook(self, payload: bytes, signature_header: str | None) -> WebhookEvent:
         """Verify the ``Stripe-Signature`` of ``payload`` and read the event from it."""

@@ -40,9 +40,9 @@ ERROR_PAGES = {
 
 
 def register_blueprints(app: Flask) -> None:
-    from . import answerer, asker, auth, main, organizer, webhooks
+    from . import answerer, asker, audit, auth, main, organizer, webhooks
 
-    for module in (main, auth, asker, answerer, organizer, webhooks):
+    for module in (main, auth, asker, answerer, organizer, audit, webhooks):
         app.register_blueprint(module.bp)
 
     app.jinja_env.filters["money"] = lambda cents, currency: money.format_money(

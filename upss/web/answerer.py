@@ -14,10 +14,12 @@ from sqlalchemy import or_, select
 from wtforms import TextAreaField
 from wtforms.validators import DataRequired, Length
 
-from .. import money, questions, settings
+from .. import earnings as earnings_service
+from .. import money, questions, reports, settings, vetting
 from ..extensions import db
-from ..models import Offer, Question, utcnow
+from ..models import AnswererApplication, Offer, Payout, Question, utcnow
 from .asker import LANGUAGE_NAMES, TOPIC_NAMES, _strip
+from .vetting_forms import ApplicationForm
 
 bp = Blueprint("answerer", __name__, url_prefix="/answer")
 
@@ -177,3 +179,76 @@ def save_draft(question_id: int):
                                  request.form.get("answer", ""), utcnow())
     db.session.commit()
     return jsonify(saved_at=draft.updated_at.isoformat())
+
+
+@bp.route("/apply", methods=["GET", "POST"])
+@login_required
+def apply():
+    """Apply to become an answerer."""
+    latest = db.session.scalar(
+        select(AnswererApplication).where(AnswererApplication.user_id == current_user.id)
+        .order_by(AnswererApplication.id.desc()).limit(1))
+    if current_user.is_answerer or (latest and latest.status == "pending"):
+        return redirect(url_for("answerer.application"))
+    currency = settings.current(db.session).currency
+    form = ApplicationForm(currency)
+    if form.validate_on_submit():
+        data = vetting.ApplicationData(
+            basis=form.basis.data, birth_year=form.birth_year.data,
+            languages=tuple(form.languages.data), topics=tuple(form.topics.data or ()),
+            available_from_minute=form.hours[0], available_until_minute=form.hours[1],
+            daily_limit=form.daily_limit.data, yearly_ceiling_cents=form.ceiling_cents,
+            payout_method=form.payout_method.data, iban=form.iban.data or None,
+            account_holder=form.account_holder.data or None)
+        try:
+            vetting.apply(db.session, current_user, data, utcnow())
+        except vetting.VettingError as exc:
+            db.session.rollback()
+            target = form._fields.get(exc.field or "", form.basis)
+            target.errors = [*target.errors, str(exc)]
+        else:
+            db.session.commit()
+            flash(_("Thank you. Your application has been sent. The organizer will contact "
+                    "you."))
+            return redirect(url_for("answerer.application"))
+    return render_template("answerer/apply.html", form=form, currency=currency,
+                           rejected=latest if latest and latest.status == "rejected" else None
+                           ), 400 if form.errors else 200
+
+
+@bp.get("/application")
+@login_required
+def application():
+    """Where my application to answer stands."""
+    latest = db.session.scalar(
+        select(AnswererApplication).where(AnswererApplication.user_id == current_user.id)
+        .order_by(AnswererApplication.id.desc()).limit(1))
+    if latest is None and not current_user.is_answerer:
+        return redirect(url_for("answerer.apply"))
+    return render_template("answerer/application.html", application=latest)
+
+
+@bp.get("/earnings")
+@answerer_required
+def earnings():
+    """My statement: what I am owed, what was paid, and this year against my ceiling."""
+    summary = earnings_service.summary(db.session, current_user, utcnow())
+    account = f"payable:answerer:{current_user.id}"
+    try:
+        statement = reports.statement(db.session, account)
+    except KeyError:
+        statement = None
+    my_payouts = db.session.scalars(select(Payout).where(
+        Payout.answerer_id == current_user.id).order_by(Payout.id.desc())).all()
+    return render_template("answerer/earnings.html", summary=summary, statement=statement,
+                           payouts=my_payouts)
+
+
+@bp.get("/payouts/<int:payout_id>")
+@answerer_required
+def payout(payout_id: int):
+    """One of my payouts (nobody else's: another answerer's id gives 404)."""
+    found = db.session.get(Payout, payout_id)
+    if found is None or found.answerer_id != current_user.id:
+        abort(404)
+    return render_template("answerer/payout.html", payout=found)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal, InvalidOperation
 from functools import wraps
 
-from flask import Blueprint, abort, flash, redirect, render_template, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
@@ -14,10 +14,12 @@ from sqlalchemy import select
 from wtforms import IntegerField, StringField
 from wtforms.validators import InputRequired, NumberRange, ValidationError
 
-from .. import money, questions, settings
+from .. import money, questions, settings, vetting
 from ..extensions import db
-from ..models import Question, utcnow
+from ..models import AnswererApplication, AnswererProfile, AuditLog, Question, User, utcnow
 from ..stripe_gateway import GatewayError
+from .asker import LANGUAGE_NAMES, TOPIC_NAMES
+from .vetting_forms import ApproveForm, RejectApplicationForm
 
 bp = Blueprint("organizer", __name__, url_prefix="/organizer")
 
@@ -197,3 +199,89 @@ def decide(question_id: int, decision: str):
         flash(_("The answer is upheld and the answerer will be paid.") if decision == "uphold"
               else _("The asker has been refunded."))
     return redirect(url_for("organizer.disputes"))
+
+
+@bp.get("/applications")
+@organizer_required
+def applications():
+    """Applications to answer: waiting ones first."""
+    rows = db.session.scalars(select(AnswererApplication).order_by(
+        (AnswererApplication.status != "pending"), AnswererApplication.id.desc())).all()
+    return render_template("organizer/applications.html", applications=rows)
+
+
+def _application_page(application, approve_form=None, reject_form=None, status=200):
+    return render_template(
+        "organizer/application.html", application=application,
+        approve_form=approve_form or ApproveForm(prefix="a"),
+        reject_form=reject_form or RejectApplicationForm(prefix="r"),
+        language_names=LANGUAGE_NAMES, topic_names=TOPIC_NAMES), status
+
+
+@bp.route("/applications/<int:application_id>", methods=["GET", "POST"])
+@organizer_required
+def application(application_id: int):
+    """One application, with approve and reject."""
+    found = db.session.get(AnswererApplication, application_id)
+    if found is None:
+        abort(404)
+    if request.method == "GET":
+        return _application_page(found)
+    decision = request.form.get("decision")
+    form = ApproveForm(prefix="a") if decision == "approve" else RejectApplicationForm(prefix="r")
+    if not form.validate_on_submit():
+        return _application_page(found, **{
+            "approve_form" if decision == "approve" else "reject_form": form}, status=400)
+    try:
+        if decision == "approve":
+            vetting.approve(db.session, found, current_user, method=form.method.data,
+                            verified_on=form.verified_on.data, note=form.note.data,
+                            now=utcnow())
+        else:
+            vetting.reject(db.session, found, current_user, reason=form.reason.data,
+                           now=utcnow())
+    except vetting.VettingError as exc:
+        db.session.rollback()
+        target = form._fields.get(exc.field or "") or next(iter(form))
+        target.errors = [*target.errors, str(exc)]
+        return _application_page(found, **{
+            "approve_form" if decision == "approve" else "reject_form": form}, status=400)
+    db.session.commit()
+    flash(_("The applicant is now an answerer.") if decision == "approve"
+          else _("The application is rejected."))
+    return redirect(url_for("organizer.applications"))
+
+
+@bp.get("/answerers")
+@organizer_required
+def answerers():
+    """Every answerer, active or suspended."""
+    rows = db.session.execute(
+        select(User, AnswererProfile).join(AnswererProfile, AnswererProfile.user_id == User.id)
+        .order_by(User.name)).all()
+    return render_template("organizer/answerers.html", rows=rows)
+
+
+@bp.post("/answerers/<int:user_id>/<action>")
+@organizer_required
+def suspend_or_reinstate(user_id: int, action: str):
+    """Suspend an answerer (no more offers) or reinstate them."""
+    answerer = db.session.get(User, user_id)
+    if answerer is None or action not in ("suspend", "reinstate"):
+        abort(404)
+    try:
+        vetting.set_suspended(db.session, answerer, current_user, action == "suspend")
+    except vetting.VettingError:
+        abort(404)
+    db.session.commit()
+    flash(_("%(name)s is suspended.", name=answerer.name) if action == "suspend"
+          else _("%(name)s is reinstated.", name=answerer.name))
+    return redirect(url_for("organizer.answerers"))
+
+
+@bp.get("/audit-log")
+@organizer_required
+def audit_log():
+    """Every organizer action, newest first. Nobody can edit it."""
+    rows = db.session.scalars(select(AuditLog).order_by(AuditLog.id.desc()).limit(500)).all()
+    return render_template("organizer/audit_log.html", rows=rows)

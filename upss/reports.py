@@ -1,0 +1,457 @@
+"""Read-only reports for the organizer's audit pages: statements, CSV exports, peak shaving.
+
+Design overview
+---------------
+* **Account statements.** ``statement()`` lists every entry of one ledger account in posting
+  order with a running balance. The ledger stores signed cents (debit ``+``, credit ``-``);
+  a statement shows each account in its *normal* sign (``normal_balance()``), so an asset's
+  money and an answerer's payable amount both read as positive numbers. Its closing balance
+  equals ``ledger.balance()`` in that sign.
+* **CSV exports** for the accountant: every ledger entry, and every payout. Amounts are written
+  twice, as a decimal string in major units (from ``money.to_decimal``, never a float) and as
+  integer cents. Text cells that a spreadsheet would run as a formula (``=``, ``+``, ``-``,
+  ``@``, tab, carriage return first) get a leading apostrophe, because an answerer chooses
+  their own name.
+* **Peak shaving.** ``traffic_by_hour()`` counts payments, offers and answers per local hour of
+  day, and ``queue_depth()`` reconstructs how many questions waited in the queue over time
+  from the question events. Timestamps are fetched in range and bucketed in Python, so the
+  same code runs on SQLite and PostgreSQL. ``peak_shaving_svg()`` draws both as accessible
+  inline SVG: the numbers are stated in each picture's description, series differ by dash
+  pattern and marker as well as colour, and every label comes from the (translated) caller.
+
+Money is integer cents throughout. Nothing here writes: functions take a session and only
+read from it.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from zoneinfo import ZoneInfo
+
+from markupsafe import Markup, escape
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from .models import (
+    LedgerAccount,
+    LedgerEntry,
+    LedgerTransaction,
+    Offer,
+    Payout,
+    Question,
+    QuestionEvent,
+    User,
+)
+from .money import to_decimal
+
+HOURS = 24
+#: Account types whose normal balance is on the debit side (shown as the signed sum).
+DEBIT_NORMAL = frozenset({"asset", "expense"})
+#: Account types whose normal balance is on the credit side (shown as minus the signed sum).
+CREDIT_NORMAL = frozenset({"liability", "revenue"})
+
+
+# --------------------------------------------------------------------------- statements
+
+
+@dataclass(frozen=True)
+class StatementRow:
+    transaction_id: int
+    at: datetime
+    key: str
+    description: str
+    debit_cents: int
+    credit_cents: int
+    #: Running balance after this entry, in the account's normal sign.
+    balance_cents: int
+
+
+@dataclass(frozen=True)
+class Statement:
+    account: str
+    type: str
+    currency: str
+    rows: list[StatementRow]
+    closing_balance_cents: int
+
+
+def normal_balance(account_type: str, signed_cents: int) -> int:
+    """A signed ledger amount in the normal sign of ``account_type`` (credit-normal: negated)."""
+    if account_type in DEBIT_NORMAL:
+        return signed_cents
+    if account_type in CREDIT_NORMAL:
+        return -signed_cents
+    raise ValueError(f"unknown account type {account_type!r}")
+
+
+def statement(session: Session, account_name: str) -> Statement:
+    """Every entry of account ``account_name`` in posting order, with a running balance."""
+    account = session.scalar(select(LedgerAccount).where(LedgerAccount.name == account_name))
+    if account is None:
+        raise KeyError(account_name)
+    rows: list[StatementRow] = []
+    running = 0
+    for tx_id, at, key, description, amount in session.execute(
+        select(LedgerTransaction.id, LedgerTransaction.created_at,
+               LedgerTransaction.idempotency_key, LedgerTransaction.description,
+               LedgerEntry.amount_cents)
+        .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
+        .where(LedgerEntry.account_id == account.id)
+        .order_by(LedgerTransaction.id, LedgerEntry.id)
+    ):
+        amount = int(amount)
+        running += normal_balance(account.type, amount)
+        rows.append(StatementRow(
+            transaction_id=tx_id, at=at, key=key, description=description,
+            debit_cents=amount if amount > 0 else 0,
+            credit_cents=-amount if amount < 0 else 0,
+            balance_cents=running,
+        ))
+    return Statement(account=account.name, type=account.type, currency=account.currency,
+                     rows=rows, closing_balance_cents=running)
+
+
+# --------------------------------------------------------------------------- CSV exports
+
+LEDGER_CSV_COLUMNS = ("transaction_id", "created_at", "idempotency_key", "description",
+                      "account", "account_type", "currency", "debit", "credit", "amount_cents")
+PAYOUT_CSV_COLUMNS = ("payout_id", "batch_id", "created_at", "answerer_id", "answerer_name",
+                      "method", "status", "currency", "amount", "amount_cents", "iban",
+                      "stripe_transfer_id", "failure_reason")
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _decimal_text(amount_cents: int, currency: str) -> str:
+    """``1250`` EUR → ``"12.50"``; ``0`` → ``"0.00"`` (fixed point, never exponent form)."""
+    value: Decimal = to_decimal(amount_cents, currency)
+    return f"{value:f}"
+
+
+def _iso_utc(at: datetime | None) -> str:
+    return at.astimezone(UTC).isoformat() if at is not None else ""
+
+
+def _cell(text: str | None) -> str:
+    """Text safe to open in a spreadsheet: a would-be formula gets a leading apostrophe."""
+    text = text or ""
+    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+
+
+def _csv(columns: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow(columns)
+    writer.writerows(rows)
+    return out.getvalue()
+
+
+def ledger_entries_csv(session: Session) -> str:
+    """CSV of every ledger entry (one line each, by entry id) with its transaction and account."""
+    query = (
+        select(LedgerEntry.transaction_id, LedgerTransaction.created_at,
+               LedgerTransaction.idempotency_key, LedgerTransaction.description,
+               LedgerAccount.name, LedgerAccount.type, LedgerEntry.currency,
+               LedgerEntry.amount_cents)
+        .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
+        .join(LedgerAccount, LedgerAccount.id == LedgerEntry.account_id)
+        .order_by(LedgerEntry.id)
+    )
+    rows = []
+    for tx_id, created_at, key, description, account, kind, currency, amount in (
+            session.execute(query)):
+        amount = int(amount)
+        rows.append((tx_id, _iso_utc(created_at), _cell(key), _cell(description), _cell(account),
+                     kind, currency, _decimal_text(max(amount, 0), currency),
+                     _decimal_text(max(-amount, 0), currency), amount))
+    return _csv(LEDGER_CSV_COLUMNS, rows)
+
+
+def payouts_csv(session: Session) -> str:
+    """CSV of every payout (by id) with the answerer's name, amount in major units and cents."""
+    query = (select(Payout, User.name).join(User, User.id == Payout.answerer_id)
+             .order_by(Payout.id))
+    rows = []
+    for payout, name in session.execute(query):
+        amount = int(payout.amount_cents)
+        rows.append((payout.id, payout.batch_id, _iso_utc(payout.created_at), payout.answerer_id,
+                     _cell(name), payout.method, payout.status, payout.currency,
+                     _decimal_text(amount, payout.currency), amount, _cell(payout.iban),
+                     _cell(payout.stripe_transfer_id), _cell(payout.failure_reason)))
+    return _csv(PAYOUT_CSV_COLUMNS, rows)
+
+
+# --------------------------------------------------------------------------- peak shaving
+
+
+@dataclass(frozen=True)
+class HourlyTraffic:
+    """Counts per local hour of day (index 0..23) over a period."""
+
+    paid: list[int]
+    offered: list[int]
+    answered: list[int]
+
+
+def _require_aware(now: datetime) -> None:
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("now must be an aware datetime")
+
+
+def _by_hour(times: Iterable[datetime], zone: ZoneInfo) -> list[int]:
+    counts = [0] * HOURS
+    for at in times:
+        counts[at.astimezone(zone).hour] += 1
+    return counts
+
+
+def traffic_by_hour(session: Session, now: datetime, zone: ZoneInfo,
+                    days: int = 28) -> HourlyTraffic:
+    """Questions paid, offers made and answers given per local hour over [now - days, now)."""
+    _require_aware(now)
+    start = now - timedelta(days=days)
+
+    def times(column) -> list[datetime]:
+        return list(session.scalars(select(column).where(column >= start, column < now)))
+
+    return HourlyTraffic(
+        paid=_by_hour(times(Question.paid_at), zone),
+        offered=_by_hour(times(Offer.offered_at), zone),
+        answered=_by_hour(times(Question.answered_at), zone),
+    )
+
+
+def sample_times(now: datetime, days: int, step: timedelta) -> list[datetime]:
+    """``now - days``, then every ``step``, up to and including ``now``."""
+    _require_aware(now)
+    if step <= timedelta(0):
+        raise ValueError("step must be positive")
+    start = now - timedelta(days=days)
+    samples = []
+    at = start
+    while at <= now:
+        samples.append(at)
+        at += step
+    if samples[-1] != now:  # a step that does not divide the period: still end at now
+        samples.append(now)
+    return samples
+
+
+def queue_depth(session: Session, now: datetime, days: int = 28,
+                step: timedelta = timedelta(hours=6)) -> list[tuple[datetime, int]]:
+    """How many questions were queued at each sample time from ``now - days`` to ``now``.
+
+    A question is queued at ``t`` when its latest event at or before ``t`` (ties: the later
+    event id) moved it to ``queued``. The events are read once and swept in time order.
+    """
+    samples = sample_times(now, days, step)
+    events = session.execute(
+        select(QuestionEvent.at, QuestionEvent.id, QuestionEvent.question_id,
+               QuestionEvent.to_status)
+        .where(QuestionEvent.at <= now)
+        .order_by(QuestionEvent.at, QuestionEvent.id)
+    ).all()
+    status: dict[int, str] = {}
+    queued = 0
+    depth: list[tuple[datetime, int]] = []
+    i = 0
+    for t in samples:
+        while i < len(events) and events[i].at <= t:
+            _, _, question_id, to_status = events[i]
+            was = status.get(question_id)
+            queued += (to_status == "queued") - (was == "queued")
+            status[question_id] = to_status
+            i += 1
+        depth.append((t, queued))
+    return depth
+
+
+# --------------------------------------------------------------------------- SVG chart
+
+#: viewBox width: rendered at 320 CSS px, FONT_SIZE is still 12.4 px.
+VIEW_WIDTH = 360
+FONT_SIZE = 14
+INK = "#0b0c0c"
+GRID = "#505a5f"
+
+
+@dataclass(frozen=True)
+class _Series:
+    label: str
+    values: Sequence[int]
+    colour: str
+    dash: str  # stroke-dasharray, "" for solid
+    marker: str  # circle, square, triangle
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.1f}".rstrip("0").rstrip(".")
+
+
+def _marker(kind: str, x: float, y: float, colour: str) -> str:
+    if kind == "circle":
+        return f'<circle cx="{_fmt(x)}" cy="{_fmt(y)}" r="3.5" fill="{colour}"/>'
+    if kind == "square":
+        return (f'<rect x="{_fmt(x - 3.5)}" y="{_fmt(y - 3.5)}" width="7" height="7" '
+                f'fill="#ffffff" stroke="{colour}" stroke-width="2"/>')
+    points = " ".join(f"{_fmt(px)},{_fmt(py)}"
+                      for px, py in ((x, y - 4.5), (x + 4.5, y + 3.5), (x - 4.5, y + 3.5)))
+    return f'<polygon points="{points}" fill="{colour}"/>'
+
+
+def _dash(dash: str) -> str:
+    return f' stroke-dasharray="{dash}"' if dash else ""
+
+
+def _text(x: float, y: float, text: object, anchor: str = "start") -> str:
+    return (f'<text x="{_fmt(x)}" y="{_fmt(y)}" font-size="{FONT_SIZE}" fill="{INK}" '
+            f'text-anchor="{anchor}">{escape(text)}</text>')
+
+
+def _axis_top(peak: int) -> tuple[int, int]:
+    """A round top for a y axis showing ``peak`` and the tick step (at most 4 steps)."""
+    if peak <= 0:
+        return 1, 1
+    magnitude = 1
+    while True:
+        for factor in (1, 2, 5):
+            step = factor * magnitude
+            if -(-peak // step) <= 4:
+                return step * -(-peak // step), step
+        magnitude *= 10
+
+
+def _svg_open(ids: str, height: int, title: str, desc: str) -> str:
+    return (f'<svg xmlns="http://www.w3.org/2000/svg" role="img" viewBox="0 0 {VIEW_WIDTH} '
+            f'{height}" width="100%" aria-labelledby="{ids}-title {ids}-desc" '
+            f'font-family="sans-serif"><title id="{ids}-title">{escape(title)}</title>'
+            f'<desc id="{ids}-desc">{escape(desc)}</desc>')
+
+
+def _y_grid(parts: list[str], left: float, right: float, top: float, bottom: float,
+            axis_top: int, step: int) -> None:
+    for tick in range(0, axis_top + 1, step):
+        y = bottom - (bottom - top) * tick / axis_top
+        parts.append(f'<line x1="{_fmt(left)}" y1="{_fmt(y)}" x2="{_fmt(right)}" '
+                     f'y2="{_fmt(y)}" stroke="{GRID}" stroke-width="0.5"'
+                     f'{_dash("" if tick == 0 else "1 3")}/>')
+        parts.append(_text(left - 6, y + FONT_SIZE / 3, tick, "end"))
+
+
+def _peak(values: Sequence[int]) -> tuple[int, int]:
+    """(hour, count) of the largest count; the earliest hour on a tie."""
+    best = max(range(len(values)), key=lambda h: (values[h], -h))
+    return best, values[best]
+
+
+def _hours_svg(series: list[_Series], caption: str) -> str:
+    legend_top = 8
+    row = FONT_SIZE + 8
+    top = legend_top + row * len(series) + 12
+    left, right = 36.0, VIEW_WIDTH - 10.0
+    plot_h = 150
+    bottom = top + plot_h
+    height = int(bottom + FONT_SIZE + 14)
+    desc = f"{caption}. " + " ".join(
+        f"{s.label}: {_peak(s.values)[0]:02d}:00 ({_peak(s.values)[1]})." for s in series)
+    parts = [_svg_open("upss-peak-hours", height, caption, desc)]
+    for n, s in enumerate(series):  # the legend: line sample, marker, label
+        y = legend_top + row * n + row / 2
+        parts.append(f'<line x1="4" y1="{_fmt(y)}" x2="34" y2="{_fmt(y)}" stroke="{s.colour}" '
+                     f'stroke-width="2.5"{_dash(s.dash)}/>')
+        parts.append(_marker(s.marker, 19, y, s.colour))
+        parts.append(_text(42, y + FONT_SIZE / 3, s.label))
+    axis_top, step = _axis_top(max(max(s.values, default=0) for s in series))
+    _y_grid(parts, left, right, top, bottom, axis_top, step)
+    width = (right - left) / HOURS
+
+    def x_of(hour: int) -> float:
+        return left + width * (hour + 0.5)
+
+    for hour in (0, 6, 12, 18):
+        parts.append(_text(x_of(hour), bottom + FONT_SIZE + 6, f"{hour:02d}", "middle"))
+    for s in series:
+        points = [(x_of(h), bottom - plot_h * v / axis_top) for h, v in enumerate(s.values)]
+        parts.append(f'<polyline fill="none" stroke="{s.colour}" stroke-width="2.5" '
+                     f'stroke-linejoin="round"{_dash(s.dash)} points="'
+                     + " ".join(f"{_fmt(x)},{_fmt(y)}" for x, y in points) + '"/>')
+        parts.extend(_marker(s.marker, x, y, s.colour) for x, y in points)
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _when(at: datetime, with_time: bool = True) -> str:
+    text = at.strftime("%Y-%m-%d %H:%M" if with_time else "%Y-%m-%d")
+    zone = at.strftime("%Z") if with_time else ""
+    return f"{text} {zone}".strip()
+
+
+def _depth_svg(depth: Sequence[tuple[datetime, int]], label: str, caption: str,
+               colour: str) -> str:
+    legend_y = 8 + (FONT_SIZE + 8) / 2
+    top = legend_y + FONT_SIZE + 12
+    left, right = 36.0, VIEW_WIDTH - 14.0
+    plot_h = 150
+    bottom = top + plot_h
+    height = int(bottom + FONT_SIZE + 14)
+    if depth:
+        peak_at, peak = max(depth, key=lambda p: (p[1], -p[0].timestamp()))
+        desc = (f"{caption}. {_when(depth[0][0])} – {_when(depth[-1][0])}. "
+                f"{label}: {_when(peak_at)} ({peak}); {_when(depth[-1][0])} ({depth[-1][1]}).")
+    else:
+        peak, desc = 0, f"{caption}."
+    parts = [_svg_open("upss-peak-depth", height, caption, desc)]
+    parts.append(f'<line x1="4" y1="{_fmt(legend_y)}" x2="34" y2="{_fmt(legend_y)}" '
+                 f'stroke="{colour}" stroke-width="2.5"/>')
+    parts.append(_text(42, legend_y + FONT_SIZE / 3, label))
+    axis_top, step = _axis_top(peak)
+    _y_grid(parts, left, right, top, bottom, axis_top, step)
+    if depth:
+        first, last = depth[0][0], depth[-1][0]
+        span = (last - first).total_seconds() or 1.0
+
+        def x_of(at: datetime) -> float:
+            return left + (right - left) * (at - first).total_seconds() / span
+
+        with_time = last - first <= timedelta(days=2)
+        ticks = [(first, "start"), (last, "end")]
+        if len(depth) > 2:
+            ticks.insert(1, (depth[len(depth) // 2][0], "middle"))
+        for at, anchor in ticks:
+            label_text = at.strftime("%H:%M") if with_time else _when(at, with_time=False)
+            parts.append(_text(x_of(at), bottom + FONT_SIZE + 6, label_text, anchor))
+        points = " ".join(f"{_fmt(x_of(at))},{_fmt(bottom - plot_h * n / axis_top)}"
+                          for at, n in depth)
+        parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2.5" '
+                     f'stroke-linejoin="round" points="{points}"/>')
+        end_y = bottom - plot_h * depth[-1][1] / axis_top
+        parts.append(_marker("circle", x_of(last), end_y, colour))
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def peak_shaving_svg(traffic: HourlyTraffic, depth: list[tuple[datetime, int]], *,
+                     title_paid: str, title_offered: str, title_answered: str,
+                     title_depth: str, caption_hours: str, caption_depth: str) -> Markup:
+    """Two accessible inline SVG charts: traffic per hour of day and queue depth over time.
+
+    ``caption_*`` become each picture's title and start its description; the description then
+    gives, per series, the busiest hour and its count (and for the queue the period, its
+    highest point and the latest value), so the meaning does not depend on seeing the picture.
+    Times in ``depth`` are shown as given: convert them to the organizer's zone first. The
+    element ids are fixed, so use it once per page.
+    """
+    series = [
+        _Series(title_paid, traffic.paid, INK, "", "circle"),
+        _Series(title_offered, traffic.offered, "#1d70b8", "7 4", "square"),
+        _Series(title_answered, traffic.answered, "#00703c", "2 3", "triangle"),
+    ]
+    for s in series:
+        if len(s.values) != HOURS:
+            raise ValueError(f"{len(s.values)} hourly values instead of {HOURS}")
+    return Markup(_hours_svg(series, caption_hours)  # noqa: S704 - every text is escaped
+                  + _depth_svg(depth, title_depth, caption_depth, "#d4351c"))

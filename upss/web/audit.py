@@ -1,0 +1,153 @@
+"""The organizer's audit pages: ledger, statements, chain check, payouts, exports,
+reconciliation with Stripe, and the peak-shaving chart."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, url_for
+from flask_babel import gettext as _
+from flask_login import current_user
+from sqlalchemy import select
+
+from .. import audit, ledger, payouts, reports, settings
+from ..extensions import db
+from ..models import PayoutBatch, utcnow
+from ..stripe_gateway import GatewayError
+from .organizer import organizer_required
+
+bp = Blueprint("audit", __name__, url_prefix="/organizer")
+
+
+@bp.get("/ledger", endpoint="ledger")
+@organizer_required
+def ledger_page():
+    """Trial balance and the hash-chain verification."""
+    return render_template("organizer/ledger.html", rows=ledger.trial_balance(db.session),
+                           report=ledger.verify(db.session))
+
+
+
+@bp.get("/ledger/accounts/<path:account>")
+@organizer_required
+def statement(account: str):
+    """One account's statement with a running balance."""
+    try:
+        found = reports.statement(db.session, account)
+    except KeyError:
+        abort(404)
+    return render_template("organizer/statement.html", statement=found,
+                           cached=reports.normal_balance(found.type,
+                                                         ledger.balance(db.session, account)))
+
+
+@bp.get("/ledger/entries.csv")
+@organizer_required
+def entries_csv():
+    """Every ledger entry as CSV."""
+    return Response(reports.ledger_entries_csv(db.session), mimetype="text/csv",
+                    headers={"Content-Disposition": "attachment; filename=upss-ledger.csv"})
+
+
+@bp.get("/payouts", endpoint="payouts")
+@organizer_required
+def payouts_page():
+    """Payout batches with their status and files."""
+    batches = db.session.scalars(select(PayoutBatch).order_by(PayoutBatch.id.desc())).all()
+    return render_template("organizer/payouts.html", batches=batches)
+
+
+
+@bp.post("/payouts/run")
+@organizer_required
+def run_payouts():
+    """Run a payout batch now (the weekly job does the same)."""
+    cfg = current_app.config
+    try:
+        batch = payouts.run_batch(db.session, utcnow(), created_by=current_user,
+                                  settled_before_days=cfg["UPSS_PAYOUT_AFTER_DAYS"],
+                                  minimum_cents=cfg["UPSS_PAYOUT_MINIMUM_CENTS"])
+    except GatewayError:
+        db.session.rollback()
+        flash(_("We could not reach the payment service. Nothing was paid; try again."),
+              "error")
+        return redirect(url_for("audit.payouts"))
+    if batch is None:
+        db.session.rollback()
+        flash(_("Nobody is due a payout right now."))
+        return redirect(url_for("audit.payouts"))
+    audit.record(db.session, current_user, "run payout batch", f"payout_batch:{batch.id}",
+                 {}, {"payouts": len(batch.payouts),
+                      "total_cents": sum(p.amount_cents for p in batch.payouts)})
+    db.session.commit()
+    flash(_("Payout batch %(id)d is made.", id=batch.id))
+    return redirect(url_for("audit.payouts"))
+
+
+def _batch(batch_id: int) -> PayoutBatch:
+    batch = db.session.get(PayoutBatch, batch_id)
+    if batch is None:
+        abort(404)
+    return batch
+
+
+@bp.get("/payouts/<int:batch_id>/sepa.xml")
+@organizer_required
+def sepa_file(batch_id: int):
+    """The batch's SEPA credit-transfer file (pain.001) for the bank."""
+    batch = _batch(batch_id)
+    if not batch.sepa_xml:
+        abort(404)
+    return Response(batch.sepa_xml, mimetype="application/xml", headers={
+        "Content-Disposition": f"attachment; filename=upss-payouts-{batch.id}.xml"})
+
+
+@bp.post("/payouts/<int:batch_id>/sent")
+@organizer_required
+def mark_sent(batch_id: int):
+    """The organizer has given the SEPA file to the bank."""
+    batch = _batch(batch_id)
+    before = {"sepa_marked_sent_at": batch.sepa_marked_sent_at}
+    payouts.mark_sepa_sent(db.session, batch, current_user, utcnow())
+    audit.record(db.session, current_user, "mark SEPA file sent", f"payout_batch:{batch.id}",
+                 before, {"sepa_marked_sent_at": batch.sepa_marked_sent_at})
+    db.session.commit()
+    flash(_("Batch %(id)d is marked as sent to the bank.", id=batch.id))
+    return redirect(url_for("audit.payouts"))
+
+
+@bp.get("/payouts.csv")
+@organizer_required
+def payouts_csv():
+    """Every payout as CSV."""
+    return Response(reports.payouts_csv(db.session), mimetype="text/csv",
+                    headers={"Content-Disposition": "attachment; filename=upss-payouts.csv"})
+
+
+@bp.get("/reconciliation")
+@organizer_required
+def reconciliation():
+    """Stripe's PaymentIntents and refunds against the ledger, both ways."""
+    try:
+        result = payouts.reconcile(db.session)
+    except GatewayError:
+        result = None
+    return render_template("organizer/reconciliation.html", result=result)
+
+
+@bp.get("/traffic")
+@organizer_required
+def traffic():
+    """The peak-shaving chart: when questions are paid versus offered and answered."""
+    now = utcnow()
+    rules = settings.current(db.session)
+    hourly = reports.traffic_by_hour(db.session, now, rules.zone)
+    depth = [(at.astimezone(rules.zone), n)
+             for at, n in reports.queue_depth(db.session, now, step=timedelta(hours=6))]
+    chart = reports.peak_shaving_svg(
+        hourly, depth, title_paid=_("Questions paid"), title_offered=_("Questions offered"),
+        title_answered=_("Questions answered"), title_depth=_("Questions waiting in the queue"),
+        caption_hours=_("By hour of the day, last 28 days (%(zone)s)", zone=rules.timezone),
+        caption_depth=_("Queue over the last 28 days"))
+    return render_template("organizer/traffic.html", chart=chart, hourly=hourly)
+
