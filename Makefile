@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export FLASK_APP := wsgi
 
-.PHONY: run test install lint
+.PHONY: run test install lint translations
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +14,11 @@ $(VENV)/.installed: $(BIN)/python requirements.txt requirements-dev.txt
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed translations
+
+# Compiled message catalogs (.mo) are built from the committed .po files, never committed.
+translations: $(VENV)/.installed
+	$(BIN)/pybabel -q compile -d translations
 
 run: install
 	$(BIN)/flask db upgrade

@@ -59,6 +59,15 @@ def wait_until(predicate, timeout: float = 15.0, interval: float = 0.1):
         time.sleep(interval)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compiled_translations():
+    """Build the .mo catalogs from the .po files, as `make` does, so pytest alone works too."""
+    from babel.messages.frontend import CommandLineInterface
+
+    CommandLineInterface().run(["pybabel", "-q", "compile", "-d",
+                                os.path.join(os.path.dirname(__file__), "..", "translations")])
+
+
 @pytest.fixture(scope="session")
 def localstripe_url():
     """A real localstripe server (upss.devstripe) on a free loopback port, for the session."""

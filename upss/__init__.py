@@ -24,6 +24,8 @@ def create_app(config: dict | None = None) -> Flask:
     app = Flask(__name__, instance_relative_config=True,
                 template_folder="../templates", static_folder="../static")
     app.config.from_mapping(config_module.from_environment(app.instance_path))
+    app.config["BABEL_TRANSLATION_DIRECTORIES"] = os.path.join(
+        os.path.dirname(app.root_path), "translations")
     if config:
         app.config.update(config)
 

@@ -35,6 +35,16 @@ def sign_up(session: Session, *, email: str, name: str, password: str) -> User:
     return user
 
 
+def update_preferences(session: Session, user: User, *, locale: str, large_text: bool,
+                       high_contrast: bool) -> None:
+    """Remember the user's language and display preferences."""
+    if locale not in ("", "en", "nb", "fi", "sv", "sl"):
+        raise ValueError(f"unknown locale {locale!r}")
+    user.locale, user.large_text, user.high_contrast = locale, bool(large_text), bool(
+        high_contrast)
+    session.flush()
+
+
 def authenticate(session: Session, email: str, password: str) -> User | None:
     """The user with this e-mail and password, or None (unknown e-mail and wrong password alike)."""
     user = session.scalar(select(User).where(User.email == normalise_email(email)))

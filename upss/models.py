@@ -65,6 +65,9 @@ class User(UserMixin, db.Model):
     is_organizer: Mapped[bool] = mapped_column(default=False)
     #: Preferred interface language; empty means "from the browser".
     locale: Mapped[str] = mapped_column(String(5), default="")
+    #: Display preferences, remembered across sessions and devices.
+    large_text: Mapped[bool] = mapped_column(default=False)
+    high_contrast: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     questions: Mapped[list[Question]] = relationship(back_populates="asker",

@@ -8,6 +8,8 @@ document.addEventListener("DOMContentLoaded", () => {
 
   followQuestionStatus();
   setUpAutosave();
+  setUpAskDraft();
+  setUpReadAloud();
   setUpThreeDSecure();
   setUpCardForm();
 });
@@ -103,7 +105,7 @@ function setUpAutosave() {
     const local = window.localStorage.getItem(key);
     if (local && local !== text.value && local.length > text.value.length) {
       text.value = local;
-      status.textContent = "Text you typed earlier on this computer has been put back.";
+      status.textContent = status.dataset.restoredText;
     }
   } catch (e) { /* storage may be disabled */ }
 
@@ -117,14 +119,12 @@ function setUpAutosave() {
       if (response.ok && response.headers.get("Content-Type").includes("json")) {
         lastSaved = body.get("answer");
         const time = new Date().toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"});
-        status.textContent = status.dataset.savedText
-          ? status.dataset.savedText.replace("%(time)s", time) : "Draft saved at " + time;
+        status.textContent = status.dataset.savedText.replace("%(time)s", time);
       } else {
-        status.textContent = "Not saved to the server (are you still signed in?). " +
-                             "Your text is kept on this computer.";
+        status.textContent = status.dataset.notSavedText;
       }
     } catch (e) {
-      status.textContent = "Not saved to the server right now. Your text is kept on this computer.";
+      status.textContent = status.dataset.offlineText;
     }
   };
 
@@ -135,5 +135,54 @@ function setUpAutosave() {
   });
   form.addEventListener("submit", () => {
     if (timer) window.clearTimeout(timer);
+  });
+}
+
+/* The ask form keeps what was typed in this browser until the question reaches payment. */
+function setUpAskDraft() {
+  document.querySelectorAll("[data-clear-draft]").forEach((el) => {
+    try { window.localStorage.removeItem(el.dataset.clearDraft); } catch (e) { /* ignore */ }
+  });
+  const form = document.getElementById("ask-form");
+  if (!form) return;
+  const key = form.dataset.draftKey;
+  const fields = Array.from(form.querySelectorAll("input[type=text], textarea, select"));
+  try {
+    const saved = JSON.parse(window.localStorage.getItem(key) || "null");
+    if (saved && fields.every((f) => !f.value)) {
+      fields.forEach((f) => { if (saved[f.name]) f.value = saved[f.name]; });
+      const status = document.getElementById("ask-draft-status");
+      status.textContent = status.dataset.restoredText;
+    }
+  } catch (e) { /* storage may be disabled */ }
+  form.addEventListener("input", () => {
+    const values = {};
+    fields.forEach((f) => { values[f.name] = f.value; });
+    try { window.localStorage.setItem(key, JSON.stringify(values)); } catch (e) { /* ignore */ }
+  });
+}
+
+/* "Read aloud" with the browser's own speech synthesis, only where the browser has it. */
+function setUpReadAloud() {
+  if (!("speechSynthesis" in window)) return;
+  document.querySelectorAll("[data-read-aloud]").forEach((text) => {
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "button button--secondary read-aloud";
+    button.textContent = text.dataset.readAloud;
+    button.addEventListener("click", () => {
+      if (window.speechSynthesis.speaking) {
+        window.speechSynthesis.cancel();
+        return;
+      }
+      const utterance = new SpeechSynthesisUtterance(text.innerText);
+      utterance.lang = text.lang || document.documentElement.lang;
+      utterance.onend = utterance.onerror = () => {
+        button.textContent = text.dataset.readAloud;
+      };
+      button.textContent = text.dataset.stopReading;
+      window.speechSynthesis.speak(utterance);
+    });
+    text.insertAdjacentElement("beforebegin", button);
   });
 }

@@ -7,9 +7,11 @@ from urllib.parse import urlsplit
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
+from flask_babel import refresh
 from flask_login import current_user, login_required, login_user, logout_user
 from flask_wtf import FlaskForm
-from wtforms import EmailField, PasswordField, StringField
+from wtforms import BooleanField, EmailField, PasswordField, SelectField, StringField
+from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Email, EqualTo, InputRequired, Length
 
 from .. import accounts
@@ -40,6 +42,15 @@ class SignUpForm(FlaskForm):
     confirm = PasswordField(_l("Password again"), validators=[
         InputRequired(_l("Enter the password again")),
         EqualTo("password", _l("The two passwords are not the same"))])
+
+
+class PreferencesForm(FlaskForm):
+    locale = SelectField(_l("Language of the pages"), choices=[
+        SelectChoice("", _l("The language of my browser")), SelectChoice("en", "English"),
+        SelectChoice("nb", "Norsk bokmål"), SelectChoice("fi", "Suomi"),
+        SelectChoice("sv", "Svenska"), SelectChoice("sl", "Slovenščina")])
+    large_text = BooleanField(_l("Larger text"))
+    high_contrast = BooleanField(_l("High contrast (light text on a black background)"))
 
 
 class SignInForm(FlaskForm):
@@ -99,6 +110,22 @@ def sign_out():
     logout_user()
     flash(_("You have signed out."))
     return redirect(url_for("main.home"))
+
+
+@bp.route("/account/preferences", methods=["GET", "POST"])
+@login_required
+def preferences():
+    """Language, larger text and high contrast, remembered for this account."""
+    form = PreferencesForm(obj=current_user)
+    if form.validate_on_submit():
+        accounts.update_preferences(db.session, current_user, locale=form.locale.data,
+                                    large_text=form.large_text.data,
+                                    high_contrast=form.high_contrast.data)
+        db.session.commit()
+        refresh()  # the new language applies to this very response
+        flash(_("Your preferences are saved."))
+        return redirect(url_for("auth.preferences"))
+    return render_template("auth/preferences.html", form=form), 400 if form.errors else 200
 
 
 @bp.app_context_processor
