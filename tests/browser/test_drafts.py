@@ -1,0 +1,47 @@
+"""No time limit loses work: the ask form and the answer are kept as they are typed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from playwright.sync_api import expect
+
+from upss import questions, release
+
+
+def sign_in(page, base, email):
+    page.goto(base + "/sign-in")
+    page.locator("#email").fill(email)
+    page.locator("#password").fill("correct horse 9")
+    page.locator("form button[type=submit]").click()
+    page.wait_for_load_state()
+
+
+def test_ask_form_comes_back_after_leaving_the_page(page, live_server, world):
+    asker = world.user("asker")
+    sign_in(page, live_server, f"asker{asker}@example.org")
+    page.goto(live_server + "/ask")
+    page.locator("#title").type("My printer will not print")
+    page.locator("#body").type("It blinks orange.")
+    page.goto(live_server + "/questions")
+    page.goto(live_server + "/ask")
+    expect(page.locator("#title")).to_have_value("My printer will not print")
+    expect(page.locator("#body")).to_have_value("It blinks orange.")
+    expect(page.locator("#ask-draft-status")).not_to_be_empty()
+
+
+def test_answer_typed_after_the_session_expired_is_kept(page, live_server, world):
+    answerer = world.answerer()
+    q = world.paid_question(paid_at=datetime.now(UTC))
+    world.run(release.release_due_questions, datetime.now(UTC), ignore_window=True)
+    world.act(questions.claim, q, answerer, datetime.now(UTC))
+    sign_in(page, live_server, f"answerer{answerer}@example.org")
+    page.goto(f"{live_server}/answer/questions/{q}")
+    page.context.clear_cookies()  # the session runs out while the answerer types
+    page.locator("#a-answer").type("Turn it off and on again.")
+    expect(page.locator("#draft-status")).to_contain_text("kept on this computer",
+                                                          timeout=10_000)
+    sign_in(page, live_server, f"answerer{answerer}@example.org")
+    page.goto(f"{live_server}/answer/questions/{q}")
+    expect(page.locator("#a-answer")).to_have_value("Turn it off and on again.")
+    expect(page.locator("#draft-status")).not_to_be_empty()
