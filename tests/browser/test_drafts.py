@@ -45,3 +45,18 @@ def test_answer_typed_after_the_session_expired_is_kept(page, live_server, world
     page.goto(f"{live_server}/answer/questions/{q}")
     expect(page.locator("#a-answer")).to_have_value("Turn it off and on again.")
     expect(page.locator("#draft-status")).not_to_be_empty()
+
+
+def test_read_aloud_is_offered_where_the_browser_can_speak(page, live_server, world):
+    """The read-aloud button appears only when the browser has speech synthesis."""
+    asker = world.user("asker")
+    q = world.paid_question(paid_at=datetime.now(UTC), asker_id=asker)
+    sign_in(page, live_server, f"asker{asker}@example.org")
+    page.goto(f"{live_server}/questions/{q}")
+    can_speak = page.evaluate("() => 'speechSynthesis' in window")
+    expect(page.get_by_role("button", name="Read the question aloud")).to_have_count(
+        1 if can_speak else 0)
+    page.add_init_script("delete window.speechSynthesis")
+    page.goto(f"{live_server}/questions/{q}")
+    expect(page.get_by_role("button", name="Read the question aloud")).to_have_count(0)
+    expect(page.locator("#question-text")).to_have_text("Body")
