@@ -205,9 +205,9 @@ def _sepa_file(payments: list[tuple[Payout, str]], currency: str, now: datetime)
     """One pain.001.001.03 credit-transfer file for ``(payout, creditor name)`` pairs."""
     cfg = current_app.config
     transfer = SepaTransfer({
-        "name": cfg.get("UPSS_ORGANIZER_NAME") or "UPSS Organizer",
-        "IBAN": cfg.get("UPSS_ORGANIZER_IBAN") or "NO9386011117947",
-        "BIC": cfg.get("UPSS_ORGANIZER_BIC") or "DNBANOKKXXX",
+        "name": cfg["UPSS_ORGANIZER_NAME"],
+        "IBAN": cfg["UPSS_ORGANIZER_IBAN"],
+        "BIC": cfg["UPSS_ORGANIZER_BIC"],
         "batch": True,
         "currency": currency,
     }, schema="pain.001.001.03")
