@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-from flask import Flask, render_template, request
+from functools import wraps
+
+from flask import Flask, abort, render_template, request
 from flask_babel import get_locale
 from flask_babel import lazy_gettext as _l
+from flask_login import current_user, login_required
 from flask_wtf.csrf import CSRFError
 
 from .. import money
@@ -39,19 +42,41 @@ ERROR_PAGES = {
 }
 
 
+def reader_locale() -> str:
+    """The locale of the person reading the page (see ``upss.select_locale``)."""
+    return str(get_locale() or "en")
+
+
+def money_text(cents: int, currency: str) -> str:
+    """An amount formatted for the reader's locale (also the templates' ``money`` filter)."""
+    return money.format_money(cents, currency, reader_locale())
+
+
+def role_required(flag: str):
+    """A view decorator: signed in, and ``current_user.<flag>`` true; otherwise 403."""
+    def decorator(view):
+        @wraps(view)
+        @login_required
+        def wrapped(*args, **kwargs):
+            if not getattr(current_user, flag):
+                abort(403)
+            return view(*args, **kwargs)
+        return wrapped
+    return decorator
+
+
 def register_blueprints(app: Flask) -> None:
     from . import answerer, asker, audit, auth, main, organizer, webhooks
 
     for module in (main, auth, asker, answerer, organizer, audit, webhooks):
         app.register_blueprint(module.bp)
 
-    app.jinja_env.filters["money"] = lambda cents, currency: money.format_money(
-        cents, currency, str(get_locale() or "en"))
+    app.jinja_env.filters["money"] = money_text
     app.jinja_env.globals["status_label"] = lambda status: STATUS_LABELS.get(status, status)
 
     @app.context_processor
     def page_language():
-        return {"page_lang": str(get_locale() or "en")}
+        return {"page_lang": reader_locale()}
 
     def error_page(code: int, message=None):
         title, hint = ERROR_PAGES[code]

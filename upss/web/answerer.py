@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from functools import wraps
-
 from flask import Blueprint, abort, flash, jsonify, redirect, render_template, request, url_for
-from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
@@ -18,21 +15,15 @@ from .. import earnings as earnings_service
 from .. import money, questions, reports, settings, vetting
 from ..extensions import db
 from ..models import AnswererApplication, Offer, Payout, Question, utcnow
+from . import money_text, role_required
 from .asker import LANGUAGE_NAMES, TOPIC_NAMES, _strip
 from .vetting_forms import ApplicationForm
 
 bp = Blueprint("answerer", __name__, url_prefix="/answer")
 
 
-def answerer_required(view):
-    """Only answerers; everyone else gets 403."""
-    @wraps(view)
-    @login_required
-    def wrapped(*args, **kwargs):
-        if not current_user.is_answerer:
-            abort(403)
-        return view(*args, **kwargs)
-    return wrapped
+#: Only answerers; everyone else gets 403.
+answerer_required = role_required("is_answerer")
 
 
 class AnswerForm(FlaskForm):
@@ -85,7 +76,7 @@ def _share(question: Question) -> str:
     bps = question.commission_bps if question.commission_bps is not None else (
         settings.current(db.session).commission_bps)
     payout, _commission = money.split(question.price_cents, bps)
-    return money.format_money(payout, question.currency, str(get_locale()))
+    return money_text(payout, question.currency)
 
 
 @bp.post("/questions/<int:question_id>/claim")

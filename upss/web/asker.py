@@ -6,7 +6,6 @@ from decimal import Decimal
 
 from babel.numbers import format_decimal
 from flask import Blueprint, abort, flash, jsonify, redirect, render_template, url_for
-from flask_babel import get_locale
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
@@ -20,7 +19,7 @@ from .. import money, payments, questions, settings
 from ..extensions import db, limiter
 from ..models import Question, Tip, utcnow
 from ..stripe_gateway import CardDeclined, GatewayError, gateway
-from . import STATUS_LABELS
+from . import STATUS_LABELS, money_text, reader_locale
 
 bp = Blueprint("asker", __name__)
 
@@ -92,7 +91,7 @@ class QuestionForm(FlaskForm):
         self.price_cents = cents
 
     def price_text(self, cents: int) -> str:
-        return money.format_money(cents, self.bounds.currency, str(get_locale()))
+        return money_text(cents, self.bounds.currency)
 
 
 class ClarifyForm(FlaskForm):
@@ -281,7 +280,7 @@ def receipt(question_id: int):
     rate = (Decimal(q.commission_bps) / 100).normalize()
     return render_template("asker/receipt.html", question=q, payout=payout,
                            commission=commission, tips=tips,
-                           rate=format_decimal(rate, locale=str(get_locale())) + " %")
+                           rate=format_decimal(rate, locale=reader_locale()) + " %")
 
 
 @bp.get("/questions/<int:question_id>/status.json")
@@ -380,11 +379,10 @@ class TipForm(FlaskForm):
         except ValueError:
             raise ValidationError(_("Enter the tip as a number, like 2.50")) from None
         if not payments.TIP_MIN_CENTS <= self.cents <= payments.TIP_MAX_CENTS:
-            locale = str(get_locale())
             raise ValidationError(_(
                 "A tip must be between %(min)s and %(max)s",
-                min=money.format_money(payments.TIP_MIN_CENTS, self.currency, locale),
-                max=money.format_money(payments.TIP_MAX_CENTS, self.currency, locale)))
+                min=money_text(payments.TIP_MIN_CENTS, self.currency),
+                max=money_text(payments.TIP_MAX_CENTS, self.currency)))
 
 
 @bp.post("/questions/<int:question_id>/tip")

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
-from functools import wraps
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from flask_login import current_user, login_required
+from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms import IntegerField, StringField
@@ -18,6 +17,7 @@ from .. import money, questions, settings, vetting
 from ..extensions import db
 from ..models import AnswererApplication, AnswererProfile, AuditLog, Question, User, utcnow
 from ..stripe_gateway import GatewayError
+from . import role_required
 from .asker import LANGUAGE_NAMES, TOPIC_NAMES
 from .vetting_forms import ApproveForm, RejectApplicationForm
 
@@ -27,15 +27,8 @@ WEEKDAY_NAMES = (_l("Monday"), _l("Tuesday"), _l("Wednesday"), _l("Thursday"), _
                  _l("Saturday"), _l("Sunday"))
 
 
-def organizer_required(view):
-    """Only the organizer; everyone else gets 403."""
-    @wraps(view)
-    @login_required
-    def wrapped(*args, **kwargs):
-        if not current_user.is_organizer:
-            abort(403)
-        return view(*args, **kwargs)
-    return wrapped
+#: Only the organizer; everyone else gets 403.
+organizer_required = role_required("is_organizer")
 
 
 def _hours(label, maximum=24 * 30):
