@@ -30,6 +30,27 @@ class Earnings:
     minimum_cents: int
 
 
+def year_start(now: datetime, zone: ZoneInfo) -> datetime:
+    """Local midnight of 1 January of ``now``'s year in ``zone``."""
+    return now.astimezone(zone).replace(month=1, day=1, hour=0, minute=0, second=0,
+                                        microsecond=0)
+
+
+def income_since(session: Session, answerer_ids, since: datetime) -> dict[int, int]:
+    """Answerer id -> cents credited to their payable account since ``since``: their share of
+    settled questions and tips. A reversed payout gives money back; it is not income."""
+    names = {f"payable:answerer:{i}": i for i in answerer_ids}
+    rows = session.execute(
+        select(LedgerAccount.name, func.sum(-LedgerEntry.amount_cents))
+        .join(LedgerEntry, LedgerEntry.account_id == LedgerAccount.id)
+        .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
+        .where(LedgerAccount.name.in_(names), LedgerEntry.amount_cents < 0,
+               LedgerTransaction.reverses_id.is_(None),
+               LedgerTransaction.created_at >= since)
+        .group_by(LedgerAccount.name))
+    return {names[name]: int(total) for name, total in rows}
+
+
 def next_payout_date(now: datetime, zone: ZoneInfo) -> date:
     """The date of the next weekly payout batch."""
     local = now.astimezone(zone)
@@ -46,19 +67,12 @@ def summary(session: Session, answerer: User, now: datetime) -> Earnings:
     owed = -ledger.balance(session, account)
     cfg = current_app.config
     payable_now = payouts.eligible_amounts(
-        session, now, settled_before_days=cfg["UPSS_PAYOUT_AFTER_DAYS"], minimum_cents=1
-    ).get(answerer.id, 0)
+        session, now, settled_before_days=cfg["UPSS_PAYOUT_AFTER_DAYS"], minimum_cents=1,
+        answerer_id=answerer.id).get(answerer.id, 0)
     paid = session.scalar(select(func.coalesce(func.sum(Payout.amount_cents), 0)).where(
         Payout.answerer_id == answerer.id, Payout.status == "sent"))
-    year_start = now.astimezone(rules.zone).replace(month=1, day=1, hour=0, minute=0,
-                                                    second=0, microsecond=0)
-    this_year = session.scalar(
-        select(func.coalesce(func.sum(-LedgerEntry.amount_cents), 0))
-        .join(LedgerAccount, LedgerAccount.id == LedgerEntry.account_id)
-        .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
-        .where(LedgerAccount.name == account, LedgerEntry.amount_cents < 0,
-               LedgerTransaction.reverses_id.is_(None),
-               LedgerTransaction.created_at >= year_start))
+    this_year = income_since(session, [answerer.id], year_start(now, rules.zone)).get(
+        answerer.id, 0)
     profile = session.get(AnswererProfile, answerer.id)
     return Earnings(rules.currency, owed, payable_now, int(paid), int(this_year),
                     profile.yearly_ceiling_cents if profile else None,

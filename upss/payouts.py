@@ -89,8 +89,10 @@ def validate_iban(text: str) -> str:
         raise InvalidIBAN(f"{text!r} is not a valid IBAN: {exc}") from exc
 
 
-def _owed(session: Session, now: datetime, settled_before_days: int) -> dict[int, tuple[int, str]]:
-    """Answerer id -> (cents owed under the eligibility rule, currency), every payable account."""
+def _owed(session: Session, now: datetime, settled_before_days: int,
+          answerer_id: int | None = None) -> dict[int, tuple[int, str]]:
+    """Answerer id -> (cents owed under the eligibility rule, currency): every payable account,
+    or only ``answerer_id``'s."""
     cutoff = now - timedelta(days=settled_before_days)
     amount = LedgerEntry.amount_cents
     eligible_credit = case(
@@ -104,7 +106,8 @@ def _owed(session: Session, now: datetime, settled_before_days: int) -> dict[int
                func.coalesce(func.sum(eligible_credit), 0), func.coalesce(func.sum(debit), 0))
         .join(LedgerEntry, LedgerEntry.account_id == LedgerAccount.id)
         .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
-        .where(LedgerAccount.name.like(_PAYABLE_PREFIX + "%"))
+        .where(LedgerAccount.name.like(_PAYABLE_PREFIX + "%") if answerer_id is None
+               else LedgerAccount.name == f"{_PAYABLE_PREFIX}{answerer_id}")
         .group_by(LedgerAccount.id, LedgerAccount.name, LedgerAccount.currency)
     )
     owed = {}
@@ -114,11 +117,14 @@ def _owed(session: Session, now: datetime, settled_before_days: int) -> dict[int
 
 
 def eligible_amounts(session: Session, now: datetime, *, settled_before_days: int = 14,
-                     minimum_cents: int = 1000) -> dict[int, int]:
-    """Answerer user id -> cents to pay now, by the eligibility rule of the module docstring."""
+                     minimum_cents: int = 1000, answerer_id: int | None = None
+                     ) -> dict[int, int]:
+    """Answerer user id -> cents to pay now, by the eligibility rule of the module docstring
+    (for everyone, or only ``answerer_id``)."""
     return {
         user_id: cents
-        for user_id, (cents, _) in _owed(session, now, settled_before_days).items()
+        for user_id, (cents, _) in _owed(session, now, settled_before_days,
+                                         answerer_id).items()
         if cents >= minimum_cents
     }
 

@@ -30,12 +30,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from . import questions, settings
+from . import earnings, questions, settings
 from .models import (
     AnswererProfile,
-    LedgerAccount,
-    LedgerEntry,
-    LedgerTransaction,
     Offer,
     Question,
     User,
@@ -86,7 +83,8 @@ def _local_midnight(now: datetime, zone: ZoneInfo) -> datetime:
     return local.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def load_candidates(session: Session, now: datetime) -> list[Candidate]:
+def load_candidates(session: Session, now: datetime,
+                    rules: settings.Settings) -> list[Candidate]:
     """Every active answerer with their earnings, recent offers and open work."""
     rows = session.execute(
         select(User, AnswererProfile).join(AnswererProfile, AnswererProfile.user_id == User.id)
@@ -98,23 +96,12 @@ def load_candidates(session: Session, now: datetime) -> list[Candidate]:
         return []
     ids = list(candidates)
 
-    names = {f"payable:answerer:{i}": i for i in ids}
-    year_start = now.astimezone(settings.current(session).zone).replace(
-        month=1, day=1, hour=0, minute=0, second=0, microsecond=0)
-    since = min(now - EARNINGS_PERIOD, year_start)
-    for name, created_at, credited in session.execute(
-        select(LedgerAccount.name, LedgerTransaction.created_at, -LedgerEntry.amount_cents)
-        .join(LedgerEntry, LedgerEntry.account_id == LedgerAccount.id)
-        .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
-        .where(LedgerAccount.name.in_(names), LedgerEntry.amount_cents < 0,
-               LedgerTransaction.reverses_id.is_(None),  # a reversed payout is not income
-               LedgerTransaction.created_at >= since)
-    ):
-        candidate = candidates[names[name]]
-        if created_at >= now - EARNINGS_PERIOD:
-            candidate.earned_cents += credited
-        if created_at >= year_start:
-            candidate.earned_this_year_cents += credited
+    for answerer_id, cents in earnings.income_since(session, ids,
+                                                    now - EARNINGS_PERIOD).items():
+        candidates[answerer_id].earned_cents = cents
+    for answerer_id, cents in earnings.income_since(
+            session, ids, earnings.year_start(now, rules.zone)).items():
+        candidates[answerer_id].earned_this_year_cents = cents
 
     earliest_midnight = min(_local_midnight(now, ZoneInfo(c.profile.timezone))
                             for c in candidates.values())
@@ -157,7 +144,7 @@ def release_due_questions(session: Session, now: datetime, *,
     queued = session.scalars(query.order_by(Question.paid_at, Question.id)).all()
     if not queued:
         return []
-    candidates = load_candidates(session, now)
+    candidates = load_candidates(session, now, rules)
     made: list[Offer] = []
     for question in queued:
         if len(made) >= rules.release_cap_per_tick:
