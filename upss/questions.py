@@ -191,12 +191,13 @@ def _text(body: str | None, limit: int, what: str) -> str:
     return body
 
 
-def _resolve_offer(session: Session, question: Question, answerer_id: int, outcome: str,
-                   now: datetime) -> None:
+def _resolve_offer(session: Session, question: Question, answerer_id: int | None,
+                   outcome: str, now: datetime) -> None:
+    """Close the question's open offer (to ``answerer_id``, or to whoever has it)."""
+    who = () if answerer_id is None else (Offer.answerer_id == answerer_id,)
     session.execute(
         update(Offer)
-        .where(Offer.question_id == question.id, Offer.answerer_id == answerer_id,
-               Offer.outcome == "open")
+        .where(Offer.question_id == question.id, Offer.outcome == "open", *who)
         .values(outcome=outcome, resolved_at=now)
         .execution_options(synchronize_session=False)
     )
@@ -391,7 +392,7 @@ def refund(session: Session, question: Question, action: str, actor: User | None
     _transition(session, question, action, at=now, actor=actor,
                 actor_kind="user" if actor else "scheduler", note=note, closed_at=now,
                 offer_expires_at=None, lock_expires_at=None, guard=guard)
-    _resolve_offer(session, question, question.answerer_id or 0, "withdrawn", now)
+    _resolve_offer(session, question, None, "withdrawn", now)
     refund_id = gateway().refund_payment_intent(question.payment_intent_id,
                                                 f"question:{question.id}:refund")
     question.stripe_refund_id = refund_id
