@@ -12,6 +12,7 @@ import os
 import re
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -24,6 +25,8 @@ from werkzeug.serving import make_server
 
 from upss import create_app
 from upss.extensions import db
+from upss.installation import new_installation_id
+
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "UPSS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -96,6 +99,7 @@ def _migrate(url: str) -> None:
 def _base_config(database_url: str, localstripe_url: str) -> dict:
     return {
         "TESTING": True,
+        "UPSS_ENV": "test",
         "SECRET_KEY": "test-secret",
         "SQLALCHEMY_DATABASE_URI": database_url,
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
@@ -162,6 +166,12 @@ def database_url(request, tmp_path):
     if request.param == "sqlite":
         path = tmp_path / "upss.sqlite"
         shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        # Each test is its own installation, so Stripe idempotency keys never collide at the
+        # session's shared local Stripe (PostgreSQL gets a new id after its truncation).
+        with sqlite3.connect(path) as conn:
+            conn.execute("UPDATE installation SET installation_id = ?",
+                         (new_installation_id(),))
+        conn.close()
         return f"sqlite:///{path}"
     url = request.getfixturevalue("postgres_url")
     _truncate_postgres(url)
@@ -333,7 +343,7 @@ class World:
                 intent = gateway().create_payment_intent(
                     amount_cents=price_cents, currency="EUR", metadata={"question_id": q.id},
                     idempotency_key=f"test:{uuid.uuid4()}")
-                gateway().confirm_with_test_card(intent.id, "succeeds")
+                gateway().confirm_with_test_card(intent.id, "succeeds", f"test:{uuid.uuid4()}")
                 pi_id = intent.id
             else:
                 pi_id = f"pi_test_{uuid.uuid4().hex[:12]}"

@@ -28,6 +28,7 @@ def create_app(config: dict | None = None) -> Flask:
         os.path.dirname(app.root_path), "translations")
     if config:
         app.config.update(config)
+    config_module.check_deployment(app.config)
 
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))

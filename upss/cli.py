@@ -12,6 +12,8 @@ from .models import LANGUAGES, AnswererProfile, User
 
 upss_cli = AppGroup("upss", help="UPSS commands.")
 
+#: The demo answerer's bank account (a valid test IBAN), so a first payout batch can pay.
+DEMO_IBAN = "FI2112345600000785"
 #: Demo accounts for a newcomer's local run: (e-mail, name, password, role).
 DEMO_USERS = (
     ("asker@example.org", "Ada Asker", "asker-demo-pass", "asker"),
@@ -22,7 +24,10 @@ DEMO_USERS = (
 
 @upss_cli.command("seed-demo")
 def seed_demo() -> None:
-    """Create one demo user of each role (idempotent) and print how to sign in."""
+    """Create one demo user of each role (idempotent) and print how to sign in.
+
+    The demo answerer is paid by SEPA file to a valid IBAN.
+    """
     for email, name, password, role in DEMO_USERS:
         user = db.session.scalar(select(User).where(User.email == email))
         if user is None:
@@ -31,7 +36,9 @@ def seed_demo() -> None:
         user.is_organizer = role == "organizer"
         if user.is_answerer and db.session.get(AnswererProfile, user.id) is None:
             db.session.add(AnswererProfile(user_id=user.id, languages=",".join(LANGUAGES),
-                                           daily_limit=20, open_offer_limit=5))
+                                           daily_limit=20, open_offer_limit=5,
+                                           payout_method="sepa", iban=DEMO_IBAN,
+                                           account_holder=name))
         click.echo(f"  {role:<10} sign in as {email} with password {password}")
     db.session.commit()
 

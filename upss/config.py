@@ -16,12 +16,24 @@ LIVE_KEY_PREFIX = "sk_live_"
 LOCALSTRIPE_SECRET_KEY = "sk_test_upss_localstripe"  # noqa: S105 - localstripe only
 LOCALSTRIPE_PUBLISHABLE_KEY = "pk_test_upss_localstripe"
 #: Webhook signing secret shared by the app and localstripe when no real Stripe key is set.
+#: It is public (it is in the source), so production refuses it.
 LOCAL_WEBHOOK_SECRET = "whsec_upss_localstripe"  # noqa: S105 - localstripe only
+#: Where UPSS runs (``UPSS_ENV``). Production refuses everything marked development-only.
+ENVIRONMENTS = ("development", "test", "production")
+
+
+class ConfigError(RuntimeError):
+    """A deployment setting that must be fixed before UPSS may start; says what to set."""
 
 
 def _int(environ, name: str, default: int) -> int:
     value = environ.get(name)
     return default if value in (None, "") else int(value)
+
+
+def _float(environ, name: str, default: float) -> float:
+    value = environ.get(name)
+    return default if value in (None, "") else float(value)
 
 
 def _bool(environ, name: str, default: bool) -> bool:
@@ -48,10 +60,13 @@ def from_environment(instance_path: str, environ=None) -> dict:
     stripe_key = environ.get("UPSS_STRIPE_SECRET_KEY", "")
     uses_localstripe = not stripe_key
     return {
+        "UPSS_ENV": environ.get("UPSS_ENV", "development"),
         "SECRET_KEY": _secret_key(environ, instance),
         "SQLALCHEMY_DATABASE_URI": environ.get(
             "UPSS_DATABASE_URL", f"sqlite:///{instance / 'upss.sqlite'}"
         ),
+        #: A pooled connection the database dropped while idle is replaced before use.
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": _bool(environ, "UPSS_SECURE_COOKIES", False),
@@ -75,6 +90,14 @@ def from_environment(instance_path: str, environ=None) -> dict:
         "UPSS_LOCALSTRIPE_URL": environ.get("UPSS_LOCALSTRIPE_URL", "http://127.0.0.1:8420"),
         #: Seconds a webhook signature's timestamp may be old before it is refused.
         "UPSS_WEBHOOK_TOLERANCE": _int(environ, "UPSS_WEBHOOK_TOLERANCE", 300),
+        #: Seconds one Stripe request may take (connect and each read) before it is given up...
+        "UPSS_STRIPE_TIMEOUT_SECONDS": _float(environ, "UPSS_STRIPE_TIMEOUT_SECONDS", 3.0),
+        #: ...and how often the stripe library retries it (same idempotency key) after that.
+        "UPSS_STRIPE_NETWORK_RETRIES": _int(environ, "UPSS_STRIPE_NETWORK_RETRIES", 1),
+        #: Questions still awaiting payment are checked at Stripe after these minutes (a lost
+        #: webhook), with growing gaps, until these hours have passed since payment started.
+        "UPSS_PAYMENT_CHECK_AFTER_MINUTES": _int(environ, "UPSS_PAYMENT_CHECK_AFTER_MINUTES", 5),
+        "UPSS_PAYMENT_CHECK_FOR_HOURS": _int(environ, "UPSS_PAYMENT_CHECK_FOR_HOURS", 24),
         # Defaults of the organizer's settings (stored in the database once changed).
         "UPSS_CURRENCY": environ.get("UPSS_CURRENCY", "EUR"),
         "UPSS_PRICE_MIN_CENTS": _int(environ, "UPSS_PRICE_MIN_CENTS", 300),
@@ -100,3 +123,40 @@ def from_environment(instance_path: str, environ=None) -> dict:
         #: Seconds a SQLite scheduler lease lasts without renewal.
         "UPSS_LEASE_SECONDS": _int(environ, "UPSS_LEASE_SECONDS", 90),
     }
+
+
+def deployment_problems(config) -> list[str]:
+    """What must change before UPSS may start with ``config``; each item says what to set.
+
+    Outside production only a live key without a webhook secret is refused (it would accept the
+    money and then refuse every webhook). In production, everything development-only is refused:
+    the local Stripe, the public local webhook secret, and a missing webhook secret.
+    """
+    env = config.get("UPSS_ENV", "development")
+    if env not in ENVIRONMENTS:
+        return [f"UPSS_ENV is {env!r}: set it to one of {', '.join(ENVIRONMENTS)}."]
+    problems = []
+    key = config["UPSS_STRIPE_SECRET_KEY"]
+    secret = config.get("UPSS_STRIPE_WEBHOOK_SECRET") or ""
+    if key.startswith(LIVE_KEY_PREFIX) and not secret:
+        problems.append("A live Stripe key (UPSS_STRIPE_SECRET_KEY) needs the signing secret of "
+                        "its webhook endpoint: set UPSS_STRIPE_WEBHOOK_SECRET (whsec_...).")
+    if env == "production":
+        if config.get("UPSS_USES_LOCALSTRIPE"):
+            problems.append("Production needs a real Stripe key: set UPSS_STRIPE_SECRET_KEY "
+                            "(without it UPSS would use the local development Stripe).")
+        if secret == LOCAL_WEBHOOK_SECRET:
+            problems.append("UPSS_STRIPE_WEBHOOK_SECRET is the local development secret, which "
+                            "is public: set the signing secret Stripe shows for your endpoint.")
+        elif not secret and not key.startswith(LIVE_KEY_PREFIX):
+            problems.append("Set UPSS_STRIPE_WEBHOOK_SECRET, the signing secret Stripe shows "
+                            "for your webhook endpoint.")
+    return problems
+
+
+def check_deployment(config) -> None:
+    """Refuse to start with ``config`` if :func:`deployment_problems` finds anything."""
+    problems = deployment_problems(config)
+    if problems:
+        raise ConfigError("UPSS cannot start (UPSS_ENV="
+                          f"{config.get('UPSS_ENV', 'development')}):\n- " + "\n- ".join(problems))

@@ -8,6 +8,7 @@ from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from sqlalchemy import MetaData
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase
 
 #: Named constraints, so Alembic migrations are the same on SQLite and PostgreSQL.
@@ -41,3 +42,22 @@ login_manager = LoginManager()
 csrf = CSRFProtect()
 babel = Babel()
 limiter = Limiter(key_func=get_remote_address, default_limits=[])
+
+
+def commit_retrying_disconnect(work):
+    """Run ``work()`` and commit; if the database connection dies on the way, start again once.
+
+    ``pool_pre_ping`` replaces connections that died while idle; this covers one that dies
+    inside a transaction (a database restart, a failover, ``pg_terminate_backend``): the
+    transaction is rolled back whole, so running ``work`` again from the start is safe.
+    """
+    for attempt in (1, 2):
+        try:
+            result = work()
+            db.session.commit()
+            return result
+        except DBAPIError as exc:
+            db.session.rollback()
+            if attempt == 2 or not exc.connection_invalidated:
+                raise
+    raise AssertionError("unreachable")

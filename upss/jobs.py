@@ -16,8 +16,8 @@ from datetime import datetime, timedelta
 from apscheduler.schedulers.blocking import BlockingScheduler
 from flask import Flask
 
-from . import earnings, release, settings
-from .extensions import db
+from . import earnings, payments, release, settings
+from .extensions import commit_retrying_disconnect, db
 from .lease import Lease
 from .models import JobRun, utcnow
 
@@ -40,6 +40,7 @@ JOBS = (
     Job("release", release.release_due_questions, 5),
     Job("refund-overdue", release.refund_overdue, 5),
     Job("auto-accept", release.auto_accept_due, 15),
+    Job("check-payments", payments.check_unconfirmed_payments, 1),
     Job("payouts", earnings.run_weekly_payouts,
         weekly=(earnings.PAYOUT_WEEKDAY, earnings.PAYOUT_HOUR)),
 )
@@ -63,8 +64,7 @@ def run_job(app: Flask, job: Job, lease: Lease, now: datetime | None = None) -> 
         started = utcnow()
         now = now or started
         try:
-            outcome = _describe(job.func(db.session, now))
-            db.session.commit()
+            outcome = _describe(commit_retrying_disconnect(lambda: job.func(db.session, now)))
         except Exception as exc:  # noqa: BLE001 - recorded, and retried on the next tick
             db.session.rollback()
             log.exception("job %s failed", job.id)

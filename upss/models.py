@@ -189,6 +189,14 @@ class Question(db.Model):
     payment_attempts: Mapped[int] = mapped_column(Integer, default=0)
     #: Why the last payment attempt failed, in words the asker can act on; cleared on success.
     payment_error: Mapped[str | None] = mapped_column(String(500))
+    #: When payment started (draft -> awaiting_payment); Stripe is asked about it for a while.
+    payment_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: When to ask Stripe next whether it is paid (a webhook may be lost); None: not asking.
+    payment_check_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    #: How often Stripe was asked; each gap is twice the one before.
+    payment_checks: Mapped[int] = mapped_column(Integer, default=0)
+    #: When UPSS stopped asking Stripe (shown on the question).
+    payment_checks_ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     paid_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: Commission rate frozen when the question is paid.
@@ -421,6 +429,18 @@ class Payout(db.Model):
 
     batch: Mapped[PayoutBatch] = relationship(back_populates="payouts")
     answerer: Mapped[User] = relationship()
+
+
+class Installation(db.Model):
+    """This installation's identity: one row, written once (see ``upss.installation``)."""
+
+    __tablename__ = "installation"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    #: Prefix of every Stripe idempotency key, so installations sharing a Stripe account
+    #: (developers, CI, a demo) never collide.
+    installation_id: Mapped[str] = mapped_column(String(40), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class StripeEvent(db.Model):

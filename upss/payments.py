@@ -1,81 +1,109 @@
 """Paying for questions with Stripe: start a payment, test-mode payments, webhook events.
 
-A question is paid only when Stripe's signed ``payment_intent.succeeded`` webhook arrives; that
-event moves the question to ``queued`` and posts the ledger transaction in one commit (the
-caller's). Every event is stored once by its id (``StripeEvent``), so a repeated delivery does
-nothing. The amount always comes from the stored question, never from a form.
+A question is paid only when Stripe says so: its signed ``payment_intent.succeeded`` webhook, or,
+when that webhook is lost, the same answer fetched from Stripe by ``check_unconfirmed_payments``
+(a scheduled job) or by the asker opening the pay page again. All three go through
+``apply_payment_intent``, which moves the question to ``queued`` and posts the ledger transaction
+in one commit (the caller's); the status guard and the ledger key ``payment:<PaymentIntent id>``
+make a repeat do nothing. Every webhook event is also stored once by its id (``StripeEvent``).
+The amount always comes from the stored question, never from a form. Every idempotency key
+starts with the installation id (``upss.installation``).
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 
+from flask import current_app
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from . import ledger, questions
+from .installation import idempotency_key
 from .models import Question, StripeEvent, Tip, User, utcnow
-from .stripe_gateway import CardDeclined, PaymentIntent, WebhookEvent, gateway
+from .stripe_gateway import CardDeclined, GatewayError, PaymentIntent, WebhookEvent, gateway
 
 log = logging.getLogger(__name__)
 
 #: Shown when Stripe gives no reason of its own.
 DEFAULT_FAILURE = "The payment did not go through."
+#: PaymentIntent states in which the asker has nothing more to do (money taken or being taken).
+PAID_OR_PAYING = frozenset({"succeeded", "processing", "requires_capture"})
+#: At most this many questions are looked up at Stripe per run of the check job.
+CHECK_BATCH = 50
 
 
 class AlreadyPaid(questions.QuestionError):
     """The question is past payment."""
 
 
-def _idempotency_key(question: Question) -> str:
-    # The first attempt uses the key of DESIGN.md; a retry after a failed charge needs a new
-    # PaymentIntent (localstripe cannot re-confirm one whose charge failed), hence a new key.
+def _pay_key(session: Session, question: Question) -> str:
+    # A retry after a failed charge needs a new PaymentIntent (localstripe cannot re-confirm
+    # one whose charge failed), hence the attempt number in the key after the first.
     n = question.payment_attempts
-    return f"question:{question.id}:pay" if n <= 1 else f"question:{question.id}:pay:{n}"
+    parts = ("question", question.id, "pay") + ((n,) if n > 1 else ())
+    return idempotency_key(session, *parts)
 
 
 def _new_payment_intent(session: Session, question: Question) -> PaymentIntent:
+    # The attempt counter is flushed, not committed: if Stripe does not answer, the request
+    # rolls back and the next try sends the same key, so Stripe returns the PaymentIntent it
+    # may already have made instead of a second one.
     question.payment_attempts += 1
     session.flush()
     return gateway().create_payment_intent(
         amount_cents=question.price_cents, currency=question.currency,
-        metadata={"question_id": question.id}, idempotency_key=_idempotency_key(question),
+        metadata={"question_id": question.id}, idempotency_key=_pay_key(session, question),
     )
 
 
 def payment_for(session: Session, question: Question, asker: User) -> PaymentIntent:
     """The PaymentIntent the asker pays ``question`` with, created on first use.
 
-    The first call moves the question from ``draft`` to ``awaiting_payment``.
+    The first call moves the question from ``draft`` to ``awaiting_payment``. Later calls ask
+    Stripe for its state; a payment Stripe reports as succeeded is applied at once (its webhook
+    may be late or lost), after which ``question.status`` is ``queued``.
     """
     questions.check_owner(question, asker)
     if question.status == "draft":
         intent = _new_payment_intent(session, question)
-        questions.start_payment(session, question, asker, intent.id)
+        questions.start_payment(session, question, asker, intent.id,
+                                first_check_after=_first_check_after())
         return intent
     if question.status != "awaiting_payment":
         raise AlreadyPaid(f"question {question.id} is {question.status}")
-    return gateway().retrieve_payment_intent(question.payment_intent_id)
+    intent = gateway().retrieve_payment_intent(question.payment_intent_id)
+    if intent.status == "succeeded":
+        apply_payment_intent(session, intent)
+    return intent
 
 
 def pay_with_test_card(session: Session, question: Question, asker: User,
                        scenario: str) -> PaymentIntent:
     """Test mode: pay ``question`` with a Stripe test card chosen on the pay page's panel.
 
-    After a failed charge a fresh PaymentIntent replaces the old one (which is cancelled).
-    A declined card records ``payment_error`` and raises ``CardDeclined``; the question stays
-    payable.
+    A payment already taken (e.g. one whose answer was lost to a timeout) is returned, never
+    confirmed again. After a failed charge a fresh PaymentIntent replaces the old one (which
+    is cancelled). The confirmation's idempotency key names the PaymentIntent and the card, so
+    resending after a timeout gets Stripe's first answer back. A declined card records
+    ``payment_error`` and raises ``CardDeclined``; the question stays payable.
     """
     intent = payment_for(session, question, asker)
-    if question.payment_error:
-        gateway().cancel_payment_intent(intent.id)
+    if question.status != "awaiting_payment" or intent.status in PAID_OR_PAYING:
+        return intent
+    if question.payment_error or intent.status == "canceled":
+        if intent.status != "canceled":
+            gateway().cancel_payment_intent(intent.id)
         intent = _new_payment_intent(session, question)
         question.payment_intent_id = intent.id
         question.payment_error = None
         session.flush()
     try:
-        return gateway().confirm_with_test_card(intent.id, scenario)
+        return gateway().confirm_with_test_card(
+            intent.id, scenario,
+            idempotency_key(session, "question", question.id, "confirm", intent.id, scenario))
     except CardDeclined as exc:
         question.payment_error = exc.message
         session.flush()
@@ -104,7 +132,7 @@ def start_tip(session: Session, question: Question, asker: User, amount_cents: i
     session.flush()
     intent = gateway().create_payment_intent(
         amount_cents=amount_cents, currency=tip.currency, metadata={"tip_id": tip.id},
-        idempotency_key=f"tip:{tip.id}:pay")
+        idempotency_key=idempotency_key(session, "tip", tip.id, "pay"))
     tip.payment_intent_id = intent.id
     session.flush()
     return tip
@@ -115,7 +143,9 @@ def pay_tip_with_test_card(session: Session, tip: Tip, scenario: str) -> Payment
     if tip.status != "awaiting_payment":
         raise AlreadyPaid(f"tip {tip.id} is {tip.status}")
     try:
-        return gateway().confirm_with_test_card(tip.payment_intent_id, scenario)
+        return gateway().confirm_with_test_card(
+            tip.payment_intent_id, scenario,
+            idempotency_key(session, "tip", tip.id, "confirm", scenario))
     except CardDeclined as exc:
         tip.status = "failed"
         tip.payment_error = exc.message
@@ -136,7 +166,7 @@ def handle_webhook_event(session: Session, event: WebhookEvent) -> str:
         return "duplicate"
     stored = session.get(StripeEvent, event.id)
     handler = _HANDLERS.get(event.type)
-    outcome = handler(session, event) if handler else "ignored: type not used"
+    outcome = handler(session, event.payment_intent()) if handler else "ignored: type not used"
     stored.outcome = outcome[:255]
     session.flush()
     if not outcome.startswith("applied"):
@@ -144,9 +174,66 @@ def handle_webhook_event(session: Session, event: WebhookEvent) -> str:
     return outcome
 
 
-def _question_for(session: Session, event: WebhookEvent) -> Question | None:
+def apply_payment_intent(session: Session, intent: PaymentIntent) -> str:
+    """Apply what Stripe says about a PaymentIntent (fetched, not from a webhook).
+
+    The same handlers as the webhook's, so a payment found by looking it up is applied exactly
+    as its event would have been, and at most once whichever comes first.
+    """
+    if intent.status == "succeeded":
+        return _payment_succeeded(session, intent)
+    if intent.status == "requires_payment_method" and intent.failure_message:
+        return _payment_failed(session, intent)
+    return f"nothing to apply: payment {intent.status}"
+
+
+def _first_check_after() -> timedelta:
+    return timedelta(minutes=current_app.config["UPSS_PAYMENT_CHECK_AFTER_MINUTES"])
+
+
+def check_unconfirmed_payments(session: Session, now: datetime) -> str:
+    """Job: ask Stripe about questions still awaiting payment, in case a webhook was lost.
+
+    A question is asked about ``UPSS_PAYMENT_CHECK_AFTER_MINUTES`` (M) after payment started,
+    then at 2M, 4M, 8M … after it, while that is within ``UPSS_PAYMENT_CHECK_FOR_HOURS``; then
+    ``payment_checks_ended_at`` is set and the question page says so. Only due questions are
+    read (an index on ``payment_check_due_at``), at most ``CHECK_BATCH`` per run.
+    """
+    first = _first_check_after()
+    give_up_after = timedelta(hours=current_app.config["UPSS_PAYMENT_CHECK_FOR_HOURS"])
+    due = session.execute(
+        select(Question.id, Question.payment_intent_id)
+        .where(Question.payment_check_due_at <= now, Question.status == "awaiting_payment")
+        .order_by(Question.payment_check_due_at).limit(CHECK_BATCH)).all()
+    applied = 0
+    for question_id, payment_intent_id in due:
+        try:
+            intent = gateway().retrieve_payment_intent(payment_intent_id)
+        except GatewayError as exc:
+            log.warning("could not ask Stripe about question %s: %s", question_id, exc)
+            intent = None
+        question = session.scalar(select(Question).where(Question.id == question_id)
+                                  .with_for_update())
+        if question.status != "awaiting_payment" or question.payment_check_due_at is None:
+            continue  # a webhook or the asker got there first
+        if intent is not None and intent.id == question.payment_intent_id:
+            applied += apply_payment_intent(session, intent).startswith("applied")
+        if question.status != "awaiting_payment":
+            continue
+        question.payment_checks += 1
+        next_check = question.payment_started_at + first * 2 ** question.payment_checks
+        if next_check - question.payment_started_at > give_up_after:
+            question.payment_check_due_at = None
+            question.payment_checks_ended_at = now
+        else:
+            question.payment_check_due_at = next_check
+        session.flush()
+    return f"{len(due)} asked, {applied} applied" if due else None
+
+
+def _question_for(session: Session, intent: PaymentIntent) -> Question | None:
     try:
-        question_id = int(event.metadata.get("question_id", ""))
+        question_id = int(intent.metadata.get("question_id", ""))
     except ValueError:
         return None
     return session.scalar(
@@ -154,52 +241,52 @@ def _question_for(session: Session, event: WebhookEvent) -> Question | None:
     )
 
 
-def _tip_succeeded(session: Session, event: WebhookEvent) -> str:
-    tip = session.scalar(select(Tip).where(Tip.payment_intent_id == event.object_id)
+def _tip_succeeded(session: Session, intent: PaymentIntent) -> str:
+    tip = session.scalar(select(Tip).where(Tip.payment_intent_id == intent.id)
                          .with_for_update())
-    if tip is None or str(tip.id) != event.metadata.get("tip_id"):
+    if tip is None or str(tip.id) != intent.metadata.get("tip_id"):
         return "ignored: no tip for this payment"
     if tip.status == "paid":
         return "ignored: tip already paid"
-    if event.amount != tip.amount_cents or event.currency != tip.currency:
+    if intent.amount != tip.amount_cents or intent.currency != tip.currency:
         return "ignored: amount does not match the tip"
     tip.status, tip.paid_at, tip.payment_error = "paid", utcnow(), None
-    ledger.post(session, f"payment:{event.object_id}", f"Tip {tip.id} for question "
+    ledger.post(session, f"payment:{intent.id}", f"Tip {tip.id} for question "
                 f"{tip.question_id}", [("stripe_balance", tip.amount_cents),
                                        (f"payable:answerer:{tip.answerer_id}",
                                         -tip.amount_cents)], tip.currency)
     return "applied: tip paid"
 
 
-def _payment_succeeded(session: Session, event: WebhookEvent) -> str:
-    if "tip_id" in event.metadata:
-        return _tip_succeeded(session, event)
-    question = _question_for(session, event)
+def _payment_succeeded(session: Session, intent: PaymentIntent) -> str:
+    if "tip_id" in intent.metadata:
+        return _tip_succeeded(session, intent)
+    question = _question_for(session, intent)
     if question is None:
         return "ignored: no question for this payment"
-    if question.payment_intent_id != event.object_id:
+    if question.payment_intent_id != intent.id:
         # Not the PaymentIntent we expect for this question (an older, cancelled attempt, or
         # another environment sharing the Stripe account): reconciliation reports it.
-        log.warning("payment %s is not question %s's current payment", event.object_id,
+        log.warning("payment %s is not question %s's current payment", intent.id,
                     question.id)
         return "ignored: not the question's current payment"
     if question.status != "awaiting_payment":
         return f"ignored: question already {question.status}"
-    if event.amount != question.price_cents or event.currency != question.currency:
-        log.error("payment %s amount %s %s does not match question %s", event.object_id,
-                  event.amount, event.currency, question.id)
+    if intent.amount != question.price_cents or intent.currency != question.currency:
+        log.error("payment %s amount %s %s does not match question %s", intent.id,
+                  intent.amount, intent.currency, question.id)
         return "ignored: amount does not match the question"
-    questions.confirm_payment(session, question, event.object_id)
+    questions.confirm_payment(session, question, intent.id)
     return "applied: question queued"
 
 
-def _payment_failed(session: Session, event: WebhookEvent) -> str:
-    question = _question_for(session, event)
+def _payment_failed(session: Session, intent: PaymentIntent) -> str:
+    question = _question_for(session, intent)
     if question is None:
         return "ignored: no question for this payment"
-    if question.status != "awaiting_payment" or question.payment_intent_id != event.object_id:
+    if question.status != "awaiting_payment" or question.payment_intent_id != intent.id:
         return "ignored: not the question's current payment"
-    question.payment_error = event.failure_message or DEFAULT_FAILURE
+    question.payment_error = intent.failure_message or DEFAULT_FAILURE
     session.flush()
     return "applied: failure recorded"
 

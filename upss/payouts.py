@@ -55,6 +55,7 @@ from sqlalchemy import case, func, select, text
 from sqlalchemy.orm import Session
 
 from . import ledger, settings
+from .installation import idempotency_key
 from .models import (
     AnswererProfile,
     LedgerAccount,
@@ -173,7 +174,8 @@ def transfer_key(session: Session, answerer_id: int, amount_cents: int) -> str:
         select(func.max(LedgerEntry.transaction_id))
         .join(LedgerAccount, LedgerAccount.id == LedgerEntry.account_id)
         .where(LedgerAccount.name == f"{_PAYABLE_PREFIX}{answerer_id}"))
-    return f"payout:answerer:{answerer_id}:through:{newest or 0}:{amount_cents}"
+    return idempotency_key(session, "payout", "answerer", answerer_id, "through", newest or 0,
+                           amount_cents)
 
 
 def _pay_by_connect(session: Session, payout: Payout, profile: AnswererProfile) -> None:

@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from . import ledger, money, settings
+from .installation import idempotency_key
 from .models import (
     LANGUAGES,
     AnswerDraft,
@@ -155,10 +156,18 @@ def create_question(session: Session, asker: User, *, title: str, body: str, lan
 
 
 def start_payment(session: Session, question: Question, asker: User,
-                  payment_intent_id: str) -> None:
-    """Record the PaymentIntent that pays for ``question``: draft → awaiting_payment."""
-    _transition(session, question, "start_payment", actor=asker,
-                payment_intent_id=payment_intent_id, payment_error=None)
+                  payment_intent_id: str, now: datetime | None = None,
+                  first_check_after: timedelta = timedelta(minutes=5)) -> None:
+    """Record the PaymentIntent that pays for ``question``: draft → awaiting_payment.
+
+    Stripe is asked about it after ``first_check_after`` in case its webhook is lost
+    (``payments.check_unconfirmed_payments``).
+    """
+    now = now or utcnow()
+    _transition(session, question, "start_payment", actor=asker, at=now,
+                payment_intent_id=payment_intent_id, payment_error=None,
+                payment_started_at=now, payment_check_due_at=now + first_check_after,
+                payment_checks=0, payment_checks_ended_at=None)
 
 
 def confirm_payment(session: Session, question: Question, payment_intent_id: str,
@@ -172,7 +181,7 @@ def confirm_payment(session: Session, question: Question, payment_intent_id: str
     rules = settings.current(session)
     _transition(session, question, "confirm_payment", at=now, actor=None, actor_kind="stripe",
                 payment_intent_id=payment_intent_id, payment_error=None, paid_at=now,
-                commission_bps=rules.commission_bps,
+                payment_check_due_at=None, commission_bps=rules.commission_bps,
                 deadline_at=now + timedelta(hours=rules.deadline_hours))
     return ledger.post(
         session, f"payment:{payment_intent_id}", f"Payment for question {question.id}",
@@ -393,8 +402,8 @@ def refund(session: Session, question: Question, action: str, actor: User | None
                 actor_kind="user" if actor else "scheduler", note=note, closed_at=now,
                 offer_expires_at=None, lock_expires_at=None, guard=guard)
     _resolve_offer(session, question, None, "withdrawn", now)
-    refund_id = gateway().refund_payment_intent(question.payment_intent_id,
-                                                f"question:{question.id}:refund")
+    refund_id = gateway().refund_payment_intent(
+        question.payment_intent_id, idempotency_key(session, "question", question.id, "refund"))
     question.stripe_refund_id = refund_id
     ledger.post(session, f"refund:question:{question.id}", f"Refund of question {question.id}",
                 [(f"escrow:question:{question.id}", question.price_cents),

@@ -1,5 +1,13 @@
 """The only module that talks to Stripe (real Stripe, or localstripe in development and tests).
 
+UPSS is built for Stripe API version ``STRIPE_API_VERSION`` (the version the pinned ``stripe``
+library speaks; a test keeps the two equal). Every request has a timeout
+(``UPSS_STRIPE_TIMEOUT_SECONDS``) and the library's network retries
+(``UPSS_STRIPE_NETWORK_RETRIES``, same idempotency key), so the longest a page can wait for Stripe
+is ``StripeGateway.max_wait_seconds``. A request whose outcome is unknown (timeout, lost
+connection, 409, 429, 5xx, an idempotency conflict) raises ``GatewayError`` with
+``outcome_unknown`` set: the caller must look the object up again, never assume it failed.
+
 It returns plain dataclasses holding only fields that both API shapes share (``id``, ``object``,
 ``status``, ``amount``, ``currency``, ``metadata``): stripe-python 16 speaks API version
 2026-10-28 while localstripe answers in 2017-era shapes, so nothing else is relied on. Tests that
@@ -26,8 +34,24 @@ _THREE_D_SECURE_CARD = {"number": "4000002500003155", "exp_month": 12, "exp_year
                         "cvc": "123"}
 
 
+#: The Stripe API version UPSS is written and contract-tested for (see the README).
+STRIPE_API_VERSION = "2026-10-28.endive"
+#: Seconds allowed to open a connection to Stripe (the read timeout is the setting).
+CONNECT_TIMEOUT_SECONDS = 1.0
+
+
 class GatewayError(Exception):
-    """Stripe could not be reached or refused the request for a reason that is not the card's."""
+    """Stripe could not be reached or refused the request for a reason that is not the card's.
+
+    ``outcome_unknown`` is True when Stripe may have done what was asked (no answer in time, a
+    lost connection, a conflict, a rate limit or a server error); False for a clear refusal.
+    """
+
+    def __init__(self, message: str, *, outcome_unknown: bool = False,
+                 http_status: int | None = None):
+        super().__init__(message)
+        self.outcome_unknown = outcome_unknown
+        self.http_status = http_status
 
 
 class CardDeclined(Exception):
@@ -50,6 +74,8 @@ class PaymentIntent:
     currency: str  # upper-case ISO code
     client_secret: str = ""
     metadata: dict = field(default_factory=dict)
+    #: ``last_payment_error.message`` of a failed attempt, if any.
+    failure_message: str = ""
 
 
 @dataclass(frozen=True)
@@ -75,6 +101,12 @@ class WebhookEvent:
     #: ``last_payment_error.message`` of a failed PaymentIntent, if any.
     failure_message: str
 
+    def payment_intent(self) -> PaymentIntent:
+        """The event's object read as a PaymentIntent (for payment events)."""
+        return PaymentIntent(id=self.object_id, status=self.status, amount=self.amount or 0,
+                             currency=self.currency, metadata=self.metadata,
+                             failure_message=self.failure_message)
+
 
 def _origin(url: str) -> str:
     parts = urlsplit(url)
@@ -84,10 +116,12 @@ def _origin(url: str) -> str:
 def _payment_intent(obj) -> PaymentIntent:
     if hasattr(obj, "to_dict"):
         obj = obj.to_dict()
+    error = obj.get("last_payment_error") or {}
     return PaymentIntent(
         id=obj["id"], status=obj["status"], amount=int(obj["amount"]),
         currency=str(obj["currency"]).upper(), client_secret=obj.get("client_secret") or "",
         metadata=dict(obj.get("metadata") or {}),
+        failure_message=str(error.get("message") or "") if isinstance(error, dict) else "",
     )
 
 
@@ -109,13 +143,20 @@ class StripeGateway:
 
     def __init__(self, secret_key: str, webhook_secret: str, *, publishable_key: str = "",
                  api_base: str | None = None,
-                 webhook_tolerance: int = 300, uses_localstripe: bool = False):
+                 webhook_tolerance: int = 300, uses_localstripe: bool = False,
+                 timeout_seconds: float = 3.0, network_retries: int = 1):
         base = {"api": api_base} if api_base else None
         #: Where the pay page loads Stripe.js from: localstripe's stand-in, or Stripe's own.
         self.js_url = f"{api_base}/js.stripe.com/v3/" if api_base else "https://js.stripe.com/v3/"
         self.js_origin = _origin(self.js_url)
         self.api_origin = _origin(api_base) if api_base else "https://api.stripe.com"
-        self.client = stripe.StripeClient(secret_key, base_addresses=base, max_network_retries=2)
+        self.timeout_seconds = timeout_seconds
+        self.network_retries = network_retries
+        self.client = stripe.StripeClient(
+            secret_key, base_addresses=base, stripe_version=STRIPE_API_VERSION,
+            max_network_retries=network_retries,
+            http_client=stripe.RequestsClient(
+                timeout=(min(CONNECT_TIMEOUT_SECONDS, timeout_seconds), timeout_seconds)))
         self.webhook_secret = webhook_secret
         self.publishable_key = publishable_key
         self.webhook_tolerance = webhook_tolerance
@@ -127,13 +168,27 @@ class StripeGateway:
         """The test-mode pay panel exists only on localstripe and never with a live key."""
         return self.uses_localstripe and not self.is_live
 
+    @property
+    def max_wait_seconds(self) -> float:
+        """The longest one gateway call can take: every attempt times out, plus the library's
+        longest back-off between attempts (0.5 s doubling, at most 5 s)."""
+        attempts = self.network_retries + 1
+        per_attempt = min(CONNECT_TIMEOUT_SECONDS, self.timeout_seconds) + self.timeout_seconds
+        backoff = sum(min(0.5 * 2 ** n, 5.0) for n in range(self.network_retries))
+        return attempts * per_attempt + backoff
+
     def _call(self, fn, *args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except stripe.CardError as exc:
             raise CardDeclined(exc.user_message or "The card was declined.") from exc
+        except stripe.APIConnectionError as exc:
+            raise GatewayError(f"no answer from Stripe: {exc}", outcome_unknown=True) from exc
         except stripe.StripeError as exc:
-            raise GatewayError(str(exc)) from exc
+            status = exc.http_status
+            unknown = (isinstance(exc, stripe.IdempotencyError) or status is None
+                       or status in (409, 429) or status >= 500)
+            raise GatewayError(str(exc), outcome_unknown=unknown, http_status=status) from exc
 
     def create_payment_intent(self, *, amount_cents: int, currency: str, metadata: dict,
                               idempotency_key: str) -> PaymentIntent:
@@ -143,8 +198,10 @@ class StripeGateway:
         """
         pi = self._call(
             self.client.v1.payment_intents.create,
+            # The current API has dynamic payment methods; the pay page's card element needs a
+            # card, so the methods are limited to it (``payment_method_types`` is gone: 400).
             params={"amount": amount_cents, "currency": currency.lower(),
-                    "payment_method_types": ["card"],
+                    "allowed_payment_method_types": ["card"],
                     "metadata": {k: str(v) for k, v in metadata.items()}},
             options={"idempotency_key": idempotency_key},
         )
@@ -164,7 +221,8 @@ class StripeGateway:
                             options={"idempotency_key": idempotency_key})
         return refund["id"]
 
-    def confirm_with_test_card(self, payment_intent_id: str, scenario: str) -> PaymentIntent:
+    def confirm_with_test_card(self, payment_intent_id: str, scenario: str,
+                               idempotency_key: str) -> PaymentIntent:
         """Test mode only: confirm with one of Stripe's test payment methods.
 
         Raises ``CardDeclined`` for the declined card; for 3-D Secure the result is
@@ -183,7 +241,8 @@ class StripeGateway:
         self._call(self.client.v1.payment_intents.update, payment_intent_id,
                    params={"payment_method": method})
         return _payment_intent(self._call(self.client.v1.payment_intents.confirm,
-                                          payment_intent_id))
+                                          payment_intent_id,
+                                          options={"idempotency_key": idempotency_key}))
 
     def create_transfer(self, *, amount_cents: int, currency: str, destination: str,
                         idempotency_key: str) -> str:
@@ -272,6 +331,8 @@ def init_app(app) -> None:
         api_base=cfg["UPSS_LOCALSTRIPE_URL"] if cfg["UPSS_USES_LOCALSTRIPE"] else None,
         webhook_tolerance=cfg["UPSS_WEBHOOK_TOLERANCE"],
         uses_localstripe=cfg["UPSS_USES_LOCALSTRIPE"],
+        timeout_seconds=cfg["UPSS_STRIPE_TIMEOUT_SECONDS"],
+        network_retries=cfg["UPSS_STRIPE_NETWORK_RETRIES"],
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tests.conftest import ask, submit
@@ -45,7 +47,9 @@ class TestLiveKey:
         assert 'data-client-secret="pi_live_1_secret_abc"' in text
         assert 'data-stripe-key="pk_live_not_a_real_key"' in text
         assert "Test mode" not in text and "pay/test" not in text
-        assert fake_stripe == [(1250, "EUR", 1, "question:1:pay")]
+        [(amount, currency, question_id, key)] = fake_stripe
+        assert (amount, currency, question_id) == (1250, "EUR", 1)
+        assert re.fullmatch(r"upss-[0-9a-f]{16}:question:1:pay", key), key
 
     def test_test_payment_endpoint_is_refused(self, app, asker_client, fake_stripe):
         ask(asker_client)

@@ -6,6 +6,7 @@ it "old enough" the batch runs with a ``now`` some days in the future.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import xml.etree.ElementTree as ET  # noqa: S405 - parses the files the code under test wrote
@@ -290,7 +291,8 @@ def test_a_connect_transfer_moves_payable_to_stripe_balance(app, world, transfer
     assert transfers.calls == [{"amount_cents": 2250, "currency": "EUR",
                                 "destination": "acct_1Answerer",
                                 "idempotency_key": expected_key}]
-    assert expected_key.startswith(f"payout:answerer:{a}:through:")
+    assert re.fullmatch(rf"upss-[0-9a-f]{{16}}:payout:answerer:{a}:through:\d+:2250",
+                        expected_key), expected_key
     assert entries(app, f"payout:{payout.id}") == {f"payable:answerer:{a}": 2250,
                                                    "stripe_balance": -2250}
     assert balance(app, "stripe_balance") == stripe_before - 2250
@@ -440,7 +442,7 @@ def localstripe_client(app) -> stripe.StripeClient:
 def paid_behind_our_back(client: stripe.StripeClient, amount: int) -> str:
     """A PaymentIntent created and confirmed at localstripe without the app knowing."""
     intent = client.v1.payment_intents.create(params={
-        "amount": amount, "currency": "eur", "payment_method_types": ["card"]})
+        "amount": amount, "currency": "eur", "allowed_payment_method_types": ["card"]})
     client.v1.payment_intents.update(intent.id, params={"payment_method": "pm_card_visa"})
     client.v1.payment_intents.confirm(intent.id)
     return intent.id

@@ -34,6 +34,10 @@ TOPIC_NAMES = {
 }
 PAYMENT_UNAVAILABLE = _l("We could not reach the payment service. Nothing was charged. "
                          "Please try again in a few minutes.")
+#: After a card payment was sent to Stripe and no answer came back: it may have gone through.
+PAYMENT_UNCERTAIN = _l("The payment service did not answer in time, so we do not know yet "
+                       "whether your card was charged. Please do not pay again: we are "
+                       "checking with the payment service, and this page will show the result.")
 
 
 def _strip(value: str | None) -> str | None:
@@ -307,6 +311,8 @@ def pay(question_id: int):
         return render_template("asker/pay_unavailable.html", question=q,
                                message=PAYMENT_UNAVAILABLE), 503
     db.session.commit()
+    if q.status != "awaiting_payment" or intent.status in payments.PAID_OR_PAYING:
+        return redirect(url_for("asker.question", question_id=q.id))
     return _pay_page(q, intent, TestPaymentForm())
 
 
@@ -355,8 +361,11 @@ def pay_test(question_id: int):
         db.session.commit()  # keep the recorded reason
         flash(_("Your card was declined. No money was taken. You can try again."), "error")
         return redirect(url_for("asker.pay", question_id=q.id))
-    except GatewayError:
+    except GatewayError as exc:
         db.session.rollback()
+        if exc.outcome_unknown and q.status != "draft":
+            flash(PAYMENT_UNCERTAIN, "error")
+            return redirect(url_for("asker.question", question_id=q.id))
         return render_template("asker/pay_unavailable.html", question=q,
                                message=PAYMENT_UNAVAILABLE), 503
     db.session.commit()

@@ -7,7 +7,7 @@ import logging
 from flask import Blueprint, jsonify, request
 
 from .. import payments
-from ..extensions import csrf, db
+from ..extensions import commit_retrying_disconnect, csrf, db
 from ..stripe_gateway import InvalidWebhook, gateway
 
 bp = Blueprint("webhooks", __name__)
@@ -29,6 +29,6 @@ def stripe_webhook():
     except InvalidWebhook as exc:
         log.warning("refused a Stripe webhook: %s", exc)
         return jsonify(error="invalid webhook"), 400
-    outcome = payments.handle_webhook_event(db.session, event)
-    db.session.commit()
+    outcome = commit_retrying_disconnect(
+        lambda: payments.handle_webhook_event(db.session, event))
     return jsonify(received=True, outcome=outcome)
