@@ -27,6 +27,7 @@ from upss import create_app
 from upss.extensions import db
 from upss.installation import new_installation_id
 
+pytest_plugins = ["tests.stripe_contract"]
 
 POSTGRES_ADMIN_URL = os.environ.get(
     "UPSS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
