@@ -15,9 +15,11 @@ LIVE_KEY_PREFIX = "sk_live_"
 #: The key the app uses against localstripe (localstripe accepts any ``sk_…``).
 LOCALSTRIPE_SECRET_KEY = "sk_test_upss_localstripe"  # noqa: S105 - localstripe only
 LOCALSTRIPE_PUBLISHABLE_KEY = "pk_test_upss_localstripe"
-#: Webhook signing secret shared by the app and localstripe when no real Stripe key is set.
-#: It is public (it is in the source), so production refuses it.
+#: Webhook signing secrets shared by the app and the local Stripe when no real Stripe key is
+#: set (the Connect endpoint has its own, as at Stripe). They are public (they are in the
+#: source), so production refuses them.
 LOCAL_WEBHOOK_SECRET = "whsec_upss_localstripe"  # noqa: S105 - localstripe only
+LOCAL_CONNECT_WEBHOOK_SECRET = "whsec_upss_local_connect"  # noqa: S105 - local Stripe only
 #: Where UPSS runs (``UPSS_ENV``). Production refuses everything marked development-only.
 ENVIRONMENTS = ("development", "test", "production")
 
@@ -87,6 +89,11 @@ def from_environment(instance_path: str, environ=None) -> dict:
         "UPSS_STRIPE_WEBHOOK_SECRET": environ.get(
             "UPSS_STRIPE_WEBHOOK_SECRET", "" if stripe_key else LOCAL_WEBHOOK_SECRET
         ),
+        "UPSS_STRIPE_CONNECT_WEBHOOK_SECRET": environ.get(
+            "UPSS_STRIPE_CONNECT_WEBHOOK_SECRET",
+            "" if stripe_key else LOCAL_CONNECT_WEBHOOK_SECRET),
+        #: Country of answerers' connected accounts (ISO code).
+        "UPSS_CONNECT_COUNTRY": environ.get("UPSS_CONNECT_COUNTRY", "NO"),
         "UPSS_LOCALSTRIPE_URL": environ.get("UPSS_LOCALSTRIPE_URL", "http://127.0.0.1:8420"),
         #: Seconds a webhook signature's timestamp may be old before it is refused.
         "UPSS_WEBHOOK_TOLERANCE": _int(environ, "UPSS_WEBHOOK_TOLERANCE", 300),
@@ -145,6 +152,10 @@ def deployment_problems(config) -> list[str]:
         if config.get("UPSS_USES_LOCALSTRIPE"):
             problems.append("Production needs a real Stripe key: set UPSS_STRIPE_SECRET_KEY "
                             "(without it UPSS would use the local development Stripe).")
+        if config.get("UPSS_STRIPE_CONNECT_WEBHOOK_SECRET") == LOCAL_CONNECT_WEBHOOK_SECRET:
+            problems.append("UPSS_STRIPE_CONNECT_WEBHOOK_SECRET is the local development "
+                            "secret, which is public: set the signing secret of your Connect "
+                            "webhook endpoint.")
         if secret == LOCAL_WEBHOOK_SECRET:
             problems.append("UPSS_STRIPE_WEBHOOK_SECRET is the local development secret, which "
                             "is public: set the signing secret Stripe shows for your endpoint.")

@@ -30,6 +30,86 @@ What it adds over localstripe, and why:
 * **Fault switches** for tests (``/_upss/faults``): stall a request while it is in flight, delay
   or lose its response after it was performed, answer 500/409/429 instead. And a **log** of the
   API requests received (``/_upss/requests``) so a test can count what was really performed.
+* **Connect**, which localstripe lacks entirely, because UPSS pays answerers with transfers to
+  Express connected accounts they onboard on Stripe's hosted pages. Routes on localstripe's app,
+  so they go through the idempotency layer, the fault switches, the request log and
+  localstripe's API-key check like its own; objects shaped like Stripe's (``fixtures3.json`` and
+  the pinned ``stripe`` library's resource classes), parameters checked against the pinned
+  library's params TypedDicts: a parameter they lack is a 400 ``parameter_unknown``
+  (``Received unknown parameter: controller[foo]``), as at Stripe. ``expand`` is refused (400)
+  rather than ignored. Errors are Stripe's ``invalid_request_error`` with ``param`` (and
+  ``code`` where Stripe has one); an unknown id in the path is a 404 ``resource_missing``.
+
+  - ``POST /v1/accounts`` (``type`` express|custom|standard, or ``controller[...]``; ``country``
+    (default US), ``email``, ``business_type``, ``capabilities[<name>][requested]``,
+    ``business_profile[...]``, ``settings[...]``, ``metadata[...]``; other real parameters are
+    accepted and ignored), ``GET /v1/accounts/{id}``, ``GET /v1/accounts`` (newest first;
+    ``limit``, ``starting_after``, ``ending_before``, ``created``). A new account:
+    ``details_submitted``, ``charges_enabled``, ``payouts_enabled`` false; each *requested*
+    capability ``"inactive"`` (an account that did not request ``transfers`` never gets it, and
+    transfers to it are refused, as at Stripe); ``requirements`` with ``currently_due`` =
+    ``eventually_due`` = ``past_due`` (``external_account``, ``individual.first_name``, ...,
+    ``tos_acceptance.ip``) and ``disabled_reason`` ``requirements.past_due``; ``controller`` as
+    Stripe reports it (``type: application``, ``is_controller: true``; from ``type=express``:
+    ``fees.payer`` ``application_express``); ``type`` from the controller when not given
+    (express/custom/standard presets, else ``none``). Field list: ``id`` (``acct_...``),
+    ``object``, ``business_profile``, ``business_type``, ``capabilities``, ``charges_enabled``,
+    ``controller``, ``country``, ``created``, ``default_currency``, ``details_submitted``,
+    ``email``, ``external_accounts`` (always empty), ``future_requirements``, ``metadata``,
+    ``payouts_enabled``, ``requirements``, ``settings`` (dashboard, payouts), ``tos_acceptance``,
+    ``type``.
+  - ``POST /v1/account_links`` (``account``, ``type`` account_onboarding|account_update,
+    ``refresh_url``, ``return_url``, ``collection_options[fields|future_requirements]``) ->
+    ``{"object": "account_link", "created", "expires_at": created + 300, "url":
+    "http://<Host of the request>/_upss/connect/onboarding/<token>"}``. ``account_update`` is
+    refused for accounts with a Stripe-hosted dashboard (Express, Standard), as at Stripe.
+  - ``POST /v1/transfers`` (``amount``, ``currency``, ``destination``, ``transfer_group``,
+    ``metadata``, ``description``, ``source_transaction`` (a localstripe charge),
+    ``source_type``): refused with 400, ``param: destination``, when the destination is unknown
+    (``resource_missing``) or its ``transfers`` capability is not active
+    (``insufficient_capabilities_for_transfer``). ``GET /v1/transfers/{id}``; ``GET
+    /v1/transfers`` (``transfer_group``, ``destination``, ``created`` (an int or
+    ``created[gt|gte|lt|lte]``), ``limit``, ``starting_after``, ``ending_before``; newest first).
+    A transfer: ``id`` (``tr_...``), ``object``, ``amount``, ``amount_reversed``,
+    ``balance_transaction`` (``txn_...``), ``created``, ``currency``, ``description``,
+    ``destination`` (the account id), ``destination_payment`` (``py_...``), ``livemode``,
+    ``metadata``, ``reversals`` (a list: the 10 newest, ``has_more``, ``total_count``, ``url``),
+    ``reversed``, ``source_transaction``, ``source_type``, ``transfer_group``. No balance is
+    kept: a transfer never fails for lack of funds here.
+  - ``POST /v1/transfers/{id}/reversals`` (``amount``, default what is left; ``metadata``,
+    ``description``, ``refund_application_fee``): more than is left is a 400 (``param:
+    amount``). ``GET /v1/transfers/{id}/reversals`` (newest first),
+    ``GET /v1/transfers/{transfer}/reversals/{id}``. A reversal: ``id`` (``trr_...``),
+    ``object: transfer_reversal``, ``amount``, ``balance_transaction``, ``created``,
+    ``currency``, ``destination_payment_refund`` (``pyr_...``), ``metadata``, ``source_refund``
+    (null), ``transfer``. The transfer's ``amount_reversed``, ``reversed`` (once all of it is)
+    and ``reversals`` follow.
+  - **Events**, in the current API version's shape (``api_version`` the pinned library's,
+    ``request`` the id and idempotency key of the API request that caused them):
+    ``transfer.created`` and ``transfer.reversed`` (the transfer, also on partial reversals) are
+    platform events: sent to localstripe's endpoints (``/_config/webhooks/{id}``) and listed by
+    ``GET /v1/events``. ``account.updated`` (the account, with ``previous_attributes``), sent
+    whenever an account changes, is a Connect event: it carries ``"account": "acct_..."`` and
+    goes only to the Connect endpoints, registered with ``POST /_config/connect_webhooks/{id}``
+    (form fields ``url``, ``secret``, optional ``events[]``, like localstripe's) or
+    ``--connect-webhook-url``. Each delivery is signed with its endpoint's secret as Stripe
+    does (``Stripe-Signature: t=<unix time>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>``), sent
+    0.2 s after the change, and retried after 0.5, 1 and 2 s more on a non-2xx answer or a
+    connection error (localstripe's own events keep its one attempt after 1 s).
+  - **The onboarding page** stands in for Stripe's hosted onboarding: ``GET
+    /_upss/connect/onboarding/<token>`` (the account link's ``url``) is a small, accessible page
+    (one ``<main>``, a heading "Stripe test onboarding (local)", the account id, a form with the
+    buttons "Complete onboarding" and "Leave without finishing"). As at Stripe a link is single
+    use: its first visit within 300 s opens the page, any later visit (and an expired link) is
+    redirected (303) to ``refresh_url``. The form posts back to the same URL (``action=complete``
+    or ``action=leave``, with the visit's ``session``): *complete* makes the account
+    ``details_submitted``, ``charges_enabled``, ``payouts_enabled``, every requested capability
+    ``active``, ``requirements`` empty with ``disabled_reason`` null, and sends
+    ``account.updated``; *leave* changes nothing; both answer 303 to ``return_url``. Without a
+    ``refresh_url``/``return_url`` a short page says what happened instead.
+
+  Connect state lives in localstripe's store (plain dicts), so ``--state`` keeps it and
+  ``DELETE /_config/data`` clears it; webhook endpoints are not kept, as localstripe's are not.
 
 Control API (no API key; only answered to loopback clients), all JSON:
 
@@ -56,6 +136,16 @@ Control API (no API key; only answered to loopback clients), all JSON:
   "replayed", "performed", "fault"}, ...]}`` (``/v1/`` requests, oldest first; ``performed``:
   handed to localstripe, which may still have refused it, see ``status``; a dropped response
   keeps the status it was performed with); ``DELETE /_upss/requests`` -> ``{"deleted": n}``.
+* ``GET``/``POST /_upss/connect/onboarding/<token>``: the onboarding page (HTML, above).
+* ``POST /_upss/connect/accounts/{id}`` ``{"state": "enabled" | "details_needed"}`` -> 200, the
+  account. ``enabled``: as after onboarding; ``details_needed``: ``charges_enabled`` and
+  ``payouts_enabled`` false, requested capabilities ``inactive``, requirements past due again
+  (``details_submitted`` is kept, as when Stripe asks an onboarded account for more). Sends
+  ``account.updated`` if anything changed.
+* ``POST /_upss/connect/account_links/expire`` ``{"account": "acct_..."}`` (optional: all links)
+  -> ``{"expired": n}``: the account's unused links expire now.
+* ``GET /_upss/connect/events`` -> ``{"events": [...]}``: every Connect-layer event, oldest
+  first, each with ``deliveries``: ``{endpoint id: {"attempts", "delivered", "last_status"}}``.
 """
 
 from __future__ import annotations
@@ -65,6 +155,13 @@ import asyncio
 import base64
 import binascii
 import collections
+import collections.abc
+import copy
+import functools
+import hashlib
+import hmac
+import html
+import importlib
 import itertools
 import json
 import logging
@@ -72,14 +169,18 @@ import os
 import pickle
 import re
 import secrets
+import sys
 import time
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
+import typing_extensions
 from aiohttp import web
 
-from .config import LOCAL_WEBHOOK_SECRET
+from .config import LOCAL_CONNECT_WEBHOOK_SECRET, LOCAL_WEBHOOK_SECRET
 
 log = logging.getLogger(__name__)
 
@@ -323,6 +424,8 @@ class StripeLikeLayer:
         self.faults: list[Fault] = []
         self.requests: collections.deque[dict] = collections.deque(maxlen=_REQUEST_LOG_SIZE)
         self._fault_ids = itertools.count(1)
+        #: Answers ``/_upss/connect/...`` (set by ``build_app``).
+        self.connect: Connect | None = None
 
     # faults
     def add_fault(self, spec: object) -> Fault:
@@ -378,6 +481,8 @@ class StripeLikeLayer:
                 except (ValueError, FaultError) as exc:
                     return _stripe_error(400, "invalid_request_error", str(exc))
                 return web.json_response(fault.export())
+        elif request.path.startswith("/_upss/connect/") and self.connect is not None:
+            return await self.connect.control(request)
         elif request.path == "/_upss/requests":
             if request.method == "GET":
                 return web.json_response({"requests": list(self.requests)})
@@ -464,6 +569,7 @@ class StripeLikeLayer:
                     500, "api_error", "An unknown error occurred (fault switch)."),
                     request_id), None
         record["performed"] = True
+        request["upss_request_id"] = request_id  # for the ``request`` of the events it makes
         try:
             response = await handler(request)
         except web.HTTPException as exc:
@@ -514,6 +620,973 @@ class StripeLikeLayer:
         return web.Response(status=499)
 
 
+# --- Connect: accounts, account links, transfers, reversals -----------------------------------
+
+#: Seconds an account link can be opened, as at Stripe.
+ACCOUNT_LINK_TTL = 300
+#: Seconds before the first delivery of an event, then between the retries after a failure.
+WEBHOOK_FIRST_DELAY = 0.2
+WEBHOOK_RETRY_DELAYS = (0.5, 1.0, 2.0)
+#: Seconds one delivery attempt may take.
+WEBHOOK_TIMEOUT = 5.0
+#: Where the Connect state lives in localstripe's store, so ``--state`` keeps it and
+#: ``DELETE /_config/data`` clears it. Plain dicts only, so the pickle names no class of ours.
+_CONNECT_STATE_KEY = "upss:connect"
+_ONBOARDING_PREFIX = "/_upss/connect/onboarding/"
+_ID_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+_EU_COUNTRIES = frozenset(
+    "AT BE BG CY CZ DE DK EE ES FI FR GR HR HU IE IT LT LU LV MT NL PL PT RO SE SI SK".split())
+_CURRENCY_OF_COUNTRY = {"US": "usd", "GB": "gbp", "SE": "sek", "DK": "dkk", "NO": "nok",
+                        "CH": "chf", "PL": "pln", "CZ": "czk", "HU": "huf", "RO": "ron",
+                        "BG": "bgn", "CA": "cad", "AU": "aud", "JP": "jpy"}
+#: The controller an account gets from the legacy ``type`` parameter.
+_TYPE_CONTROLLERS = {
+    "express": {"fees": {"payer": "application_express"}, "losses": {"payments": "application"},
+                "requirement_collection": "stripe", "stripe_dashboard": {"type": "express"}},
+    "custom": {"fees": {"payer": "application_custom"}, "losses": {"payments": "application"},
+               "requirement_collection": "application", "stripe_dashboard": {"type": "none"}},
+    "standard": {"fees": {"payer": "account"}, "losses": {"payments": "stripe"},
+                 "requirement_collection": "stripe", "stripe_dashboard": {"type": "full"}},
+}
+_CONTROLLER_VALUES = {
+    ("fees", "payer"): ("account", "application"),
+    ("losses", "payments"): ("application", "stripe"),
+    ("requirement_collection",): ("application", "stripe"),
+    ("stripe_dashboard", "type"): ("express", "full", "none"),
+}
+_BUSINESS_TYPES = ("company", "government_entity", "individual", "non_profit")
+_INDIVIDUAL_DUE = ("individual.address.city", "individual.address.line1",
+                   "individual.address.postal_code", "individual.dob.day",
+                   "individual.dob.month", "individual.dob.year", "individual.email",
+                   "individual.first_name", "individual.last_name", "individual.phone")
+_COMPANY_DUE = ("company.address.city", "company.address.line1", "company.address.postal_code",
+                "company.name", "company.phone", "company.tax_id",
+                "representative.first_name", "representative.last_name")
+
+
+def _new_id(prefix: str, length: int = 24) -> str:
+    """``acct_1PgafTB7WZ01zgkW`` and the like: a 1, then random letters and digits."""
+    return prefix + "1" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(length - 1))
+
+
+def _invalid(message: str, param: str | None = None, code: str | None = None,
+             status: int = 400):
+    """Stripe's ``invalid_request_error`` (localstripe's error middleware writes the JSON)."""
+    from localstripe.errors import UserError
+
+    contents = {}
+    if code:
+        contents["code"] = code
+        contents["doc_url"] = f"https://stripe.com/docs/error-codes/{code.replace('_', '-')}"
+    if param:
+        contents["param"] = param
+    return UserError(status, message, contents)
+
+
+def _missing(kind: str, id_: str, param: str, status: int = 400):
+    return _invalid(f"No such {kind}: '{id_}'", param, "resource_missing", status)
+
+
+# Parameters are checked against the pinned stripe library's params TypedDicts, the same source
+# as the tests' contract plugin, so that an unknown parameter gets Stripe's 400.
+
+def _params_type(name: str):
+    return getattr(importlib.import_module("stripe.params"), name)
+
+
+@functools.cache
+def _param_fields(td) -> dict:
+    """``{parameter: type}`` of a params TypedDict, without the request options it inherits."""
+    from stripe._request_options import RequestOptions
+
+    namespace = {**vars(typing), **vars(sys.modules[RequestOptions.__module__]),
+                 **vars(sys.modules[td.__module__])}
+    hints = {}
+    for key, annotation in td.__annotations__.items():
+        probe = type("Probe", (), {"__annotations__": {key: annotation},
+                                   "__module__": td.__module__})
+        try:
+            hints.update(typing.get_type_hints(probe, globalns=namespace))
+        except Exception:  # noqa: BLE001 - an unreadable annotation: anything below this key
+            hints[key] = typing.Any
+    for key in RequestOptions.__annotations__:
+        hints.pop(key, None)
+    return hints
+
+
+def _alternatives(tp) -> list:
+    origin = typing.get_origin(tp)
+    if origin in (typing.NotRequired, typing.Required):
+        return _alternatives(typing.get_args(tp)[0])
+    if origin in (typing.Union, types.UnionType):
+        return [alt for arg in typing.get_args(tp) for alt in _alternatives(arg)]
+    if tp is type(None):
+        return []
+    if isinstance(tp, str | typing.ForwardRef):
+        return [typing.Any]
+    return [tp]
+
+
+def _is_mapping_type(tp) -> bool:
+    from stripe._stripe_object import StripeObject
+
+    if typing_extensions.is_typeddict(tp):  # a dict subclass, but with its own keys
+        return False
+    origin = typing.get_origin(tp) or tp
+    return isinstance(origin, type) and issubclass(origin, dict | collections.abc.Mapping
+                                                   | StripeObject)
+
+
+def _unknown_param(value, tp, path: str) -> str | None:
+    """The first parameter under ``value`` that type ``tp`` does not have, as Stripe names it."""
+    return _unknown_in(value, _alternatives(tp), path)
+
+
+def _unknown_in(value, alternatives: list, path: str) -> str | None:
+    if not alternatives or typing.Any in alternatives:
+        return None
+    if isinstance(value, dict):
+        if any(_is_mapping_type(alt) for alt in alternatives):
+            return None  # metadata and the like: any key
+        first = None
+        for td in (alt for alt in alternatives if typing_extensions.is_typeddict(alt)):
+            found = _unknown_field(value, td, path)
+            if found is None:
+                return None
+            first = first or found
+        return first or (f"{path}[{next(iter(value))}]" if value else None)
+    if isinstance(value, list):
+        items = [alt for a in alternatives
+                 if (typing.get_origin(a) or a) in (list, collections.abc.Sequence)
+                 for alt in _alternatives((typing.get_args(a) or (typing.Any,))[0])]
+        for index, item in enumerate(value):
+            found = _unknown_in(item, items or [typing.Any], f"{path}[{index}]")
+            if found:
+                return found
+    return None
+
+
+def _unknown_field(value: dict, td, path: str) -> str | None:
+    fields = _param_fields(td)
+    for key, item in value.items():
+        where = f"{path}[{key}]" if path else str(key)
+        if key not in fields:
+            return where
+        found = _unknown_param(item, fields[key], where)
+        if found:
+            return found
+    return None
+
+
+def check_params(params: dict, typed_dict: str) -> dict:
+    """``params`` if the library's ``typed_dict`` has all of them, else Stripe's 400."""
+    unknown = _unknown_field(params, _params_type(typed_dict), "")
+    if unknown:
+        raise _invalid(f"Received unknown parameter: {unknown}", unknown, "parameter_unknown")
+    if params.get("expand"):
+        raise _invalid("The local Stripe (upss.devstripe) does not expand Connect objects; "
+                       "read the ids instead.", "expand")
+    return params
+
+
+def _int(value, param: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    if not isinstance(value, int | str):
+        raise _invalid(f"Invalid integer: {value}", param)
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise _invalid(f"Invalid integer: {value}", param) from None
+    if isinstance(value, bool) or (isinstance(value, str) and not re.fullmatch(r"-?\d+", value)):
+        raise _invalid(f"Invalid integer: {value}", param)
+    if minimum is not None and number < minimum:
+        raise _invalid(f"This value must be greater than or equal to {minimum}.", param)
+    if maximum is not None and number > maximum:
+        raise _invalid(f"This value must be less than or equal to {maximum}.", param)
+    return number
+
+
+def _object(value, param: str) -> dict:
+    if value is None or value == "":
+        return {}
+    if not isinstance(value, dict):
+        raise _invalid(f"Invalid object: {param} takes an object (hash).", param)
+    return value
+
+
+def _bool(value, param: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    raise _invalid(f"Invalid boolean: {value}", param)
+
+
+def _str(value, param: str, *, required: bool = False) -> str | None:
+    if value is None:
+        if required:
+            raise _invalid(f"Missing required param: {param}.", param, "parameter_missing")
+        return None
+    if not isinstance(value, str):
+        raise _invalid(f"Invalid string: {value!r}", param)
+    return value
+
+
+def _choice(value, param: str, choices: tuple[str, ...], *, required: bool = False):
+    value = _str(value, param, required=required)
+    if value is not None and value not in choices:
+        raise _invalid(f"Invalid {param}: must be one of {', '.join(choices)}", param,
+                       "parameter_invalid_string")
+    return value
+
+
+def _metadata(value, param: str = "metadata") -> dict:
+    if value in (None, ""):
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise _invalid("Invalid metadata: must be an object of strings", param)
+    return {k: v for k, v in value.items() if v != ""}
+
+
+def _url(value, param: str) -> str | None:
+    value = _str(value, param)
+    if value is not None and urlsplit(value).scheme not in ("http", "https"):
+        raise _invalid("Not a valid URL", param, "url_invalid")
+    return value
+
+
+def _merge(target: dict, changes: dict) -> None:
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = value
+
+
+def _list_page(items: list[dict], url: str, params: dict, kind: str) -> dict:
+    """A Stripe list: ``items`` newest first, cut by ``created``, ``limit``, ``starting_after``
+    and ``ending_before``."""
+    created = params.get("created")
+    if created is not None:
+        bounds = created if isinstance(created, dict) else {"eq": created}
+        tests = {"eq": int.__eq__, "gt": int.__gt__, "gte": int.__ge__, "lt": int.__lt__,
+                 "lte": int.__le__}
+        for op, bound in bounds.items():
+            if op not in tests:
+                raise _invalid(f"Received unknown parameter: created[{op}]", f"created[{op}]",
+                               "parameter_unknown")
+            limit_value = _int(bound, f"created[{op}]" if op != "eq" else "created")
+            items = [o for o in items if tests[op](o["created"], limit_value)]
+    limit = _int(params.get("limit", 10), "limit", minimum=1, maximum=100)
+    after, before = params.get("starting_after"), params.get("ending_before")
+    if after is not None and before is not None:
+        raise _invalid("You may only specify one of these parameters: ending_before, "
+                       "starting_after.", "ending_before")
+    ids = [o["id"] for o in items]
+    if after is not None:
+        if after not in ids:
+            raise _missing(kind, after, "starting_after")
+        rest = items[ids.index(after) + 1:]
+        page, has_more = rest[:limit], len(rest) > limit
+    elif before is not None:
+        if before not in ids:
+            raise _missing(kind, before, "ending_before")
+        rest = items[:ids.index(before)]
+        page, has_more = rest[-limit:], len(rest) > limit
+    else:
+        page, has_more = items[:limit], len(items) > limit
+    return {"object": "list", "data": page, "has_more": has_more, "url": url}
+
+
+def _new_state() -> dict:
+    return {"accounts": {}, "links": {}, "transfers": {}, "reversals": {}}
+
+
+class Connect:
+    """Stripe Connect as UPSS uses it: accounts, account links with a local onboarding page,
+    transfers and their reversals, and their events (see the module docstring).
+
+    Its state is plain dicts (``data()``); ``clock`` is injectable, and without a running event
+    loop events are only recorded (``self.events``), which is how the unit tests use it.
+    """
+
+    def __init__(self, *, clock: Callable[[], float] = time.time,
+                 data: Callable[[], dict] | None = None, link_ttl: float = ACCOUNT_LINK_TTL,
+                 persist: Callable[[], None] = lambda: None,
+                 platform_events: Callable[[dict], None] | None = None,
+                 platform_webhooks: Callable[[], dict] = dict,
+                 retry_delays: tuple[float, ...] = WEBHOOK_RETRY_DELAYS):
+        state = _new_state()
+        self.clock = clock
+        self.data = data or (lambda: state)
+        self.link_ttl = link_ttl
+        self.persist = persist
+        self.platform_events = platform_events
+        self.platform_webhooks = platform_webhooks
+        self.retry_delays = retry_delays
+        #: Connect webhook endpoints: id -> localstripe ``Webhook`` (url, secret, events).
+        self.connect_webhooks: dict = {}
+        #: Every event made, oldest first, with its deliveries: endpoint id -> attempts, status.
+        self.events: collections.deque = collections.deque(maxlen=_REQUEST_LOG_SIZE)
+        self.deliveries: dict[str, dict] = {}
+        self._tasks: set[asyncio.Task] = set()
+
+    def now(self) -> int:
+        return int(self.clock())
+
+    # accounts
+    def create_account(self, params: dict) -> dict:
+        check_params(params, "AccountCreateParams")
+        type_ = _choice(params.get("type"), "type", ("custom", "express", "standard"))
+        controller = self._controller(params.get("controller"), type_)
+        if type_ is None:
+            type_ = self._type_of(controller)
+        country = (_str(params.get("country"), "country") or "US").upper()
+        if not re.fullmatch(r"[A-Z]{2}", country):
+            raise _invalid(f"Invalid country: {country}", "country")
+        currency = (_str(params.get("default_currency"), "default_currency")
+                    or ("eur" if country in _EU_COUNTRIES
+                        else _CURRENCY_OF_COUNTRY.get(country, "usd"))).lower()
+        business_type = _choice(params.get("business_type"), "business_type", _BUSINESS_TYPES)
+        capabilities = {}
+        for name, capability in _object(params.get("capabilities"), "capabilities").items():
+            requested = _object(capability, f"capabilities[{name}]").get("requested")
+            if requested is not None and _bool(requested, f"capabilities[{name}][requested]"):
+                capabilities[name] = "inactive"
+        business_profile = {
+            "annual_revenue": None, "estimated_worker_count": None, "mcc": None,
+            "minority_owned_business_designation": None, "name": None,
+            "product_description": None, "support_address": None, "support_email": None,
+            "support_phone": None, "support_url": None, "url": None}
+        _merge(business_profile, _object(params.get("business_profile"), "business_profile"))
+        settings = {
+            "dashboard": {"display_name": None, "timezone": "Etc/UTC"},
+            "payouts": {"debit_negative_balances": True,
+                        "schedule": {"delay_days": 2, "interval": "daily"},
+                        "statement_descriptor": None}}
+        _merge(settings, _object(params.get("settings"), "settings"))
+        account_id = _new_id("acct_", 16)
+        due = self._requirements_due(business_type, business_profile)
+        account = {
+            "id": account_id, "object": "account", "business_profile": business_profile,
+            "business_type": business_type, "capabilities": capabilities,
+            "charges_enabled": False, "controller": controller, "country": country,
+            "created": self.now(), "default_currency": currency, "details_submitted": False,
+            "email": _str(params.get("email"), "email"),
+            "external_accounts": {"object": "list", "data": [], "has_more": False,
+                                  "total_count": 0,
+                                  "url": f"/v1/accounts/{account_id}/external_accounts"},
+            "future_requirements": self._requirements([], None),
+            "metadata": _metadata(params.get("metadata")), "payouts_enabled": False,
+            "requirements": self._requirements(due, "requirements.past_due"),
+            "settings": settings,
+            "tos_acceptance": {"date": None, "ip": None, "user_agent": None},
+            "type": type_}
+        self.data()["accounts"][account_id] = account
+        return copy.deepcopy(account)
+
+    @staticmethod
+    def _controller(given, type_: str | None) -> dict:
+        if given is None:
+            controller = copy.deepcopy(_TYPE_CONTROLLERS[type_ or "standard"])
+        else:
+            if not isinstance(given, dict):
+                raise _invalid("Invalid controller: must be an object", "controller")
+            controller = copy.deepcopy(_TYPE_CONTROLLERS[type_ or "standard"])
+            for path, choices in _CONTROLLER_VALUES.items():
+                value = given
+                for part in path:
+                    value = value.get(part) if isinstance(value, dict) else None
+                if value is not None:
+                    param = "controller" + "".join(f"[{p}]" for p in path)
+                    _choice(value, param, choices)
+                    target = controller
+                    for part in path[:-1]:
+                        target = target[part]
+                    target[path[-1]] = value
+            dashboard = controller["stripe_dashboard"]["type"]
+            if controller["requirement_collection"] == "application" and dashboard != "none":
+                raise _invalid("When requirement_collection=application, stripe_dashboard[type] "
+                               "must be none.", "controller[stripe_dashboard][type]")
+            if (controller["requirement_collection"] == "application"
+                    and controller["losses"]["payments"] != "application"):
+                raise _invalid("When requirement_collection=application, the platform must be "
+                               "liable for negative balances (losses[payments]=application).",
+                               "controller[losses][payments]")
+            if (dashboard == "none" and controller["requirement_collection"] == "stripe"
+                    and controller["losses"]["payments"] != "stripe"):
+                raise _invalid("When stripe_dashboard[type]=none and requirement_collection="
+                               "stripe, Stripe must be liable for negative balances or refunds "
+                               "and chargebacks.", "controller[losses][payments]")
+        return {**controller, "is_controller": True, "type": "application"}
+
+    @staticmethod
+    def _type_of(controller: dict) -> str:
+        """The legacy account type a controller amounts to, else ``none``."""
+        shape = (controller["stripe_dashboard"]["type"], controller["fees"]["payer"],
+                 controller["losses"]["payments"], controller["requirement_collection"])
+        return {("express", "application", "application", "stripe"): "express",
+                ("none", "application", "application", "application"): "custom",
+                ("full", "account", "stripe", "stripe"): "standard"}.get(shape, "none")
+
+    @staticmethod
+    def _requirements_due(business_type: str | None, business_profile: dict) -> list[str]:
+        due = ["external_account", "tos_acceptance.date", "tos_acceptance.ip"]
+        if not business_profile.get("mcc"):
+            due.append("business_profile.mcc")
+        if not (business_profile.get("url") or business_profile.get("product_description")):
+            due.append("business_profile.url")
+        if business_type is None:
+            due.append("business_type")
+        due.extend(_COMPANY_DUE if business_type in ("company", "non_profit",
+                                                     "government_entity") else _INDIVIDUAL_DUE)
+        return sorted(due)
+
+    @staticmethod
+    def _requirements(due: list[str], disabled_reason: str | None) -> dict:
+        return {"alternatives": [], "current_deadline": None, "currently_due": list(due),
+                "disabled_reason": disabled_reason, "errors": [],
+                "eventually_due": list(due), "past_due": list(due),
+                "pending_verification": []}
+
+    def _account(self, account_id: str, param: str = "id", status: int = 404) -> dict:
+        account = self.data()["accounts"].get(account_id)
+        if account is None:
+            raise _missing("account", account_id, param, status)
+        return account
+
+    def get_account(self, account_id: str, params: dict | None = None) -> dict:
+        check_params(params or {}, "AccountRetrieveParams")
+        return copy.deepcopy(self._account(account_id))
+
+    def list_accounts(self, params: dict) -> dict:
+        check_params(params, "AccountListParams")
+        accounts = list(reversed(self.data()["accounts"].values()))
+        return copy.deepcopy(_list_page(accounts, "/v1/accounts", params, "account"))
+
+    def set_account_state(self, account_id: str, state: str, *,
+                          request: dict | None = None) -> dict:
+        """``enabled``: onboarding done, everything requested active; ``details_needed``:
+        payouts and charges off, requirements past due again (``details_submitted`` kept)."""
+        account = self._account(account_id)
+        before = copy.deepcopy(account)
+        if state == "enabled":
+            account.update(details_submitted=True, charges_enabled=True, payouts_enabled=True)
+            account["capabilities"] = {name: "active" for name in account["capabilities"]}
+            account["requirements"] = self._requirements([], None)
+            if account["tos_acceptance"]["date"] is None:
+                account["tos_acceptance"].update(date=self.now(), ip="127.0.0.1")
+        elif state == "details_needed":
+            account.update(charges_enabled=False, payouts_enabled=False)
+            account["capabilities"] = {name: "inactive" for name in account["capabilities"]}
+            due = self._requirements_due(account["business_type"],
+                                         account["business_profile"])
+            account["requirements"] = self._requirements(due, "requirements.past_due")
+        else:
+            raise ValueError("state must be enabled or details_needed")
+        previous = {key: value for key, value in before.items() if account[key] != value}
+        if previous:
+            self.emit("account.updated", copy.deepcopy(account), account=account_id,
+                      previous=previous, request=request)
+            self.persist()
+        return copy.deepcopy(account)
+
+    # account links
+    def create_account_link(self, params: dict, base_url: str) -> dict:
+        check_params(params, "AccountLinkCreateParams")
+        account_id = _str(params.get("account"), "account", required=True)
+        account = self._account(account_id, "account", 400)
+        type_ = _choice(params.get("type"), "type", ("account_onboarding", "account_update"),
+                        required=True)
+        if type_ == "account_update" and account["controller"]["stripe_dashboard"]["type"] \
+                != "none":
+            raise _invalid("You cannot create `account_update` type Account Links for accounts "
+                           "that have access to a Stripe-hosted Dashboard.", "type")
+        options = _object(params.get("collection_options"), "collection_options")
+        _choice(options.get("fields"), "collection_options[fields]",
+                ("currently_due", "eventually_due"))
+        _choice(options.get("future_requirements"), "collection_options[future_requirements]",
+                ("include", "omit"))
+        _choice(params.get("collect"), "collect", ("currently_due", "eventually_due"))
+        token = secrets.token_urlsafe(18)
+        created = self.now()
+        link = {"token": token, "account": account_id, "type": type_,
+                "refresh_url": _url(params.get("refresh_url"), "refresh_url"),
+                "return_url": _url(params.get("return_url"), "return_url"),
+                "created": created, "expires_at": created + int(self.link_ttl),
+                "session": None, "finished": False}
+        self.data()["links"][token] = link
+        return {"object": "account_link", "created": created, "expires_at": link["expires_at"],
+                "url": f"{base_url}{_ONBOARDING_PREFIX}{token}"}
+
+    OPEN, USED, EXPIRED, UNKNOWN = "open", "used", "expired", "unknown"
+
+    def open_link(self, token: str) -> tuple[str, dict | None]:
+        """A visit to the link: the first one before it expires opens the page (and uses the
+        link up, as at Stripe), any later one is sent to ``refresh_url``."""
+        link = self.data()["links"].get(token)
+        if link is None:
+            return self.UNKNOWN, None
+        if link["session"] is not None or link["finished"]:
+            return self.USED, link
+        if self.now() >= link["expires_at"]:
+            return self.EXPIRED, link
+        link["session"] = secrets.token_urlsafe(12)
+        self.persist()
+        return self.OPEN, link
+
+    def finish_link(self, token: str, session: str | None, action: str) -> tuple[str, dict | None]:
+        """The page's form: ``complete`` enables the account, ``leave`` changes nothing; either
+        way the link is done. Without the session of the visit that opened it: ``used``."""
+        link = self.data()["links"].get(token)
+        if link is None:
+            return self.UNKNOWN, None
+        if link["finished"] or link["session"] is None or not session \
+                or not secrets.compare_digest(session, link["session"]):
+            return self.USED, link
+        if action not in ("complete", "leave"):
+            raise ValueError("action must be complete or leave")
+        link["finished"] = True
+        if action == "complete":
+            self.set_account_state(link["account"], "enabled")
+        self.persist()
+        return self.OPEN, link
+
+    def expire_links(self, account_id: str | None = None) -> int:
+        expired = 0
+        for link in self.data()["links"].values():
+            if (account_id in (None, link["account"]) and not link["finished"]
+                    and link["expires_at"] > self.now()):
+                link["expires_at"] = self.now()
+                expired += 1
+        self.persist()
+        return expired
+
+    # transfers
+    def _transfer_object(self, transfer: dict) -> dict:
+        reversals = self.data()["reversals"].get(transfer["id"], [])
+        newest = list(reversed(reversals))
+        return copy.deepcopy({**transfer, "reversals": {
+            "object": "list", "data": newest[:10], "has_more": len(newest) > 10,
+            "total_count": len(newest), "url": f"/v1/transfers/{transfer['id']}/reversals"}})
+
+    def create_transfer(self, params: dict, *, request: dict | None = None) -> dict:
+        check_params(params, "TransferCreateParams")
+        amount = params.get("amount")
+        if amount is None:
+            raise _invalid("Missing required param: amount.", "amount", "parameter_missing")
+        amount = _int(amount, "amount", minimum=1)
+        currency = _str(params.get("currency"), "currency", required=True).lower()
+        if not re.fullmatch(r"[a-z]{3}", currency):
+            raise _invalid(f"Invalid currency: {currency}.", "currency")
+        destination = _str(params.get("destination"), "destination", required=True)
+        account = self.data()["accounts"].get(destination)
+        if account is None:
+            raise _missing("destination", destination, "destination")
+        if account["capabilities"].get("transfers") != "active":
+            raise _invalid("Your destination account needs to have at least one of the following "
+                           "capabilities enabled: transfers, crypto_transfers, legacy_payments",
+                           "destination", "insufficient_capabilities_for_transfer")
+        source_transaction = _str(params.get("source_transaction"), "source_transaction")
+        if source_transaction is not None:
+            from localstripe.resources import store
+
+            charge = store.get(f"charge:{source_transaction}")
+            if charge is None:
+                raise _missing("charge", source_transaction, "source_transaction")
+            if getattr(charge, "currency", currency) != currency:
+                raise _invalid("The currency of source_transaction's balance transaction "
+                               f"({charge.currency}) must be the same as the transfer currency "
+                               f"({currency})", "currency")
+        transfer_id = _new_id("tr_")
+        transfer = {
+            "id": transfer_id, "object": "transfer", "amount": amount, "amount_reversed": 0,
+            "balance_transaction": _new_id("txn_"), "created": self.now(),
+            "currency": currency, "description": _str(params.get("description"), "description"),
+            "destination": destination, "destination_payment": _new_id("py_", 14),
+            "livemode": False, "metadata": _metadata(params.get("metadata")),
+            "reversed": False, "source_transaction": source_transaction,
+            "source_type": _choice(params.get("source_type"), "source_type",
+                                   ("bank_account", "card", "fpx")) or "card",
+            "transfer_group": _str(params.get("transfer_group"), "transfer_group")}
+        self.data()["transfers"][transfer_id] = transfer
+        exported = self._transfer_object(transfer)
+        self.emit("transfer.created", exported, request=request)
+        return exported
+
+    def _transfer(self, transfer_id: str) -> dict:
+        transfer = self.data()["transfers"].get(transfer_id)
+        if transfer is None:
+            raise _missing("transfer", transfer_id, "id", 404)
+        return transfer
+
+    def get_transfer(self, transfer_id: str, params: dict | None = None) -> dict:
+        check_params(params or {}, "TransferRetrieveParams")
+        return self._transfer_object(self._transfer(transfer_id))
+
+    def list_transfers(self, params: dict) -> dict:
+        check_params(params, "TransferListParams")
+        transfers = list(reversed(self.data()["transfers"].values()))
+        for key in ("destination", "transfer_group"):
+            if params.get(key) is not None:
+                wanted = _str(params[key], key)
+                transfers = [t for t in transfers if t[key] == wanted]
+        page = _list_page(transfers, "/v1/transfers", params, "transfer")
+        page["data"] = [self._transfer_object(t) for t in page["data"]]
+        return page
+
+    def create_reversal(self, transfer_id: str, params: dict, *,
+                        request: dict | None = None) -> dict:
+        check_params(params, "TransferReversalCreateParams")
+        transfer = self._transfer(transfer_id)
+        remaining = transfer["amount"] - transfer["amount_reversed"]
+        amount = params.get("amount")
+        amount = remaining if amount is None else _int(amount, "amount", minimum=1)
+        if params.get("refund_application_fee") is not None:
+            _bool(params["refund_application_fee"], "refund_application_fee")
+        _str(params.get("description"), "description")
+        if remaining == 0:
+            raise _invalid(f"Transfer {transfer_id} has already been fully reversed.", "amount")
+        if amount > remaining:
+            raise _invalid(f"You cannot reverse {amount} of transfer {transfer_id}: only "
+                           f"{remaining} of it is left to reverse.", "amount")
+        reversal = {
+            "id": _new_id("trr_"), "object": "transfer_reversal", "amount": amount,
+            "balance_transaction": _new_id("txn_"), "created": self.now(),
+            "currency": transfer["currency"], "destination_payment_refund": _new_id("pyr_"),
+            "metadata": _metadata(params.get("metadata")), "source_refund": None,
+            "transfer": transfer_id}
+        self.data()["reversals"].setdefault(transfer_id, []).append(reversal)
+        transfer["amount_reversed"] += amount
+        transfer["reversed"] = transfer["amount_reversed"] == transfer["amount"]
+        self.emit("transfer.reversed", self._transfer_object(transfer), request=request)
+        return copy.deepcopy(reversal)
+
+    def list_reversals(self, transfer_id: str, params: dict) -> dict:
+        check_params(params, "TransferReversalListParams")
+        self._transfer(transfer_id)
+        reversals = list(reversed(self.data()["reversals"].get(transfer_id, [])))
+        return copy.deepcopy(_list_page(reversals, f"/v1/transfers/{transfer_id}/reversals",
+                                        params, "transfer_reversal"))
+
+    def get_reversal(self, transfer_id: str, reversal_id: str, params: dict) -> dict:
+        check_params(params, "TransferReversalRetrieveParams")
+        self._transfer(transfer_id)
+        for reversal in self.data()["reversals"].get(transfer_id, []):
+            if reversal["id"] == reversal_id:
+                return copy.deepcopy(reversal)
+        raise _missing("transfer_reversal", reversal_id, "id", 404)
+
+    # events
+    def emit(self, type_: str, obj: dict, *, account: str | None = None,
+             previous: dict | None = None, request: dict | None = None) -> dict:
+        """Make an event and deliver it in the background: a Connect event (``account`` set) to
+        the Connect endpoints only, a platform event to localstripe's endpoints (and its
+        ``/v1/events``)."""
+        data = {"object": obj}
+        if previous:
+            data["previous_attributes"] = copy.deepcopy(previous)
+        endpoints = self._endpoints_for(type_, connect=account is not None)
+        event = {"id": _new_id("evt_"), "object": "event", "api_version": _api_version(),
+                 "created": self.now(), "data": data, "livemode": False,
+                 "pending_webhooks": len(endpoints),
+                 "request": request or {"id": None, "idempotency_key": None}, "type": type_}
+        if account is not None:
+            event["account"] = account
+        elif self.platform_events is not None:
+            self.platform_events(copy.deepcopy(event))
+        if len(self.events) == self.events.maxlen:
+            self.deliveries.pop(self.events[0]["id"], None)
+        self.events.append(event)
+        self.deliveries[event["id"]] = {name: {"attempts": 0, "delivered": False,
+                                               "last_status": None} for name, _ in endpoints}
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return event  # no server running (unit tests): recorded only
+        task = loop.create_task(self._deliver(event, endpoints))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return event
+
+    def _endpoints_for(self, type_: str, *, connect: bool) -> list:
+        hooks = self.connect_webhooks if connect else self.platform_webhooks()
+        return [(name, hook) for name, hook in list(hooks.items())
+                if hook.events is None or type_ in hook.events]
+
+    async def _deliver(self, event: dict, endpoints: list) -> None:
+        payload = json.dumps(event, indent=2, sort_keys=True).encode("utf-8")
+        await asyncio.gather(*(self._deliver_to(event["id"], name, hook, payload)
+                               for name, hook in endpoints))
+
+    async def _deliver_to(self, event_id: str, name: str, hook, payload: bytes) -> None:
+        """Signed like Stripe (``t=...,v1=HMAC-SHA256(secret, "t.body")``), retried after
+        a non-2xx answer or a connection error."""
+        import aiohttp
+
+        record = self.deliveries.get(event_id, {}).get(name) or {
+            "attempts": 0, "delivered": False, "last_status": None}
+        timeout = aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            for delay in (WEBHOOK_FIRST_DELAY, *self.retry_delays):
+                await asyncio.sleep(delay)
+                timestamp = self.now()
+                signature = hmac.new(hook.secret.encode("utf-8"),
+                                     b"%d.%s" % (timestamp, payload), hashlib.sha256).hexdigest()
+                headers = {"Content-Type": "application/json; charset=utf-8",
+                           "User-Agent": "Stripe/1.0 (+https://stripe.com/docs/webhooks)",
+                           "Stripe-Signature": f"t={timestamp},v1={signature}"}
+                record["attempts"] += 1
+                try:
+                    async with session.post(hook.url, data=payload, headers=headers) as answer:
+                        record["last_status"] = answer.status
+                        if 200 <= answer.status < 300:
+                            record["delivered"] = True
+                            return
+                except (TimeoutError, aiohttp.ClientError) as exc:
+                    record["last_status"] = None
+                    log.info("event %s to %s failed: %s", event_id, hook.url, exc)
+
+    # HTTP: the API routes
+    @staticmethod
+    def _request_info(request: web.BaseRequest) -> dict:
+        return {"id": request.get("upss_request_id"),
+                "idempotency_key": request.headers.get("Idempotency-Key")}
+
+    @staticmethod
+    async def _body(request: web.Request) -> dict:
+        from localstripe import server
+
+        data = await server.get_post_data(request)
+        return data if isinstance(data, dict) else {}
+
+    @staticmethod
+    def _query(request: web.Request) -> dict:
+        from localstripe import server
+
+        return server.unflatten_data(request.query)
+
+    @staticmethod
+    def _json(obj: dict) -> web.Response:
+        from localstripe.errors import json_response
+
+        return json_response(obj)
+
+    async def http_create_account(self, request):
+        return self._json(self.create_account(await self._body(request)))
+
+    async def http_list_accounts(self, request):
+        return self._json(self.list_accounts(self._query(request)))
+
+    async def http_get_account(self, request):
+        return self._json(self.get_account(request.match_info["id"], self._query(request)))
+
+    async def http_create_account_link(self, request):
+        base = f"{request.scheme}://{request.host}"
+        link = self.create_account_link(await self._body(request), base)
+        return self._json(link)
+
+    async def http_create_transfer(self, request):
+        return self._json(self.create_transfer(await self._body(request),
+                                               request=self._request_info(request)))
+
+    async def http_list_transfers(self, request):
+        return self._json(self.list_transfers(self._query(request)))
+
+    async def http_get_transfer(self, request):
+        return self._json(self.get_transfer(request.match_info["id"], self._query(request)))
+
+    async def http_create_reversal(self, request):
+        return self._json(self.create_reversal(request.match_info["id"],
+                                               await self._body(request),
+                                               request=self._request_info(request)))
+
+    async def http_list_reversals(self, request):
+        return self._json(self.list_reversals(request.match_info["id"], self._query(request)))
+
+    async def http_get_reversal(self, request):
+        return self._json(self.get_reversal(request.match_info["transfer"],
+                                            request.match_info["id"], self._query(request)))
+
+    async def http_config_webhook(self, request):
+        """``POST /_config/connect_webhooks/{id}``: like localstripe's ``/_config/webhooks``."""
+        from localstripe.errors import UserError
+        from localstripe.webhooks import Webhook
+
+        data = await self._body(request)
+        url, secret, events = data.get("url"), data.get("secret"), data.get("events")
+        if not isinstance(url, str) or not url.startswith("http") or not secret:
+            raise UserError(400, "Bad request")
+        if events is not None and not isinstance(events, list):
+            raise UserError(400, "Bad request")
+        self.connect_webhooks[request.match_info["id"]] = Webhook(url, secret, events)
+        return web.Response()
+
+    def add_routes(self, app: web.Application) -> None:
+        for method, path, handler in (
+                ("POST", "/v1/accounts", self.http_create_account),
+                ("GET", "/v1/accounts", self.http_list_accounts),
+                ("GET", "/v1/accounts/{id}", self.http_get_account),
+                ("POST", "/v1/account_links", self.http_create_account_link),
+                ("POST", "/v1/transfers", self.http_create_transfer),
+                ("GET", "/v1/transfers", self.http_list_transfers),
+                ("GET", "/v1/transfers/{id}", self.http_get_transfer),
+                ("POST", "/v1/transfers/{id}/reversals", self.http_create_reversal),
+                ("GET", "/v1/transfers/{id}/reversals", self.http_list_reversals),
+                ("GET", "/v1/transfers/{transfer}/reversals/{id}", self.http_get_reversal),
+                ("POST", "/_config/connect_webhooks/{id}", self.http_config_webhook)):
+            app.router.add_route(method, path, handler)
+
+    # HTTP: the control API and the onboarding page (loopback only, checked by the layer)
+    async def control(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        if path.startswith(_ONBOARDING_PREFIX):
+            token = path[len(_ONBOARDING_PREFIX):]
+            if request.method == "GET":
+                return self._onboarding_visit(token)
+            if request.method == "POST":
+                form = await request.post()
+                return self._onboarding_submit(token, form.get("session"), form.get("action"))
+            raise web.HTTPMethodNotAllowed(request.method, ["GET", "POST"])
+        match = re.fullmatch(r"/_upss/connect/accounts/([^/]+)", path)
+        if match and request.method == "POST":
+            try:
+                spec = await request.json()
+                state = spec.get("state") if isinstance(spec, dict) else None
+                if state not in ("enabled", "details_needed"):
+                    raise ValueError('state must be "enabled" or "details_needed"')
+            except ValueError as exc:
+                return _stripe_error(400, "invalid_request_error", str(exc))
+            if match.group(1) not in self.data()["accounts"]:
+                return _stripe_error(404, "invalid_request_error",
+                                     f"No such account: '{match.group(1)}'", "resource_missing")
+            return web.json_response(self.set_account_state(match.group(1), state))
+        if path == "/_upss/connect/account_links/expire" and request.method == "POST":
+            try:
+                spec = await request.json() if request.can_read_body else {}
+            except ValueError as exc:
+                return _stripe_error(400, "invalid_request_error", str(exc))
+            account = spec.get("account") if isinstance(spec, dict) else None
+            return web.json_response({"expired": self.expire_links(account)})
+        if path == "/_upss/connect/events" and request.method == "GET":
+            return web.json_response({"events": [
+                {**event, "deliveries": self.deliveries.get(event["id"], {})}
+                for event in self.events]})
+        raise web.HTTPNotFound()
+
+    def _onboarding_visit(self, token: str) -> web.Response:
+        verdict, link = self.open_link(token)
+        if verdict == self.OPEN:
+            account = self.data()["accounts"][link["account"]]
+            return _onboarding_page(token, link, account)
+        return self._onboarding_refresh(verdict, link)
+
+    def _onboarding_submit(self, token: str, session, action) -> web.Response:
+        if action not in ("complete", "leave"):
+            return _message_page(400, "Unknown choice",
+                                 "Choose “Complete onboarding” or “Leave without finishing”.")
+        verdict, link = self.finish_link(token, session, action)
+        if verdict != self.OPEN:
+            return self._onboarding_refresh(verdict, link)
+        if link["return_url"]:
+            raise web.HTTPSeeOther(link["return_url"])
+        done = ("Onboarding is complete" if action == "complete"
+                else "You left onboarding without finishing")
+        return _message_page(200, done, "You can close this page.")
+
+    @staticmethod
+    def _onboarding_refresh(verdict: str, link: dict | None) -> web.Response:
+        if verdict == Connect.UNKNOWN or link is None:
+            return _message_page(404, "Link not found",
+                                 "This onboarding link does not exist on this local Stripe.")
+        if link["refresh_url"]:
+            raise web.HTTPSeeOther(link["refresh_url"])
+        return _message_page(410, "Link expired",
+                             "This onboarding link has expired or was already used. Ask for a "
+                             "new one.")
+
+
+def _api_version() -> str:
+    import stripe
+
+    return stripe.api_version
+
+
+_PAGE_STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 0;
+       background: #ffffff; color: #1a1a1a; line-height: 1.5; }
+main { max-width: 36rem; margin: 2rem auto; padding: 0 1rem; }
+h1 { font-size: 1.6rem; color: #0a2540; }
+code { font-size: 1rem; background: #eef1f5; color: #1a1a1a; padding: 0 .25rem; }
+.buttons { display: flex; flex-wrap: wrap; gap: .75rem; margin-top: 1.5rem; }
+button { font: inherit; padding: .6rem 1.1rem; border-radius: 6px; border: 2px solid #0a2540;
+         cursor: pointer; }
+button.primary { background: #0a2540; color: #ffffff; }
+button.secondary { background: #ffffff; color: #0a2540; }
+button:focus-visible { outline: 3px solid #0a2540; outline-offset: 3px; }
+"""
+
+
+def _html_page(status: int, title: str, body: str) -> web.Response:
+    text = ("<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+            f"<title>{html.escape(title)} – Stripe test onboarding (local)</title>\n"
+            f"<style>{_PAGE_STYLE}</style>\n</head>\n<body>\n<main>\n{body}\n</main>\n"
+            "</body>\n</html>\n")
+    return web.Response(status=status, text=text, content_type="text/html",
+                        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+
+
+def _message_page(status: int, title: str, message: str) -> web.Response:
+    return _html_page(status, title, f"<h1>{html.escape(title)}</h1>\n"
+                                     f"<p>{html.escape(message)}</p>")
+
+
+def _onboarding_page(token: str, link: dict, account: dict) -> web.Response:
+    """Stands in for Stripe's hosted onboarding: one form, two buttons."""
+    what = ("update the details of" if link["type"] == "account_update"
+            else "finish onboarding for")
+    email = (f" (<span>{html.escape(account['email'])}</span>)" if account.get("email")
+             else "")
+    body = (
+        "<h1>Stripe test onboarding (local)</h1>\n"
+        f"<p>This page stands in for Stripe's hosted onboarding. It lets you {what} the "
+        f"connected account <code>{html.escape(account['id'])}</code>{email}.</p>\n"
+        "<p>“Complete onboarding” marks the account as verified, with payouts enabled. "
+        "“Leave without finishing” returns without changing it.</p>\n"
+        f"<form method=\"post\" action=\"{_ONBOARDING_PREFIX}{html.escape(token)}\">\n"
+        f"<input type=\"hidden\" name=\"session\" value=\"{html.escape(link['session'])}\">\n"
+        "<div class=\"buttons\">\n"
+        "<button type=\"submit\" class=\"primary\" name=\"action\" value=\"complete\">"
+        "Complete onboarding</button>\n"
+        "<button type=\"submit\" class=\"secondary\" name=\"action\" value=\"leave\">"
+        "Leave without finishing</button>\n"
+        "</div>\n</form>")
+    return _html_page(200, "Account onboarding", body)
+
+
+def _platform_event_store(store) -> Callable[[dict], None]:
+    """Put a platform event in localstripe's store too, so ``GET /v1/events`` lists it."""
+    from localstripe.resources import Event
+
+    def put(event: dict) -> None:
+        obj = Event.__new__(Event)
+        obj.__dict__.update(event)
+        dict.__setitem__(store, f"event:{event['id']}", obj)
+
+    return put
+
+
+def _connect_state_in(store) -> Callable[[], dict]:
+    def data() -> dict:
+        state = store.get(_CONNECT_STATE_KEY)
+        if state is None:
+            state = _new_state()
+            dict.__setitem__(store, _CONNECT_STATE_KEY, state)
+        return state
+
+    return data
+
+
 # --- the app --------------------------------------------------------------------------------
 
 def build_app(*, state: str | None = None, clock: Callable[[], float] = time.time
@@ -533,7 +1606,14 @@ def build_app(*, state: str | None = None, clock: Callable[[], float] = time.tim
     app.middlewares.insert(names.index("auth_middleware") + 1,
                            _refuse_removed_params_middleware(server))
     app.middlewares.insert(0, layer.middleware)
-    for path in ("/_upss/faults", "/_upss/requests"):
+    from localstripe import webhooks
+
+    layer.connect = Connect(clock=clock, data=_connect_state_in(store),
+                            persist=lambda: store.dump_to_disk(),
+                            platform_events=_platform_event_store(store),
+                            platform_webhooks=lambda: webhooks._webhooks)
+    layer.connect.add_routes(app)
+    for path in ("/_upss/faults", "/_upss/requests", "/_upss/connect/{tail:.*}"):
         # Routes for the router's sake; the layer answers them before localstripe's auth.
         app.router.add_route("*", path, layer.control)
     return app, layer
@@ -550,15 +1630,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--webhook-secret", default=None,
                         help="signing secret (default: UPSS_STRIPE_WEBHOOK_SECRET, "
                              "else the local one)")
+    parser.add_argument("--connect-webhook-url", default=None,
+                        help="the app's Connect webhook endpoint, registered at start-up")
+    parser.add_argument("--connect-webhook-secret", default=None,
+                        help="its signing secret (default: UPSS_STRIPE_CONNECT_WEBHOOK_SECRET, "
+                             "else the local one)")
     args = parser.parse_args(argv)
 
-    app, _layer = build_app(state=args.state)
+    app, layer = build_app(state=args.state)
     if args.webhook_url:
         from localstripe.webhooks import register_webhook
 
         secret = (args.webhook_secret or os.environ.get("UPSS_STRIPE_WEBHOOK_SECRET")
                   or LOCAL_WEBHOOK_SECRET)
         register_webhook("upss", args.webhook_url, secret, None)
+    if args.connect_webhook_url:
+        from localstripe.webhooks import Webhook
+
+        secret = (args.connect_webhook_secret
+                  or os.environ.get("UPSS_STRIPE_CONNECT_WEBHOOK_SECRET")
+                  or LOCAL_CONNECT_WEBHOOK_SECRET)
+        layer.connect.connect_webhooks["upss"] = Webhook(args.connect_webhook_url, secret, None)
     logging.basicConfig(level=logging.INFO)
     banner = f"localstripe on http://{args.host}:{args.port}"
     web.run_app(app, host=args.host, port=args.port, access_log=None,
