@@ -110,6 +110,7 @@ def _base_config(database_url: str, localstripe_url: str) -> dict:
         "UPSS_STRIPE_SECRET_KEY": "sk_test_upss_localstripe",
         "UPSS_STRIPE_PUBLISHABLE_KEY": "pk_test_upss_localstripe",
         "UPSS_STRIPE_WEBHOOK_SECRET": "whsec_test_secret",
+        "UPSS_STRIPE_CONNECT_WEBHOOK_SECRET": "whsec_test_connect_secret",
     }
 
 
@@ -293,6 +294,10 @@ def live_server(app, localstripe_url):
     requests.post(f"{localstripe_url}/_config/webhooks/upss",
                   data={"url": f"{base}/stripe/webhook",
                         "secret": app.config["UPSS_STRIPE_WEBHOOK_SECRET"]},
+                  timeout=5).raise_for_status()
+    requests.post(f"{localstripe_url}/_config/connect_webhooks/upss",
+                  data={"url": f"{base}/stripe/connect-webhook",
+                        "secret": app.config["UPSS_STRIPE_CONNECT_WEBHOOK_SECRET"]},
                   timeout=5).raise_for_status()
     yield base
     server.shutdown()

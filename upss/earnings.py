@@ -80,7 +80,11 @@ def summary(session: Session, answerer: User, now: datetime) -> Earnings:
 
 
 def run_weekly_payouts(session: Session, now: datetime):
-    """The scheduler's weekly payout batch, with the configured age and minimum."""
+    """The scheduler's weekly payout batch, with the configured age and minimum: phase 1 is
+    committed, then its Connect transfers are sent (``payouts.send_transfers``)."""
     cfg = current_app.config
-    return payouts.run_batch(session, now, settled_before_days=cfg["UPSS_PAYOUT_AFTER_DAYS"],
-                             minimum_cents=cfg["UPSS_PAYOUT_MINIMUM_CENTS"])
+    batch = payouts.run_batch(session, now, settled_before_days=cfg["UPSS_PAYOUT_AFTER_DAYS"],
+                              minimum_cents=cfg["UPSS_PAYOUT_MINIMUM_CENTS"])
+    if batch is not None:
+        payouts.send_transfers(session, now, batch.id)
+    return batch

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from apscheduler.schedulers.blocking import BlockingScheduler
 from flask import Flask
 
-from . import earnings, payments, release, settings
+from . import earnings, payments, payouts, release, settings
 from .extensions import commit_retrying_disconnect, db
 from .lease import Lease
 from .models import JobRun, utcnow
@@ -41,6 +41,8 @@ JOBS = (
     Job("refund-overdue", release.refund_overdue, 5),
     Job("auto-accept", release.auto_accept_due, 15),
     Job("check-payments", payments.check_unconfirmed_payments, 1),
+    Job("resolve-payouts", payouts.resolve_unfinished, 1),
+    Job("resolve-refunds", payments.resolve_unfinished_refunds, 1),
     Job("payouts", earnings.run_weekly_payouts,
         weekly=(earnings.PAYOUT_WEEKDAY, earnings.PAYOUT_HOUR)),
 )

@@ -245,6 +245,62 @@ class VerifyReport:
         return not self.problems
 
 
+def verify_accounts(session: Session, names: Iterable[str]) -> list[str]:
+    """Check only what touches the accounts ``names``: each of their transactions is balanced,
+    its hash matches its content and its link to the one before, the one after links to it
+    (so it was not re-hashed in place), and each cached balance equals its entries.
+
+    Returns the problems found (empty: all good). Cost: the accounts' own transactions, not
+    the whole ledger.
+    """
+    accounts = {a.id: a for a in session.scalars(
+        select(LedgerAccount).where(LedgerAccount.name.in_(list(names))))}
+    if not accounts:
+        return []
+    problems = []
+    tx_ids = select(LedgerEntry.transaction_id).where(
+        LedgerEntry.account_id.in_(list(accounts))).distinct()
+    txs = session.scalars(select(LedgerTransaction).where(LedgerTransaction.id.in_(tx_ids))
+                          .order_by(LedgerTransaction.id)).all()
+    entries: dict[int, list[LedgerEntry]] = {}
+    for e in session.scalars(select(LedgerEntry).where(
+            LedgerEntry.transaction_id.in_([t.id for t in txs])).order_by(LedgerEntry.id)):
+        entries.setdefault(e.transaction_id, []).append(e)
+    names_by_id = dict(session.execute(select(LedgerAccount.id, LedgerAccount.name).where(
+        LedgerAccount.id.in_({e.account_id for es in entries.values() for e in es}))).all())
+    hashes = [t.hash for t in txs] + [t.prev_hash for t in txs]
+    by_hash = dict(session.execute(select(LedgerTransaction.hash, LedgerTransaction.id).where(
+        LedgerTransaction.hash.in_(hashes))).all())
+    next_of = dict(session.execute(select(LedgerTransaction.prev_hash, LedgerTransaction.id)
+                                   .where(LedgerTransaction.prev_hash.in_(hashes))).all())
+    head = session.scalar(select(func.max(LedgerTransaction.id)))
+    for tx in txs:
+        tx_entries = entries.get(tx.id, [])
+        total = sum(e.amount_cents for e in tx_entries)
+        if len(tx_entries) < 2 or total != 0:
+            problems.append(f"transaction {tx.id} ({tx.idempotency_key}) is unbalanced")
+        content = _content(tx.idempotency_key, tx.description,
+                           tx_entries[0].currency if tx_entries else "", tx.reverses_id,
+                           [(names_by_id[e.account_id], e.amount_cents) for e in tx_entries])
+        if tx.hash != _chain_hash(tx.prev_hash, content):
+            problems.append(f"transaction {tx.id} ({tx.idempotency_key}): content changed")
+        if tx.prev_hash != GENESIS_HASH and by_hash.get(tx.prev_hash, tx.id) >= tx.id:
+            problems.append(f"transaction {tx.id} ({tx.idempotency_key}): previous hash "
+                            f"matches no earlier transaction")
+        if tx.id != head and tx.hash not in next_of:
+            problems.append(f"transaction {tx.id} ({tx.idempotency_key}): the next "
+                            f"transaction does not link to it")
+    sums = dict(session.execute(
+        select(LedgerEntry.account_id, func.coalesce(func.sum(LedgerEntry.amount_cents), 0))
+        .where(LedgerEntry.account_id.in_(list(accounts))).group_by(LedgerEntry.account_id)
+    ).all())
+    for account_id, account in accounts.items():
+        if account.balance_cents != int(sums.get(account_id, 0)):
+            problems.append(f"account {account.name}: cached balance {account.balance_cents} "
+                            f"but entries sum to {int(sums.get(account_id, 0))}")
+    return problems
+
+
 def verify(session: Session, batch_size: int = 1000) -> VerifyReport:
     """Recompute the hash chain, each transaction's balance and every cached balance.
 

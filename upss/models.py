@@ -154,6 +154,17 @@ class AnswererProfile(db.Model):
     iban: Mapped[str | None] = mapped_column(String(34))
     account_holder: Mapped[str | None] = mapped_column(String(70))
     stripe_account_id: Mapped[str | None] = mapped_column(String(255))
+    #: The Connect account's state as Stripe last reported it (``account.updated``):
+    #: onboarding finished, and able to receive transfers (capability ``transfers`` active).
+    connect_details_submitted: Mapped[bool] = mapped_column(default=False)
+    connect_payouts_enabled: Mapped[bool] = mapped_column(default=False)
+    #: What Stripe still needs (``requirements.currently_due``), comma-separated.
+    connect_requirements: Mapped[str] = mapped_column(String(500), default="")
+    connect_updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Payouts refused by the bank or Stripe in a row; each one doubles the pause.
+    payout_failures: Mapped[int] = mapped_column(Integer, default=0)
+    #: No payout is tried before this time (after refusals).
+    payouts_held_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     user: Mapped[User] = relationship()
 
@@ -213,6 +224,11 @@ class Question(db.Model):
     #: Why the asker rejected the answer.
     dispute_reason: Mapped[str | None] = mapped_column(String(2000))
     stripe_refund_id: Mapped[str | None] = mapped_column(String(255))
+    #: A refund's progress: requested (committed, not yet sent), sent (Stripe has it),
+    #: unknown (no clear answer: looked up later), failed (Stripe refused; the organizer acts).
+    refund_status: Mapped[str | None] = mapped_column(String(20), index=True)
+    refund_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    refund_failure: Mapped[str | None] = mapped_column(String(500))
     rating: Mapped[int | None] = mapped_column(Integer)
     rating_comment: Mapped[str | None] = mapped_column(String(2000))
 
@@ -411,7 +427,8 @@ class Payout(db.Model):
     __tablename__ = "payout"
     __table_args__ = (
         CheckConstraint("amount_cents > 0", name="amount_positive"),
-        CheckConstraint("status IN ('sent', 'awaiting_bank', 'failed')", name="status_known"),
+        CheckConstraint("status IN ('sending', 'sent', 'unknown', 'awaiting_bank', 'failed')",
+                        name="status_known"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -420,11 +437,19 @@ class Payout(db.Model):
     amount_cents: Mapped[int] = mapped_column(BigInteger)
     currency: Mapped[str] = mapped_column(String(3))
     method: Mapped[str] = mapped_column(String(10))
-    #: sent (Connect transfer made, or SEPA file marked sent), awaiting_bank, failed.
-    status: Mapped[str] = mapped_column(String(20))
+    #: sending (committed, transfer not yet answered), sent (Connect transfer made, or SEPA
+    #: file marked sent), unknown (no clear answer from Stripe: looked up, never reversed),
+    #: awaiting_bank (in a SEPA file), failed (refused: reversed in the ledger).
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    #: Connect: the transfer's idempotency key and ``transfer_group`` (installation id +
+    #: payout id), fixed when the row is committed, before Stripe is called.
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     stripe_transfer_id: Mapped[str | None] = mapped_column(String(255))
     iban: Mapped[str | None] = mapped_column(String(34))
     failure_reason: Mapped[str | None] = mapped_column(String(500))
+    #: How often the transfer was sent, and when last.
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     batch: Mapped[PayoutBatch] = relationship(back_populates="payouts")

@@ -20,10 +20,17 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import ledger, questions
+from . import connect, ledger, questions
 from .installation import idempotency_key
 from .models import Question, StripeEvent, Tip, User, utcnow
-from .stripe_gateway import CardDeclined, GatewayError, PaymentIntent, WebhookEvent, gateway
+from .stripe_gateway import (
+    CardDeclined,
+    GatewayError,
+    PaymentIntent,
+    Refund,
+    WebhookEvent,
+    gateway,
+)
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +173,7 @@ def handle_webhook_event(session: Session, event: WebhookEvent) -> str:
         return "duplicate"
     stored = session.get(StripeEvent, event.id)
     handler = _HANDLERS.get(event.type)
-    outcome = handler(session, event.payment_intent()) if handler else "ignored: type not used"
+    outcome = handler(session, event) if handler else "ignored: type not used"
     stored.outcome = outcome[:255]
     session.flush()
     if not outcome.startswith("applied"):
@@ -231,6 +238,120 @@ def check_unconfirmed_payments(session: Session, now: datetime) -> str:
     return f"{len(due)} asked, {applied} applied" if due else None
 
 
+#: Stripe keeps an idempotency key at least this long: a refund is re-sent under it only
+#: within it.
+REFUND_KEY_LIFETIME = timedelta(hours=24)
+#: A refund still ``requested`` this long after it was asked for was left by a process that
+#: died before sending it (or before committing Stripe's answer).
+STALE_REFUND = timedelta(minutes=2)
+
+
+def refund_question(session: Session, question: Question, action: str, actor: User | None,
+                    now: datetime, note: str = "") -> str:
+    """Refund ``question`` in full, in two phases (see ``send_refund``); returns the refund's
+    status. Owns its transactions: phase 1 is committed before Stripe is asked."""
+    questions.refund(session, question, action, actor, now, note)
+    return send_refund(session, question.id, now)
+
+
+def cancel(session: Session, question: Question, asker: User, now: datetime) -> str:
+    """The asker withdraws a paid question still waiting in the queue: full refund."""
+    questions.check_owner(question, asker)
+    return refund_question(session, question, "cancel", asker, now)
+
+
+def send_refund(session: Session, question_id: int, now: datetime) -> str:
+    """Phase 2 of a refund (``questions.refund`` was phase 1 and is committed): ask Stripe to
+    refund the question's payment, outside any database transaction, then commit the outcome;
+    returns the new ``refund_status``. Owns its transactions.
+
+    Stripe said yes → ``sent`` and the ledger posts ``refund:<Stripe refund id>`` (escrow →
+    stripe_balance). No clear answer (timeout, 409, 429, 5xx) → ``unknown``: looked up later by
+    ``resolve_unfinished_refunds``, never posted twice. A clear refusal → ``failed``, shown to
+    the organizer, nothing posted.
+    """
+    session.commit()
+    question = session.get(Question, question_id)
+    payment_intent_id = question.payment_intent_id
+    key = idempotency_key(session, "question", question_id, "refund")
+    session.commit()
+    refund, error = None, None
+    try:
+        refund = gateway().refund_payment_intent(payment_intent_id, key,
+                                                 metadata={"question_id": question_id})
+    except GatewayError as exc:
+        error = exc
+    question = session.scalar(select(Question).where(Question.id == question_id)
+                              .with_for_update())
+    if question.refund_status in ("requested", "unknown"):
+        if refund is not None:
+            _refund_made(session, question, refund)
+        elif error.outcome_unknown:
+            question.refund_status = "unknown"
+            question.refund_failure = f"no clear answer from Stripe: {error}"[:500]
+        else:
+            question.refund_status = "failed"
+            question.refund_failure = f"Stripe refused the refund: {error}"[:500]
+            log.error("refund of question %s refused: %s", question_id, error)
+    session.commit()
+    return question.refund_status
+
+
+def _refund_made(session: Session, question: Question, refund: Refund) -> None:
+    """Stripe holds ``refund`` for the question: post it once, keyed by the refund's id."""
+    question.refund_status = "sent"
+    question.refund_failure = None
+    question.stripe_refund_id = refund.id
+    ledger.post(session, f"refund:{refund.id}", f"Refund of question {question.id}",
+                [(f"escrow:question:{question.id}", refund.amount),
+                 ("stripe_balance", -refund.amount)], refund.currency)
+    session.flush()
+
+
+def resolve_unfinished_refunds(session: Session, now: datetime) -> str | None:
+    """Job: settle refunds whose outcome is not known (``unknown``, or ``requested`` and left
+    behind). Stripe's refunds of the payment are looked up first; only if there is none is the
+    refund sent again with the same key, while Stripe keeps keys; after that it is marked
+    ``failed`` for the organizer (never sent under a new key blindly). Owns its transactions.
+    """
+    session.commit()
+    ids = list(session.scalars(select(Question.id).where(
+        (Question.refund_status == "unknown")
+        | ((Question.refund_status == "requested")
+           & (Question.refund_requested_at <= now - STALE_REFUND))).order_by(Question.id)))
+    session.commit()
+    outcomes: dict[str, int] = {}
+    for question_id in ids:
+        question = session.get(Question, question_id)
+        payment_intent_id, requested_at = question.payment_intent_id, question.refund_requested_at
+        session.commit()
+        try:
+            found = [r for r in gateway().find_refunds(payment_intent_id)
+                     if r.status in ("succeeded", "pending", "requires_action")]
+        except GatewayError as exc:
+            log.warning("could not look up the refund of question %s: %s", question_id, exc)
+            outcome = "still unknown"
+        else:
+            if not found and now - requested_at < REFUND_KEY_LIFETIME:
+                outcome = "resent: " + send_refund(session, question_id, now)
+            else:
+                question = session.scalar(select(Question).where(Question.id == question_id)
+                                          .with_for_update())
+                if question.refund_status not in ("requested", "unknown"):
+                    outcome = "already settled"
+                elif found:
+                    _refund_made(session, question, found[0])
+                    outcome = "found"
+                else:
+                    question.refund_status = "failed"
+                    question.refund_failure = ("Stripe has no refund for this question and "
+                                               "its key has expired: refund it by hand")
+                    outcome = "not at Stripe: failed"
+                session.commit()
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    return ", ".join(f"{n} {what}" for what, n in sorted(outcomes.items())) or None
+
+
 def _question_for(session: Session, intent: PaymentIntent) -> Question | None:
     try:
         question_id = int(intent.metadata.get("question_id", ""))
@@ -291,7 +412,10 @@ def _payment_failed(session: Session, intent: PaymentIntent) -> str:
     return "applied: failure recorded"
 
 
+#: Event type -> what applies it. Connect events arrive at their own endpoint but are stored
+#: and applied the same way.
 _HANDLERS = {
-    "payment_intent.succeeded": _payment_succeeded,
-    "payment_intent.payment_failed": _payment_failed,
+    "payment_intent.succeeded": lambda s, e: _payment_succeeded(s, e.payment_intent()),
+    "payment_intent.payment_failed": lambda s, e: _payment_failed(s, e.payment_intent()),
+    "account.updated": connect.account_updated,
 }

@@ -16,31 +16,47 @@ and tips credit it). ``run_batch(now)`` pays what is *eligible*:
   Payout row, so the next run sees nothing left and returns ``None`` without creating a batch.
   Runs are serialised: on PostgreSQL by the transaction-scoped advisory lock
   ``PAYOUT_LOCK_KEY`` (taken first, before anything is read), on SQLite by its single writer.
-* **Connect.** ``transfers.create`` with the idempotency key of ``transfer_key()`` (why not
-  ``payout:<payout id>``: see there); the ledger
-  posts ``payout:<id>``: payable (debit) → ``stripe_balance`` (credit); the payout is ``sent``.
+* **Checked before paying.** The batch verifies the hash chain links and balances of every
+  transaction that touches the payable accounts it pays from (``ledger.verify_accounts``, not
+  the whole ledger) and refuses with ``LedgerCheckFailed`` when one fails: nothing is sent.
+* **Who is paid.** Only answerers who can receive the money: a Connect account Stripe reports
+  as able to take transfers (``account.updated``), or a valid IBAN; and not while paused after
+  refusals (``payouts_held_until``: each refusal in a row doubles the pause, from one week).
+  The others are *held* (``holds()`` says why) and nothing is posted for them.
+* **Connect, in two phases.** Phase 1 (``run_batch``, committed by the caller): the Payout row
+  is ``sending`` with its idempotency key (installation id + ``payout:<id>``), and the ledger
+  posts ``payout:<id>``: payable (debit) → ``stripe_balance`` (credit). Phase 2
+  (``send_transfers``, outside any database transaction): ``transfers.create`` with that key
+  and ``transfer_group`` = the key; then the outcome is committed. A clear refusal (a 4xx other
+  than 409, 429 and ``idempotency_error``) → ``failed`` and reversed; no answer in time, a lost
+  connection, 409, 429 or 5xx → ``unknown``, never reversed. ``resolve_unfinished`` (a job)
+  looks every ``unknown`` payout (and a ``sending`` one left by a process that died between the
+  call and the commit) up first (``transfers.list(transfer_group=key)``); only if Stripe has no
+  transfer is it sent again, with the same key while Stripe keeps keys (24 h). After that it is
+  failed and reversed, so the money is owed again and the next batch pays it under a new key.
 * **SEPA.** The answerer's IBAN is checked with schwifty; the ledger posts ``payout:<id>``:
   payable (debit) → ``bank_clearing`` (credit); the payout is ``awaiting_bank`` until the
   organizer marks the batch's file sent (``mark_sepa_sent``). All SEPA payouts of a batch form
   ONE pain.001.001.03 file (sepaxml), validated against its XSD before it is stored.
-* **Failures are posted and reversed.** A payout that cannot be made (Stripe refuses the
-  transfer, no Connect account, no valid IBAN, the bank returns a SEPA transfer) keeps its
-  ``payout:<id>`` posting and gets the reversing transaction ``payout:<id>:reversal``. The
-  payable balance ends where it was, and the account statement shows the attempt and its undo
-  next to the failed Payout row, instead of a Payout row with no trace in the ledger.
+* **Failures are posted and reversed.** A payout that was refused (Stripe refuses the transfer,
+  the bank returns a SEPA transfer) keeps its ``payout:<id>`` posting and gets the reversing
+  transaction ``payout:<id>:reversal``. The payable balance ends where it was, and the account
+  statement shows the attempt and its undo next to the failed Payout row.
 
-Like every service, these functions flush and never commit; the caller owns the transaction.
-Stripe transfers happen inside that transaction: if the caller rolls back after a transfer
-was made, the rerun uses the same idempotency key and gets the same transfer back.
+Like every service, ``run_batch`` flushes and never commits. ``send_transfers`` and
+``resolve_unfinished`` own their transactions, because the Stripe call must sit between two
+commits: the row and its key are stored before the call, and its outcome after it.
 
 ``reconcile()`` compares Stripe with the ledger both ways: succeeded PaymentIntents without a
 ``payment:<id>`` posting, ``payment:<id>`` postings without a succeeded PaymentIntent, and
-refunds of a question's payment without its ``refund:question:<id>`` posting.
+refunds of a question's payment without their ``refund:<refund id>`` posting, transfers that do
+not match a Connect payout amount by amount, and SEPA payouts missing from their file.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import xml.etree.ElementTree as ET  # noqa: S405 - only parses pain.001 files UPSS wrote itself
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -66,7 +82,9 @@ from .models import (
     Question,
     User,
 )
-from .stripe_gateway import CardDeclined, GatewayError, gateway
+from .stripe_gateway import GatewayError, Transfer, gateway
+
+log = logging.getLogger(__name__)
 
 #: Key of the PostgreSQL advisory lock that serialises payout batches.
 PAYOUT_LOCK_KEY = 0x0055_5053_5303
@@ -74,8 +92,30 @@ PAIN_001_NS = "urn:iso:std:iso:20022:tech:xsd:pain.001.001.03"
 _PAYABLE_PREFIX = "payable:answerer:"
 
 
+#: Stripe keeps an idempotency key at least this long; a payout is re-sent under its key only
+#: within it.
+KEY_LIFETIME = timedelta(hours=24)
+#: A payout still ``sending`` this long after its last attempt was left by a process that died
+#: between the call and the commit: it is looked up like an ``unknown`` one.
+STALE_SENDING = timedelta(minutes=2)
+#: The first pause after a refused payout; each further refusal in a row doubles it.
+FIRST_PAUSE = timedelta(days=7)
+MAX_PAUSE = timedelta(days=56)
+#: Why an answerer who is owed money is not paid in a batch (shown, translated, by pages).
+HOLD_REASONS = ("connect_not_set_up", "connect_details_needed", "no_valid_iban",
+                "paused_after_refusals", "inactive")
+
+
 class PayoutError(Exception):
     """A payout action that does not fit the payout or batch it is asked of."""
+
+
+class LedgerCheckFailed(PayoutError):
+    """The ledger around the accounts a batch pays from does not verify: nothing is paid."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("the ledger does not verify: " + "; ".join(problems[:3]))
+        self.problems = problems
 
 
 class InvalidIBAN(ValueError):
@@ -153,60 +193,64 @@ def _reverse_payout(session: Session, payout: Payout, description: str) -> Ledge
     return ledger.reverse(session, original, f"payout:{payout.id}:reversal", description)
 
 
-def _fail(session: Session, payout: Payout, counter_account: str, reason: str) -> None:
-    """A payout that could not be made: post it and reverse it, so the attempt stays visible."""
-    payout.status = "failed"
-    payout.failure_reason = reason[:500]
-    _post_payout(session, payout, counter_account)
-    _reverse_payout(session, payout, f"Payout {payout.id} failed: {reason}"[:255])
-
-
-def transfer_key(session: Session, answerer_id: int, amount_cents: int) -> str:
-    """Stripe idempotency key of a Connect payout, fixed by the ledger state it pays.
-
-    Not ``payout:<payout id>``: the transfer is made inside the caller's transaction, and if
-    that rolls back after Stripe said yes, a rerun gets a new payout id (PostgreSQL never
-    reuses sequence values) and would pay twice. The newest transaction on the answerer's
-    payable account plus the amount is the same on a rerun, so Stripe returns the first
-    transfer instead of making a second.
-    """
-    newest = session.scalar(
-        select(func.max(LedgerEntry.transaction_id))
-        .join(LedgerAccount, LedgerAccount.id == LedgerEntry.account_id)
-        .where(LedgerAccount.name == f"{_PAYABLE_PREFIX}{answerer_id}"))
-    return idempotency_key(session, "payout", "answerer", answerer_id, "through", newest or 0,
-                           amount_cents)
-
-
-def _pay_by_connect(session: Session, payout: Payout, profile: AnswererProfile) -> None:
-    if not profile.stripe_account_id:
-        _fail(session, payout, "stripe_balance", "no Stripe Connect account on the profile")
-        return
+def _hold_reason(profile: AnswererProfile, now: datetime) -> str | None:
+    """Why ``profile`` cannot be paid now (one of ``HOLD_REASONS``), or None."""
+    if not profile.active:
+        return "inactive"
+    if profile.payouts_held_until is not None and profile.payouts_held_until > now:
+        return "paused_after_refusals"
+    if profile.payout_method == "connect":
+        if not profile.stripe_account_id:
+            return "connect_not_set_up"
+        if not profile.connect_payouts_enabled:
+            return "connect_details_needed"
+        return None
     try:
-        transfer_id = gateway().create_transfer(
-            amount_cents=payout.amount_cents, currency=payout.currency,
-            destination=profile.stripe_account_id,
-            idempotency_key=transfer_key(session, payout.answerer_id, payout.amount_cents))
-    except (GatewayError, CardDeclined) as exc:
-        _fail(session, payout, "stripe_balance", f"Stripe refused the transfer: {exc}")
-        return
-    payout.status = "sent"
+        validate_iban(profile.iban or "")
+    except InvalidIBAN:
+        return "no_valid_iban"
+    return None
+
+
+def holds(session: Session, now: datetime, answerer_ids: list[int]) -> dict[int, str]:
+    """Answerer id -> why their payouts are held now (only those held)."""
+    if not answerer_ids:
+        return {}
+    found = {}
+    for profile in session.scalars(select(AnswererProfile).where(
+            AnswererProfile.user_id.in_(answerer_ids))):
+        reason = _hold_reason(profile, now)
+        if reason:
+            found[profile.user_id] = reason
+    return found
+
+
+def _pause_after_refusal(profile: AnswererProfile, now: datetime) -> None:
+    profile.payout_failures += 1
+    profile.payouts_held_until = now + min(FIRST_PAUSE * 2 ** (profile.payout_failures - 1),
+                                           MAX_PAUSE)
+
+
+def _paid(profile: AnswererProfile) -> None:
+    profile.payout_failures = 0
+    profile.payouts_held_until = None
+
+
+def _start_connect_payout(session: Session, payout: Payout, now: datetime) -> None:
+    """Phase 1 of a Connect payout: the key is fixed and the money leaves the payable account."""
+    payout.status = "sending"
     payout.failure_reason = None
-    payout.stripe_transfer_id = transfer_id
+    payout.idempotency_key = idempotency_key(session, "payout", payout.id)
+    payout.last_attempt_at = now
     _post_payout(session, payout, "stripe_balance")
 
 
-def _pay_by_sepa(session: Session, payout: Payout, profile: AnswererProfile) -> bool:
-    """Post a SEPA payout; True if it goes into the batch's file."""
-    try:
-        payout.iban = validate_iban(profile.iban or "")
-    except InvalidIBAN:
-        _fail(session, payout, "bank_clearing", "no valid IBAN on the profile")
-        return False
+def _pay_by_sepa(session: Session, payout: Payout, profile: AnswererProfile) -> None:
+    """Post a SEPA payout that goes into the batch's file (the IBAN was checked by the hold
+    rule)."""
+    payout.iban = validate_iban(profile.iban or "")
     payout.status = "awaiting_bank"
-    payout.failure_reason = None
     _post_payout(session, payout, "bank_clearing")
-    return True
 
 
 def _sepa_file(payments: list[tuple[Payout, str]], currency: str, now: datetime) -> str:
@@ -234,17 +278,24 @@ def _sepa_file(payments: list[tuple[Payout, str]], currency: str, now: datetime)
 
 def run_batch(session: Session, now: datetime, *, created_by: User | None = None,
               settled_before_days: int = 14, minimum_cents: int = 1000) -> PayoutBatch | None:
-    """Pay every eligible active answerer once; None (and nothing created) if nobody is due."""
+    """Phase 1: pay every eligible answerer who can be paid, once; None (and nothing created)
+    if nobody is due. Connect payouts are left ``sending`` for ``send_transfers``, after the
+    caller's commit. Raises ``LedgerCheckFailed`` (nothing created) if the ledger around the
+    payable accounts does not verify."""
     _lock(session)
     currency = settings.current(session).currency
     owed = _owed(session, now, settled_before_days)
     due = {user_id: cents for user_id, (cents, cur) in owed.items()
            if cents >= minimum_cents and cur == currency}
     profiles = {p.user_id: p for p in session.scalars(
-        select(AnswererProfile).where(AnswererProfile.user_id.in_(list(due)),
-                                      AnswererProfile.active.is_(True)))} if due else {}
+        select(AnswererProfile).where(AnswererProfile.user_id.in_(list(due))))
+        if _hold_reason(p, now) is None} if due else {}
     if not profiles:
         return None
+    problems = ledger.verify_accounts(
+        session, [f"{_PAYABLE_PREFIX}{user_id}" for user_id in sorted(profiles)])
+    if problems:
+        raise LedgerCheckFailed(problems)
     batch = PayoutBatch(created_at=now, currency=currency,
                         created_by_id=created_by.id if created_by is not None else None)
     session.add(batch)
@@ -254,22 +305,132 @@ def run_batch(session: Session, now: datetime, *, created_by: User | None = None
         profile = profiles[user_id]
         payout = Payout(batch_id=batch.id, answerer_id=user_id, amount_cents=due[user_id],
                         currency=currency, method=profile.payout_method, created_at=now,
-                        status="failed", failure_reason="not attempted yet")
+                        status="sending")
         session.add(payout)
         session.flush()
         if profile.payout_method == "connect":
-            _pay_by_connect(session, payout, profile)
-        elif profile.payout_method == "sepa":
-            if _pay_by_sepa(session, payout, profile):
-                sepa.append((payout, profile.account_holder or profile.user.name))
+            _start_connect_payout(session, payout, now)
         else:
-            _fail(session, payout, "stripe_balance",
-                  f"unknown payout method {profile.payout_method!r}")
+            _pay_by_sepa(session, payout, profile)
+            sepa.append((payout, profile.account_holder or profile.user.name))
     if sepa:
         batch.sepa_xml = _sepa_file(sepa, currency, now)
     session.flush()
     session.refresh(batch, ["payouts"])
     return batch
+
+
+def send_transfers(session: Session, now: datetime, batch_id: int | None = None) -> int:
+    """Phase 2: send every ``sending`` Connect payout (of ``batch_id``, or all) that has not
+    been tried yet, each between two commits; returns how many were sent. Owns its
+    transactions: commits what the caller left first."""
+    session.commit()
+    query = select(Payout.id).where(Payout.status == "sending", Payout.attempts == 0)
+    if batch_id is not None:
+        query = query.where(Payout.batch_id == batch_id)
+    ids = list(session.scalars(query.order_by(Payout.id)))
+    session.commit()
+    return sum(_send_transfer(session, payout_id, now) == "sent" for payout_id in ids)
+
+
+def _send_transfer(session: Session, payout_id: int, now: datetime) -> str:
+    """Send one Connect payout's transfer with its own key, outside any database transaction,
+    then commit the outcome; returns the payout's new status."""
+    payout = session.get(Payout, payout_id)
+    profile = session.get(AnswererProfile, payout.answerer_id)
+    request = {"amount_cents": payout.amount_cents, "currency": payout.currency,
+               "destination": profile.stripe_account_id or "",
+               "transfer_group": payout.idempotency_key,
+               "metadata": {"payout_id": payout.id, "answerer_id": payout.answerer_id},
+               "idempotency_key": payout.idempotency_key}
+    payout.attempts += 1
+    payout.last_attempt_at = now
+    session.commit()  # the attempt is on record before Stripe is asked; nothing is held
+    transfer, error = None, None
+    try:
+        transfer = gateway().create_transfer(**request)
+    except GatewayError as exc:
+        error = exc
+    payout = session.scalar(select(Payout).where(Payout.id == payout_id).with_for_update())
+    if payout.status in ("sending", "unknown"):
+        if transfer is not None:
+            _mark_sent(session, payout, transfer)
+        elif error.outcome_unknown:
+            payout.status = "unknown"
+            payout.failure_reason = f"no clear answer from Stripe: {error}"[:500]
+        else:
+            _refuse(session, payout, f"Stripe refused the transfer: {error}", now)
+    session.commit()
+    return payout.status
+
+
+def _mark_sent(session: Session, payout: Payout, transfer: Transfer) -> None:
+    if transfer.amount != payout.amount_cents or transfer.currency != payout.currency:
+        payout.status = "unknown"
+        payout.failure_reason = (f"transfer {transfer.id} at Stripe is {transfer.amount} "
+                                 f"{transfer.currency}, not {payout.amount_cents} "
+                                 f"{payout.currency}: check it")[:500]
+        return
+    payout.status = "sent"
+    payout.failure_reason = None
+    payout.stripe_transfer_id = transfer.id
+    _paid(session.get(AnswererProfile, payout.answerer_id))
+
+
+def _refuse(session: Session, payout: Payout, reason: str, now: datetime) -> None:
+    """A clear refusal: the payout is failed and reversed (the money is owed again) and the
+    answerer's payouts pause before the next try."""
+    payout.status = "failed"
+    payout.failure_reason = reason[:500]
+    _reverse_payout(session, payout, f"Payout {payout.id} failed: {reason}"[:255])
+    _pause_after_refusal(session.get(AnswererProfile, payout.answerer_id), now)
+
+
+def resolve_unfinished(session: Session, now: datetime) -> str | None:
+    """Job: settle Connect payouts whose outcome is not known (``unknown``, or ``sending``
+    left by a process that died). Each is looked up at Stripe by its ``transfer_group`` first;
+    only if Stripe has no transfer is it sent again with the same key, while Stripe keeps
+    keys; after that it is failed and reversed (owed again, paid under a new key). Owns its
+    transactions."""
+    session.commit()
+    ids = list(session.scalars(select(Payout.id).where(
+        (Payout.status == "unknown")
+        | ((Payout.status == "sending") & (Payout.attempts > 0)
+           & (Payout.last_attempt_at <= now - STALE_SENDING))).order_by(Payout.id)))
+    session.commit()
+    outcomes: dict[str, int] = {}
+    for payout_id in ids:
+        outcome = _resolve(session, payout_id, now)
+        outcomes[outcome] = outcomes.get(outcome, 0) + 1
+    return ", ".join(f"{n} {what}" for what, n in sorted(outcomes.items())) or None
+
+
+def _resolve(session: Session, payout_id: int, now: datetime) -> str:
+    payout = session.get(Payout, payout_id)
+    key, created = payout.idempotency_key, payout.created_at
+    session.commit()
+    try:
+        found = gateway().find_transfers(key)
+    except GatewayError as exc:
+        log.warning("could not look up payout %s at Stripe: %s", payout_id, exc)
+        return "still unknown"
+    if not found and now - created < KEY_LIFETIME:
+        return "resent: " + _send_transfer(session, payout_id, now)
+    payout = session.scalar(select(Payout).where(Payout.id == payout_id).with_for_update())
+    if payout.status not in ("sending", "unknown"):
+        session.commit()
+        return "already settled"
+    if found:
+        _mark_sent(session, payout, found[0])
+        outcome = "found: " + payout.status
+    else:
+        payout.status = "failed"
+        payout.failure_reason = ("Stripe has no transfer for this payout, and its key has "
+                                 "expired: the money is owed again")
+        _reverse_payout(session, payout, f"Payout {payout.id} not made at Stripe")
+        outcome = "not at Stripe: failed"
+    session.commit()
+    return outcome
 
 
 def mark_sepa_sent(session: Session, batch: PayoutBatch, organizer: User, now: datetime) -> int:
@@ -299,6 +460,7 @@ def fail_sepa_payout(session: Session, payout: Payout, reason: str, now: datetim
     payout.failure_reason = (reason or "returned by the bank")[:500]
     _reverse_payout(session, payout, f"SEPA payout {payout.id} returned by the bank "
                                      f"on {now.date().isoformat()}")
+    _pause_after_refusal(session.get(AnswererProfile, payout.answerer_id), now)
     session.flush()
 
 
@@ -349,16 +511,82 @@ class Reconciliation:
     missing_at_stripe: list[str] = field(default_factory=list)
     #: Refunds at Stripe of a question's payment that the ledger has not posted.
     refunds_missing_in_ledger: list[str] = field(default_factory=list)
+    #: Transfers at Stripe and Connect payouts that do not match one to one, amount by amount.
+    transfer_differences: list[str] = field(default_factory=list)
+    #: SEPA payouts that their batch's file does not carry with the same amount (or the file
+    #: carries and no payout explains).
+    sepa_differences: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
         """Nothing to report: Stripe and the ledger agree."""
         return not (self.missing_in_ledger or self.missing_at_stripe
-                    or self.refunds_missing_in_ledger)
+                    or self.refunds_missing_in_ledger or self.transfer_differences
+                    or self.sepa_differences)
+
+
+def _money(cents: int, currency: str) -> str:
+    return f"{Decimal(cents) / 100:.2f} {currency}"
+
+
+def _reconcile_transfers(session: Session, result: Reconciliation) -> None:
+    """Every transfer at Stripe is one Connect payout's (by ``transfer_group``), for the same
+    amount, net of reversals; every payout Stripe made is there."""
+    transfers = gateway().list_transfers()
+    payouts = {p.idempotency_key: p for p in session.scalars(
+        select(Payout).where(Payout.idempotency_key.is_not(None)))}
+    seen = set()
+    for transfer in transfers:
+        payout = payouts.get(transfer.transfer_group)
+        net = transfer.amount - transfer.amount_reversed
+        if payout is None:
+            result.transfer_differences.append(
+                f"transfer {transfer.id} ({_money(net, transfer.currency)}) at Stripe belongs "
+                f"to no payout")
+            continue
+        seen.add(payout.id)
+        expected = payout.amount_cents if payout.status in ("sent", "unknown", "sending") else 0
+        if net != expected or transfer.currency != payout.currency:
+            result.transfer_differences.append(
+                f"payout {payout.id} ({payout.status}, {_money(expected, payout.currency)}): "
+                f"transfer {transfer.id} at Stripe is {_money(net, transfer.currency)}")
+    for payout in payouts.values():
+        if payout.status == "sent" and payout.id not in seen:
+            result.transfer_differences.append(
+                f"payout {payout.id} ({_money(payout.amount_cents, payout.currency)}) is marked "
+                f"sent but Stripe has no transfer for it")
+
+
+def _reconcile_sepa(session: Session, result: Reconciliation) -> None:
+    """Every SEPA payout in a file is in that file with its amount (end-to-end id
+    ``UPSS-PAYOUT-<id>``), and the file holds nothing else."""
+    ns = {"p": PAIN_001_NS}
+    for batch in session.scalars(select(PayoutBatch).where(PayoutBatch.sepa_xml.is_not(None))):
+        in_file = {}
+        for tx in _xml_root(batch.sepa_xml).iterfind(".//p:CdtTrfTxInf", ns):
+            end_to_end = tx.findtext("p:PmtId/p:EndToEndId", "", ns)
+            in_file[end_to_end] = _cents(tx.findtext("p:Amt/p:InstdAmt", "0", ns))
+        for payout in session.scalars(select(Payout).where(Payout.batch_id == batch.id,
+                                                           Payout.method == "sepa")):
+            amount = in_file.pop(f"UPSS-PAYOUT-{payout.id}", None)
+            expected = _money(payout.amount_cents, payout.currency)
+            if amount is None:
+                result.sepa_differences.append(
+                    f"payout {payout.id} ({expected}) is missing from the file of batch "
+                    f"{batch.id}")
+            elif amount != payout.amount_cents:
+                result.sepa_differences.append(
+                    f"payout {payout.id} ({expected}) is {_money(amount, payout.currency)} in "
+                    f"the file of batch {batch.id}")
+        for end_to_end, amount in in_file.items():
+            result.sepa_differences.append(
+                f"the file of batch {batch.id} pays {end_to_end} "
+                f"({_money(amount, batch.currency)}), which is no payout of the batch")
 
 
 def reconcile(session: Session) -> Reconciliation:
-    """Match Stripe's PaymentIntents and refunds with the ledger, both ways."""
+    """Match Stripe's PaymentIntents, refunds and transfers with the ledger, both ways, and
+    SEPA payouts with their files."""
     result = Reconciliation()
     intents = {pi.id: pi for pi in gateway().list_payment_intents()}
     refunds = [r for r in gateway().list_refunds() if r.status not in ("failed", "canceled")]
@@ -386,12 +614,13 @@ def reconcile(session: Session) -> Reconciliation:
                                                    if r.payment_intent}))))} if refunds else {}
     if by_intent:
         refunded = set(session.scalars(select(LedgerTransaction.idempotency_key).where(
-            LedgerTransaction.idempotency_key.in_(
-                [f"refund:question:{q}" for q in by_intent.values()]))))
+            LedgerTransaction.idempotency_key.in_([f"refund:{r.id}" for r in refunds]))))
         for refund in refunds:
             question_id = by_intent.get(refund.payment_intent)
-            if question_id is not None and f"refund:question:{question_id}" not in refunded:
+            if question_id is not None and f"refund:{refund.id}" not in refunded:
                 result.refunds_missing_in_ledger.append(
                     f"refund {refund.id} ({refund.amount} {refund.currency}) of question "
                     f"{question_id} (PaymentIntent {refund.payment_intent}) is not in the ledger")
+    _reconcile_transfers(session, result)
+    _reconcile_sepa(session, result)
     return result

@@ -19,7 +19,6 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from . import ledger, money, settings
-from .installation import idempotency_key
 from .models import (
     LANGUAGES,
     AnswerDraft,
@@ -30,7 +29,6 @@ from .models import (
     User,
     utcnow,
 )
-from .stripe_gateway import gateway
 
 #: action -> (allowed current states, new state). Later issues call the other actions.
 TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
@@ -389,32 +387,22 @@ def uphold_dispute(session: Session, question: Question, organizer: User,
 
 def refund(session: Session, question: Question, action: str, actor: User | None,
            now: datetime, note: str = "") -> None:
-    """Give the asker their money back: state change, Stripe refund and ledger, one commit.
+    """Give the asker their money back, phase 1: the question is ``refunded`` and its refund
+    ``requested``, in the caller's transaction.
 
-    The guarded state change comes first (it holds the row until commit); then Stripe refunds
-    with the idempotency key ``question:<id>:refund``, so a retry after a failed commit finds
-    the same refund instead of paying twice; then the ledger moves escrow back.
+    The money moves in phase 2, after the caller commits: ``payments.send_refund`` asks Stripe
+    (idempotency key ``question:<id>:refund``) and posts the ledger transaction keyed by the
+    Stripe refund's id, so a refund whose answer was lost is never posted twice.
     """
     if action not in ("refund_at_deadline", "refund_dispute", "cancel"):
         raise ValueError(f"{action} is not a refund")
     guard = (Question.deadline_at <= now,) if action == "refund_at_deadline" else ()
     _transition(session, question, action, at=now, actor=actor,
                 actor_kind="user" if actor else "scheduler", note=note, closed_at=now,
-                offer_expires_at=None, lock_expires_at=None, guard=guard)
+                offer_expires_at=None, lock_expires_at=None, guard=guard,
+                refund_status="requested", refund_requested_at=now, refund_failure=None)
     _resolve_offer(session, question, None, "withdrawn", now)
-    refund_id = gateway().refund_payment_intent(
-        question.payment_intent_id, idempotency_key(session, "question", question.id, "refund"))
-    question.stripe_refund_id = refund_id
-    ledger.post(session, f"refund:question:{question.id}", f"Refund of question {question.id}",
-                [(f"escrow:question:{question.id}", question.price_cents),
-                 ("stripe_balance", -question.price_cents)], question.currency)
     session.flush()
-
-
-def cancel(session: Session, question: Question, asker: User, now: datetime) -> None:
-    """The asker withdraws a paid question still waiting in the queue: full refund."""
-    check_owner(question, asker)
-    refund(session, question, "cancel", asker, now)
 
 
 def rate(session: Session, question: Question, asker: User, stars: int,

@@ -30,7 +30,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from . import earnings, questions, settings
+from . import earnings, payments, questions, settings
 from .models import (
     AnswererProfile,
     Offer,
@@ -38,7 +38,6 @@ from .models import (
     User,
 )
 from .offpeak import daily_hours_contain, is_off_peak
-from .stripe_gateway import GatewayError
 
 log = logging.getLogger(__name__)
 EARNINGS_PERIOD = timedelta(days=30)
@@ -185,22 +184,26 @@ def expire_locks(session: Session, now: datetime) -> int:
 def refund_overdue(session: Session, now: datetime) -> int:
     """Unanswered questions past their deadline are refunded in full. Returns how many.
 
-    Each refund is its own savepoint: one that Stripe refuses is retried next time and does
-    not hold up the others.
+    Phase 1 (state ``refunded``, refund ``requested``) is committed for all of them first;
+    then each refund is sent to Stripe (``payments.send_refund``). One Stripe refuses or does
+    not answer is looked up and retried by ``payments.resolve_unfinished_refunds``.
     """
     due = session.scalars(select(Question).where(
         Question.status.in_(("queued", "offered", "claimed")),
         Question.deadline_at <= now)).all()
-    done = 0
+    refunded = []
     for question in due:
         try:
             with session.begin_nested():
                 questions.refund(session, question, "refund_at_deadline", None, now,
                                  note="answer deadline passed")
-            done += 1
-        except (GatewayError, questions.InvalidTransition) as exc:
-            log.warning("refund of question %s postponed: %s", question.id, exc)
-    return done
+            refunded.append(question.id)
+        except questions.InvalidTransition as exc:
+            log.warning("refund of question %s skipped: %s", question.id, exc)
+    session.commit()
+    for question_id in refunded:
+        payments.send_refund(session, question_id, now)
+    return len(refunded)
 
 
 def auto_accept_due(session: Session, now: datetime) -> int:

@@ -89,6 +89,28 @@ class Refund:
 
 
 @dataclass(frozen=True)
+class Transfer:
+    id: str
+    amount: int
+    currency: str  # upper-case ISO code
+    destination: str
+    transfer_group: str
+    amount_reversed: int = 0
+
+
+@dataclass(frozen=True)
+class ConnectAccount:
+    """A connected account's state: what onboarding still needs, and whether it can be paid."""
+
+    id: str
+    details_submitted: bool
+    #: The ``transfers`` capability is active: transfers to it succeed.
+    transfers_active: bool
+    #: ``requirements.currently_due``: what Stripe still needs from the answerer.
+    currently_due: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class WebhookEvent:
     id: str
     type: str
@@ -100,6 +122,10 @@ class WebhookEvent:
     metadata: dict
     #: ``last_payment_error.message`` of a failed PaymentIntent, if any.
     failure_message: str
+    #: The connected account an event is about (Connect events only), else "".
+    account: str = ""
+    #: The event's object as sent, for readers of other object types (``read_account``).
+    data: dict = field(default_factory=dict)
 
     def payment_intent(self) -> PaymentIntent:
         """The event's object read as a PaymentIntent (for payment events)."""
@@ -125,6 +151,33 @@ def _payment_intent(obj) -> PaymentIntent:
     )
 
 
+def _transfer(obj) -> Transfer:
+    obj = _plain(obj)
+    return Transfer(id=str(obj["id"]), amount=int(obj["amount"]),
+                    currency=str(obj["currency"]).upper(),
+                    destination=_id_of(obj.get("destination")),
+                    transfer_group=str(obj.get("transfer_group") or ""),
+                    amount_reversed=int(obj.get("amount_reversed") or 0))
+
+
+def read_account(obj) -> ConnectAccount:
+    """A connected account (API object or webhook ``data.object``) as UPSS needs it."""
+    obj = _plain(obj)
+    capabilities = obj.get("capabilities") or {}
+    requirements = obj.get("requirements") or {}
+    return ConnectAccount(
+        id=str(obj["id"]), details_submitted=bool(obj.get("details_submitted")),
+        transfers_active=capabilities.get("transfers") == "active",
+        currently_due=tuple(str(r) for r in requirements.get("currently_due") or ()))
+
+
+def _refund(obj) -> Refund:
+    obj = _plain(obj)
+    return Refund(id=str(obj["id"]), payment_intent=_id_of(obj.get("payment_intent")),
+                  amount=int(obj["amount"]), currency=str(obj["currency"]).upper(),
+                  status=str(obj.get("status") or ""))
+
+
 def _plain(obj) -> dict:
     return obj.to_dict() if hasattr(obj, "to_dict") else obj
 
@@ -141,7 +194,8 @@ def _id_of(value) -> str:
 class StripeGateway:
     """A ``stripe.StripeClient`` built from settings, with the few calls UPSS makes."""
 
-    def __init__(self, secret_key: str, webhook_secret: str, *, publishable_key: str = "",
+    def __init__(self, secret_key: str, webhook_secret: str, *, connect_webhook_secret: str = "",
+                 publishable_key: str = "",
                  api_base: str | None = None,
                  webhook_tolerance: int = 300, uses_localstripe: bool = False,
                  timeout_seconds: float = 3.0, network_retries: int = 1):
@@ -158,6 +212,7 @@ class StripeGateway:
             http_client=stripe.RequestsClient(
                 timeout=(min(CONNECT_TIMEOUT_SECONDS, timeout_seconds), timeout_seconds)))
         self.webhook_secret = webhook_secret
+        self.connect_webhook_secret = connect_webhook_secret
         self.publishable_key = publishable_key
         self.webhook_tolerance = webhook_tolerance
         self.is_live = secret_key.startswith(LIVE_KEY_PREFIX)
@@ -214,12 +269,21 @@ class StripeGateway:
     def cancel_payment_intent(self, payment_intent_id: str) -> None:
         self._call(self.client.v1.payment_intents.cancel, payment_intent_id)
 
-    def refund_payment_intent(self, payment_intent_id: str, idempotency_key: str) -> str:
-        """Refund a PaymentIntent in full; returns the refund's id."""
-        refund = self._call(self.client.v1.refunds.create,
-                            params={"payment_intent": payment_intent_id},
-                            options={"idempotency_key": idempotency_key})
-        return refund["id"]
+    def refund_payment_intent(self, payment_intent_id: str, idempotency_key: str,
+                              metadata: dict | None = None) -> Refund:
+        """Refund a PaymentIntent in full."""
+        params: dict = {"payment_intent": payment_intent_id}
+        if metadata:
+            params["metadata"] = {k: str(v) for k, v in metadata.items()}
+        return _refund(self._call(self.client.v1.refunds.create, params=params,
+                                  options={"idempotency_key": idempotency_key}))
+
+    def find_refunds(self, payment_intent_id: str) -> list[Refund]:
+        """The refunds Stripe holds for a PaymentIntent (to settle a refund whose answer was
+        lost)."""
+        page = _plain(self._call(self.client.v1.refunds.list,
+                                 params={"payment_intent": payment_intent_id, "limit": 100}))
+        return [_refund(obj) for obj in page.get("data") or []]
 
     def confirm_with_test_card(self, payment_intent_id: str, scenario: str,
                                idempotency_key: str) -> PaymentIntent:
@@ -245,15 +309,59 @@ class StripeGateway:
                                           options={"idempotency_key": idempotency_key}))
 
     def create_transfer(self, *, amount_cents: int, currency: str, destination: str,
-                        idempotency_key: str) -> str:
-        """Transfer to a connected (Express) account; returns the transfer's id."""
-        transfer = self._call(
+                        transfer_group: str, metadata: dict,
+                        idempotency_key: str) -> Transfer:
+        """Transfer to a connected account. ``transfer_group`` names the payout, so a transfer
+        whose answer was lost can be found again (``find_transfers``)."""
+        return _transfer(self._call(
             self.client.v1.transfers.create,
             params={"amount": amount_cents, "currency": currency.lower(),
-                    "destination": destination},
+                    "destination": destination, "transfer_group": transfer_group,
+                    "metadata": {k: str(v) for k, v in metadata.items()}},
             options={"idempotency_key": idempotency_key},
-        )
-        return str(_plain(transfer)["id"])
+        ))
+
+    def find_transfers(self, transfer_group: str) -> list[Transfer]:
+        """The transfers Stripe made for ``transfer_group`` (one payout's)."""
+        page = _plain(self._call(self.client.v1.transfers.list,
+                                 params={"transfer_group": transfer_group, "limit": 100}))
+        return [_transfer(obj) for obj in page.get("data") or []]
+
+    def list_transfers(self) -> list[Transfer]:
+        """Every transfer of the platform (for reconciliation)."""
+        return [_transfer(obj) for obj in self._list_all(self.client.v1.transfers)]
+
+    def create_connect_account(self, *, email: str, country: str, metadata: dict,
+                               idempotency_key: str) -> ConnectAccount:
+        """A connected account for an answerer: Stripe collects what it needs in its hosted
+        onboarding, shows the answerer the Express dashboard, and the platform pays the fees
+        and bears losses (``controller``, the current API's way to say "Express")."""
+        return read_account(self._call(
+            self.client.v1.accounts.create,
+            params={"country": country, "email": email,
+                    "controller": {"stripe_dashboard": {"type": "express"},
+                                   "fees": {"payer": "application"},
+                                   "losses": {"payments": "application"},
+                                   "requirement_collection": "stripe"},
+                    "capabilities": {"transfers": {"requested": True}},
+                    "metadata": {k: str(v) for k, v in metadata.items()}},
+            options={"idempotency_key": idempotency_key}))
+
+    def retrieve_connect_account(self, account_id: str) -> ConnectAccount:
+        return read_account(self._call(self.client.v1.accounts.retrieve, account_id))
+
+    def create_account_link(self, account_id: str, *, refresh_url: str,
+                            return_url: str) -> str:
+        """A single-use link to Stripe's hosted onboarding for ``account_id``; returns its URL
+        (only ever one of Stripe's own, or the local Stripe's: people are sent there)."""
+        link = self._call(self.client.v1.account_links.create, params={
+            "account": account_id, "refresh_url": refresh_url, "return_url": return_url,
+            "type": "account_onboarding"})
+        url = str(_plain(link)["url"])
+        origin = self.api_origin if self.uses_localstripe else "https://connect.stripe.com"
+        if not url.startswith(origin + "/"):
+            raise GatewayError(f"an onboarding link outside {origin}: {url}")
+        return url
 
     def _list_all(self, resource) -> list[dict]:
         """Every object of a list endpoint, page by page (``limit=100``, ``starting_after``)."""
@@ -296,20 +404,28 @@ class StripeGateway:
             ))
         return refunds
 
-    def parse_webhook(self, payload: bytes, signature_header: str | None) -> WebhookEvent:
-        """Verify the ``Stripe-Signature`` of ``payload`` and read the event from it."""
+    def parse_webhook(self, payload: bytes, signature_header: str | None, *,
+                      connect: bool = False) -> WebhookEvent:
+        """Verify the ``Stripe-Signature`` of ``payload`` and read the event from it.
+
+        ``connect``: the event came to the Connect endpoint, which has its own signing secret.
+        """
         if not signature_header:
             raise InvalidWebhook("missing Stripe-Signature header")
+        secret = self.connect_webhook_secret if connect else self.webhook_secret
+        if not secret:
+            raise InvalidWebhook("no signing secret configured for this endpoint")
         try:
             text = payload.decode("utf-8")
             stripe.WebhookSignature.verify_header(
-                text, signature_header, self.webhook_secret, self.webhook_tolerance
+                text, signature_header, secret, self.webhook_tolerance
             )
             event = json.loads(text)
             obj = event["data"]["object"]
             error = obj.get("last_payment_error") or {}
             return WebhookEvent(
                 id=str(event["id"]), type=str(event["type"]),
+                account=str(event.get("account") or ""), data=dict(obj),
                 object_type=str(obj.get("object", "")), object_id=str(obj.get("id", "")),
                 status=str(obj.get("status", "")),
                 amount=int(obj["amount"]) if obj.get("amount") is not None else None,
@@ -327,6 +443,7 @@ def init_app(app) -> None:
     cfg = app.config
     app.extensions["upss_stripe"] = StripeGateway(
         cfg["UPSS_STRIPE_SECRET_KEY"], cfg["UPSS_STRIPE_WEBHOOK_SECRET"],
+        connect_webhook_secret=cfg["UPSS_STRIPE_CONNECT_WEBHOOK_SECRET"],
         publishable_key=cfg["UPSS_STRIPE_PUBLISHABLE_KEY"],
         api_base=cfg["UPSS_LOCALSTRIPE_URL"] if cfg["UPSS_USES_LOCALSTRIPE"] else None,
         webhook_tolerance=cfg["UPSS_WEBHOOK_TOLERANCE"],

@@ -17,7 +17,7 @@ import stripe
 import xmlschema
 from sqlalchemy import func, select
 
-from upss import ledger, payouts, questions, settings
+from upss import ledger, payments, payouts, questions, settings
 from upss.extensions import db
 from upss.models import (
     AnswererProfile,
@@ -28,7 +28,7 @@ from upss.models import (
     User,
     utcnow,
 )
-from upss.stripe_gateway import GatewayError, StripeGateway
+from upss.stripe_gateway import GatewayError, StripeGateway, Transfer
 
 DAY = datetime(2026, 1, 14, 12, 0, tzinfo=UTC)
 NS = {"p": payouts.PAIN_001_NS}
@@ -63,11 +63,15 @@ def settled_at(app, question_id: int) -> datetime:
 
 
 def run_batch(app, now: datetime, **kwargs) -> int | None:
-    """Run a payout batch in its own transaction, as the job does; returns the batch id."""
+    """Run a payout batch as the job does (phase 1 committed, then its transfers sent);
+    returns the batch id."""
     with app.test_request_context():
         batch = payouts.run_batch(db.session, now, **kwargs)
         db.session.commit()
-        return batch.id if batch is not None else None
+        if batch is None:
+            return None
+        payouts.send_transfers(db.session, now, batch.id)
+        return batch.id
 
 
 def batch_payouts(app, batch_id: int) -> dict[int, Payout]:
@@ -102,17 +106,20 @@ def ledger_state(app) -> tuple[int, list[tuple[str, int]]]:
 
 
 class FakeTransfers:
-    """Stands in for ``StripeGateway.create_transfer`` (localstripe has no Connect)."""
+    """Stands in for ``StripeGateway.create_transfer``, recording each call (the local
+    Stripe's own transfers are used by test_payouts_exactly_once.py)."""
 
     def __init__(self, fail_with: Exception | None = None):
         self.calls: list[dict] = []
         self.fail_with = fail_with
 
-    def __call__(self, **kwargs) -> str:
+    def __call__(self, **kwargs) -> Transfer:
         self.calls.append(kwargs)
         if self.fail_with is not None:
             raise self.fail_with
-        return f"tr_fake_{len(self.calls)}"
+        return Transfer(id=f"tr_fake_{len(self.calls)}", amount=kwargs["amount_cents"],
+                        currency=kwargs["currency"], destination=kwargs["destination"],
+                        transfer_group=kwargs["transfer_group"])
 
 
 @pytest.fixture
@@ -127,7 +134,8 @@ def test_each_answerer_is_paid_exactly_what_they_earned_and_only_once(app, world
     second run finds nobody due, creates nothing and leaves the ledger as it was."""
     a = world.answerer(payout_method="sepa", iban=IBAN_NO, account_holder="Kari Nordmann")
     b = world.answerer(payout_method="sepa", iban=IBAN_FI)
-    c = world.answerer(payout_method="connect", stripe_account_id="acct_c")
+    c = world.answerer(payout_method="connect", stripe_account_id="acct_c",
+                       connect_payouts_enabled=True)
     earn(app, world, a, 2000)   # 1800
     earn(app, world, a, 1500)   # 1350
     earn(app, world, b, 5000)   # 4500
@@ -212,7 +220,8 @@ def test_the_sepa_file_validates_and_its_total_equals_the_ledger_movement(app, w
     the XSD and its total is exactly what the batch moved into bank_clearing."""
     people = [world.answerer(iban=iban, account_holder=holder) for iban, holder in (
         ("no93 8601 1117 947", "Åse Østby"), (IBAN_FI, "Mikko Määttä"), (IBAN_SI, None))]
-    connect = world.answerer(payout_method="connect", stripe_account_id="acct_x")
+    connect = world.answerer(payout_method="connect", stripe_account_id="acct_x",
+                             connect_payouts_enabled=True)
     for person, price in zip(people, (1999, 2500, 9999), strict=True):
         earn(app, world, person, price)
     earn(app, world, connect, 3000)
@@ -278,69 +287,92 @@ def test_invalid_ibans_are_refused(text):
 
 
 def test_a_connect_transfer_moves_payable_to_stripe_balance(app, world, transfers):
-    """A Connect payout transfers with a key fixed by the ledger state it pays, and posts
-    payable → stripe_balance."""
-    a = world.answerer(payout_method="connect", stripe_account_id="acct_1Answerer")
+    """A Connect payout transfers under the key fixed when its row was committed (installation
+    id + payout id, also its transfer_group), and posts payable → stripe_balance."""
+    a = world.answerer(payout_method="connect", stripe_account_id="acct_1Answerer",
+                       connect_payouts_enabled=True)
     earn(app, world, a, 2500)
     stripe_before = balance(app, "stripe_balance")
-    with app.app_context():
-        expected_key = payouts.transfer_key(db.session, a, 2250)
     payout = batch_payouts(app, run_batch(app, later()))[a]
     assert (payout.status, payout.stripe_transfer_id, payout.failure_reason) == (
         "sent", "tr_fake_1", None)
+    key = payout.idempotency_key
+    assert re.fullmatch(rf"upss-[0-9a-f]{{16}}:payout:{payout.id}", key), key
     assert transfers.calls == [{"amount_cents": 2250, "currency": "EUR",
-                                "destination": "acct_1Answerer",
-                                "idempotency_key": expected_key}]
-    assert re.fullmatch(rf"upss-[0-9a-f]{{16}}:payout:answerer:{a}:through:\d+:2250",
-                        expected_key), expected_key
+                                "destination": "acct_1Answerer", "transfer_group": key,
+                                "metadata": {"payout_id": payout.id, "answerer_id": a},
+                                "idempotency_key": key}]
     assert entries(app, f"payout:{payout.id}") == {f"payable:answerer:{a}": 2250,
                                                    "stripe_balance": -2250}
     assert balance(app, "stripe_balance") == stripe_before - 2250
     assert balance(app, f"payable:answerer:{a}") == 0
 
 
-def test_a_failed_transfer_is_posted_reversed_and_tried_again_next_batch(app, world,
-                                                                         transfers):
-    """Stripe refuses the transfer (or there is no Connect account): the payout is failed with
-    its reason, the ledger shows the posting and its reversal, the answerer is still owed, and
-    the next batch tries again at once: the reversal does not wait out a new dispute window."""
-    refused = world.answerer(payout_method="connect", stripe_account_id="acct_gone")
+def test_a_refused_transfer_is_reversed_once_and_the_answerer_paused(app, world, transfers):
+    """Stripe refuses the transfer: the payout is failed with its reason, the ledger shows the
+    posting and its reversal, the answerer is still owed, and payouts to them pause a week
+    (not retried every batch); answerers who cannot be paid at all are held, with nothing
+    posted."""
+    refused = world.answerer(payout_method="connect", stripe_account_id="acct_gone",
+                             connect_payouts_enabled=True)
     unset = world.answerer(payout_method="connect")
+    details_needed = world.answerer(payout_method="connect", stripe_account_id="acct_new")
     bad_iban = world.answerer(payout_method="sepa", iban="NO9386011117948")
-    last = [earn(app, world, person, 2000) for person in (refused, unset, bad_iban)][-1]
-    transfers.fail_with = GatewayError("No such destination: 'acct_gone'")
+    for person in (refused, unset, details_needed, bad_iban):
+        earn(app, world, person, 2000)
+    transfers.fail_with = GatewayError("No such destination: 'acct_gone'", http_status=400)
+    now = later()
 
-    batch_id = run_batch(app, later())
+    batch_id = run_batch(app, now)
     paid = batch_payouts(app, batch_id)
-    assert {u: p.status for u, p in paid.items()} == dict.fromkeys(
-        (refused, unset, bad_iban), "failed")
+    assert {u: p.status for u, p in paid.items()} == {refused: "failed"}
     assert "No such destination" in paid[refused].failure_reason
-    assert "Stripe Connect account" in paid[unset].failure_reason
-    assert "IBAN" in paid[bad_iban].failure_reason
     assert [call["destination"] for call in transfers.calls] == ["acct_gone"]
-    with app.app_context():
-        assert db.session.get(PayoutBatch, batch_id).sepa_xml is None
-    for person, counter in ((refused, "stripe_balance"), (unset, "stripe_balance"),
-                            (bad_iban, "bank_clearing")):
-        payout = paid[person]
-        assert entries(app, f"payout:{payout.id}") == {f"payable:answerer:{person}": 1800,
-                                                       counter: -1800}
-        assert entries(app, f"payout:{payout.id}:reversal") == {
-            f"payable:answerer:{person}": -1800, counter: 1800}
-        assert balance(app, f"payable:answerer:{person}") == -1800
+    payout = paid[refused]
+    assert entries(app, f"payout:{payout.id}") == {f"payable:answerer:{refused}": 1800,
+                                                   "stripe_balance": -1800}
+    assert entries(app, f"payout:{payout.id}:reversal") == {
+        f"payable:answerer:{refused}": -1800, "stripe_balance": 1800}
     with app.app_context():
         original, reversal = (db.session.scalar(select(LedgerTransaction).where(
             LedgerTransaction.idempotency_key == key)) for key in (
-            f"payout:{paid[refused].id}", f"payout:{paid[refused].id}:reversal"))
+            f"payout:{payout.id}", f"payout:{payout.id}:reversal"))
         assert reversal.reverses_id == original.id
-    assert balance(app, "bank_clearing") == 0
+        assert payouts.holds(db.session, now, [refused, unset, details_needed, bad_iban]) == {
+            refused: "paused_after_refusals", unset: "connect_not_set_up",
+            details_needed: "connect_details_needed", bad_iban: "no_valid_iban"}
+        profile = db.session.get(AnswererProfile, refused)
+        assert (profile.payout_failures, profile.payouts_held_until) == (
+            1, now + timedelta(days=7))
+    for person in (refused, unset, details_needed, bad_iban):
+        assert balance(app, f"payable:answerer:{person}") == -1800
 
     transfers.fail_with = None
-    # Just old enough for the earnings; the reversals, posted after them, are not.
-    retry = batch_payouts(app, run_batch(app, settled_at(app, last) + timedelta(days=14)))
+    assert run_batch(app, now + timedelta(days=1)) is None  # paused: not tried again
+    assert len(transfers.calls) == 1
+    retry = batch_payouts(app, run_batch(app, now + timedelta(days=7)))
     assert retry[refused].status == "sent" and retry[refused].amount_cents == 1800
-    assert retry[unset].status == "failed"
+    assert set(retry) == {refused}
     assert balance(app, f"payable:answerer:{refused}") == 0
+    with app.app_context():
+        assert db.session.get(AnswererProfile, refused).payout_failures == 0
+
+
+def test_each_refusal_in_a_row_doubles_the_pause(app, world, transfers):
+    """One week, then two, then four: a failing answerer is tried less and less often."""
+    a = world.answerer(payout_method="connect", stripe_account_id="acct_gone",
+                       connect_payouts_enabled=True)
+    earn(app, world, a, 2000)
+    transfers.fail_with = GatewayError("refused", http_status=400)
+    now = later()
+    pauses = []
+    for _ in range(3):
+        assert run_batch(app, now) is not None
+        with app.app_context():
+            held_until = db.session.get(AnswererProfile, a).payouts_held_until
+        pauses.append((held_until - now).days)
+        now = held_until
+    assert pauses == [7, 14, 28]
 
 
 def test_marking_a_sepa_file_sent_is_idempotent(app, world):
@@ -369,7 +401,8 @@ def test_marking_a_sepa_file_sent_is_idempotent(app, world):
 def test_a_batch_without_a_sepa_file_cannot_be_marked_sent(app, world, transfers):
     """Only a batch with a SEPA file is given to the bank."""
     organizer = world.user("organizer")
-    a = world.answerer(payout_method="connect", stripe_account_id="acct_a")
+    a = world.answerer(payout_method="connect", stripe_account_id="acct_a",
+                       connect_payouts_enabled=True)
     earn(app, world, a, 2000)
     batch_id = run_batch(app, later())
     with app.app_context(), pytest.raises(payouts.PayoutError):
@@ -379,7 +412,7 @@ def test_a_batch_without_a_sepa_file_cannot_be_marked_sent(app, world, transfers
 
 def test_a_sepa_payout_the_bank_returns_is_reversed_and_paid_again(app, world):
     """The bank returns a transfer: the payout fails, the ledger reverses it (once), and the
-    money is owed again at the next batch."""
+    money is owed again at the first batch after a week's pause."""
     organizer = world.user("organizer")
     a, b = world.answerer(iban=IBAN_NO), world.answerer(iban=IBAN_SE)
     earn(app, world, a, 2000)
@@ -390,7 +423,8 @@ def test_a_sepa_payout_the_bank_returns_is_reversed_and_paid_again(app, world):
         payouts.mark_sepa_sent(db.session, batch, db.session.get(User, organizer), later())
         returned = db.session.scalar(select(Payout).where(Payout.batch_id == batch_id,
                                                           Payout.answerer_id == a))
-        payouts.fail_sepa_payout(db.session, returned, "AC04 account closed", later())
+        returned_at = later()
+        payouts.fail_sepa_payout(db.session, returned, "AC04 account closed", returned_at)
         db.session.commit()
         payouts.fail_sepa_payout(db.session, returned, "again", later(20))
         db.session.commit()
@@ -400,7 +434,8 @@ def test_a_sepa_payout_the_bank_returns_is_reversed_and_paid_again(app, world):
         f"payable:answerer:{a}": -1800, "bank_clearing": 1800}
     assert balance(app, f"payable:answerer:{a}") == -1800
     assert balance(app, "bank_clearing") == -2700
-    again = batch_payouts(app, run_batch(app, settled_at(app, last) + timedelta(days=14)))
+    assert last and run_batch(app, returned_at + timedelta(days=6)) is None
+    again = batch_payouts(app, run_batch(app, returned_at + timedelta(days=7)))
     assert {u: (p.amount_cents, p.status) for u, p in again.items()} == {
         a: (1800, "awaiting_bank")}
 
@@ -455,7 +490,7 @@ def test_reconciliation_reports_mismatches_both_ways(app, world):
     asker = world.user("asker")
     matched = world.question(world.paid_question(paid_at=DAY, real_stripe=True, asker_id=asker))
     cancelled = world.paid_question(paid_at=DAY, real_stripe=True, asker_id=asker)
-    world.act(questions.cancel, cancelled, asker, DAY)
+    world.act(payments.cancel, cancelled, asker, DAY)
     cancelled_q = world.question(cancelled)
     refunded_at_stripe = world.question(world.paid_question(paid_at=DAY, real_stripe=True))
     by_charge = world.question(world.paid_question(paid_at=DAY, real_stripe=True))
@@ -534,14 +569,14 @@ def test_gateway_lists_follow_every_page():
                             {"limit": 100, "starting_after": "pi_199"}]
 
 
-def test_a_rolled_back_batch_reuses_the_transfer_key(app, world, transfers):
-    """If the batch's transaction rolls back after Stripe made the transfer, the rerun asks
-    Stripe with the same idempotency key, so Stripe returns the first transfer (no double pay)."""
-    a = world.answerer(payout_method="connect", stripe_account_id="acct_1Answerer")
+def test_a_batch_rolled_back_before_its_commit_sends_nothing(app, world, transfers):
+    """Phase 1 rolled back: no transfer was asked for, and the rerun pays once."""
+    a = world.answerer(payout_method="connect", stripe_account_id="acct_1Answerer",
+                       connect_payouts_enabled=True)
     earn(app, world, a, 2500)
     with app.app_context():
         payouts.run_batch(db.session, later())
         db.session.rollback()
+    assert transfers.calls == []
     run_batch(app, later())
-    keys = [call["idempotency_key"] for call in transfers.calls]
-    assert len(keys) == 2 and keys[0] == keys[1]
+    assert [call["amount_cents"] for call in transfers.calls] == [2250]

@@ -10,7 +10,7 @@ import pytest
 import stripe
 from sqlalchemy import select
 
-from upss import ledger, money, questions, release
+from upss import ledger, money, payments, questions, release
 from upss.extensions import db
 from upss.models import AnswerDraft, Offer
 
@@ -308,7 +308,7 @@ def test_dispute_uphold_settles_and_refund_refunds(app, world):
     world.act(questions.reject, q2, asker2, "Wrong language", NIGHT)
     assert world.question(q1).status == world.question(q2).status == "disputed"
     world.act(questions.uphold_dispute, q1, organizer, NIGHT)
-    world.act(questions.refund, q2, None, "refund_dispute", None, NIGHT)
+    world.act(payments.refund_question, q2, None, "refund_dispute", None, NIGHT)
     assert (world.question(q1).status, world.question(q2).status) == ("closed", "refunded")
     with app.app_context():
         assert ledger.balance(db.session, f"payable:answerer:{a1}") == -900

@@ -14,7 +14,7 @@ import pytest
 from markupsafe import Markup
 from sqlalchemy import func, select
 
-from upss import ledger, money, questions, release, reports
+from upss import ledger, money, payments, questions, release, reports
 from upss.extensions import db
 from upss.models import (
     LedgerEntry,
@@ -50,7 +50,7 @@ def settled_world(world):
         world.act(questions.accept, q, asker, NIGHT + timedelta(hours=2 + n))
     cancelled = world.paid_question(paid_at=NIGHT, price_cents=1500, asker_id=asker,
                                     real_stripe=True)
-    world.act(questions.cancel, cancelled, asker, NIGHT + timedelta(hours=3))
+    world.act(payments.cancel, cancelled, asker, NIGHT + timedelta(hours=3))
     return {"answerer": answerer, "accepted": accepted, "cancelled": cancelled}
 
 
@@ -98,7 +98,7 @@ def test_statements_match_the_ledger_after_payment_settlement_and_refund(app, wo
     refunded = reports.statement(session, f"escrow:question:{q3}")
     assert [(r.debit_cents, r.credit_cents, r.balance_cents) for r in refunded.rows] == [
         (0, 1500, 1500), (1500, 0, 0)]
-    assert refunded.rows[1].key == f"refund:question:{q3}"
+    assert refunded.rows[1].key.startswith("refund:re_")
     bank = reports.statement(session, "stripe_balance")
     assert max(r.balance_cents for r in bank.rows) == 1000 + 2550 + 1500
 

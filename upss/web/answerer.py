@@ -11,10 +11,11 @@ from sqlalchemy import or_, select
 from wtforms import TextAreaField
 from wtforms.validators import DataRequired, Length
 
+from .. import connect, money, payouts, questions, reports, settings, vetting
 from .. import earnings as earnings_service
-from .. import money, questions, reports, settings, vetting
 from ..extensions import db
-from ..models import AnswererApplication, Offer, Payout, Question, utcnow
+from ..models import AnswererApplication, AnswererProfile, Offer, Payout, Question, utcnow
+from ..stripe_gateway import GatewayError
 from . import money_text, role_required
 from .asker import LANGUAGE_NAMES, TOPIC_NAMES, _strip
 from .vetting_forms import ApplicationForm
@@ -231,8 +232,65 @@ def earnings():
         statement = None
     my_payouts = db.session.scalars(select(Payout).where(
         Payout.answerer_id == current_user.id).order_by(Payout.id.desc())).all()
+    profile = db.session.get(AnswererProfile, current_user.id)
     return render_template("answerer/earnings.html", summary=summary, statement=statement,
-                           payouts=my_payouts)
+                           payouts=my_payouts, profile=profile,
+                           connect_state=connect.state(profile),
+                           hold=payouts.holds(db.session, utcnow(), [current_user.id]).get(
+                               current_user.id))
+
+
+def _onboarding_redirect():
+    """Send the answerer to Stripe's hosted onboarding (their account is made on first use)."""
+    try:
+        url = connect.onboarding_link(
+            db.session, current_user,
+            return_url=url_for("answerer.connect_return", _external=True),
+            refresh_url=url_for("answerer.connect_refresh", _external=True))
+    except connect.NotAConnectAnswerer:
+        abort(404)
+    except GatewayError:
+        db.session.rollback()
+        flash(_("We could not reach Stripe. Nothing was changed; please try again in a few "
+                "minutes."), "error")
+        return redirect(url_for("answerer.earnings"))
+    db.session.commit()
+    return redirect(url)
+
+
+@bp.post("/earnings/connect")
+@answerer_required
+def connect_start():
+    """Set up (or continue setting up) payouts with Stripe."""
+    return _onboarding_redirect()
+
+
+@bp.get("/earnings/connect/refresh")
+@answerer_required
+def connect_refresh():
+    """Stripe's link ran out before onboarding was finished: a new one."""
+    return _onboarding_redirect()
+
+
+@bp.get("/earnings/connect/return")
+@answerer_required
+def connect_return():
+    """Back from Stripe's onboarding: ask Stripe how the account stands, and say so."""
+    try:
+        now_state = connect.refresh(db.session, current_user)
+    except connect.NotAConnectAnswerer:
+        abort(404)
+    except GatewayError:
+        db.session.rollback()
+        flash(_("We could not reach Stripe to check your account. It will show here once "
+                "Stripe tells us."), "error")
+        return redirect(url_for("answerer.earnings"))
+    db.session.commit()
+    if now_state == "payouts_enabled":
+        flash(_("Payouts are enabled: your earnings will be paid to your Stripe account."))
+    else:
+        flash(_("Stripe still needs some details from you before we can pay you."), "error")
+    return redirect(url_for("answerer.earnings"))
 
 
 @bp.get("/payouts/<int:payout_id>")

@@ -267,7 +267,7 @@ def rate(question_id: int):
 @login_required
 def cancel(question_id: int):
     """Withdraw a paid question that is still waiting, with a full refund."""
-    return _act(_own_question(question_id), questions.cancel,
+    return _act(_own_question(question_id), payments.cancel,
                 done=_("Your question is withdrawn and your money is being refunded."))
 
 

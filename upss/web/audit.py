@@ -63,14 +63,16 @@ def payouts_page():
 def run_payouts():
     """Run a payout batch now (the weekly job does the same)."""
     cfg = current_app.config
+    now = utcnow()
     try:
-        batch = payouts.run_batch(db.session, utcnow(), created_by=current_user,
+        batch = payouts.run_batch(db.session, now, created_by=current_user,
                                   settled_before_days=cfg["UPSS_PAYOUT_AFTER_DAYS"],
                                   minimum_cents=cfg["UPSS_PAYOUT_MINIMUM_CENTS"])
-    except GatewayError:
+    except payouts.LedgerCheckFailed as exc:
         db.session.rollback()
-        flash(_("We could not reach the payment service. Nothing was paid; try again."),
-              "error")
+        flash(_("Nothing was paid: the ledger does not verify around the accounts this batch "
+                "pays from (%(problem)s). Run verify-ledger and correct it first.",
+                problem=exc.problems[0]), "error")
         return redirect(url_for("audit.payouts"))
     if batch is None:
         db.session.rollback()
@@ -80,6 +82,7 @@ def run_payouts():
                  {}, {"payouts": len(batch.payouts),
                       "total_cents": sum(p.amount_cents for p in batch.payouts)})
     db.session.commit()
+    payouts.send_transfers(db.session, now, batch.id)
     flash(_("Payout batch %(id)d is made.", id=batch.id))
     return redirect(url_for("audit.payouts"))
 

@@ -13,10 +13,9 @@ from sqlalchemy import select
 from wtforms import IntegerField, StringField
 from wtforms.validators import InputRequired, NumberRange, ValidationError
 
-from .. import money, questions, settings, vetting
+from .. import connect, money, payments, payouts, questions, settings, vetting
 from ..extensions import db
 from ..models import AnswererApplication, AnswererProfile, AuditLog, Question, User, utcnow
-from ..stripe_gateway import GatewayError
 from . import role_required
 from .asker import LANGUAGE_NAMES, TOPIC_NAMES
 from .vetting_forms import ApproveForm, RejectApplicationForm
@@ -179,14 +178,10 @@ def decide(question_id: int, decision: str):
         if decision == "uphold":
             questions.uphold_dispute(db.session, q, current_user, utcnow())
         else:
-            questions.refund(db.session, q, "refund_dispute", current_user, utcnow())
+            payments.refund_question(db.session, q, "refund_dispute", current_user, utcnow())
     except questions.InvalidTransition:
         db.session.rollback()
         flash(_("This dispute was already decided."), "error")
-    except GatewayError:
-        db.session.rollback()
-        flash(_("We could not reach the payment service. Nothing was changed; try again."),
-              "error")
     else:
         db.session.commit()
         flash(_("The answer is upheld and the answerer will be paid.") if decision == "uphold"
@@ -252,7 +247,8 @@ def answerers():
     rows = db.session.execute(
         select(User, AnswererProfile).join(AnswererProfile, AnswererProfile.user_id == User.id)
         .order_by(User.name)).all()
-    return render_template("organizer/answerers.html", rows=rows)
+    return render_template("organizer/answerers.html", rows=rows, connect_state=connect.state,
+                           holds=payouts.holds(db.session, utcnow(), [u.id for u, _ in rows]))
 
 
 @bp.post("/answerers/<int:user_id>/<action>")

@@ -21,13 +21,25 @@ MAX_PAYLOAD = 512 * 1024
 @csrf.exempt
 def stripe_webhook():
     """Verify, store once and apply a Stripe event; 400 with nothing stored if it is not valid."""
+    return _receive(connect=False)
+
+
+@bp.post("/stripe/connect-webhook")
+@csrf.exempt
+def stripe_connect_webhook():
+    """The Connect endpoint: events about answerers' connected accounts, with its own secret."""
+    return _receive(connect=True)
+
+
+def _receive(connect: bool):
     payload = request.get_data(cache=False)
     if len(payload) > MAX_PAYLOAD:
         return jsonify(error="payload too large"), 400
     try:
-        event = gateway().parse_webhook(payload, request.headers.get("Stripe-Signature"))
+        event = gateway().parse_webhook(payload, request.headers.get("Stripe-Signature"),
+                                        connect=connect)
     except InvalidWebhook as exc:
-        log.warning("refused a Stripe webhook: %s", exc)
+        log.warning("refused a Stripe %swebhook: %s", "Connect " if connect else "", exc)
         return jsonify(error="invalid webhook"), 400
     outcome = commit_retrying_disconnect(
         lambda: payments.handle_webhook_event(db.session, event))
