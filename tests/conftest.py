@@ -195,6 +195,43 @@ def app(app_config):
         db.engine.dispose()
 
 
+def disable_ledger_guards(session) -> None:
+    """Switch off the triggers that keep the ledger append-only, as someone with database
+    access going around the application would (``enable_ledger_guards`` undoes it).
+
+    PostgreSQL's database outlives the test, so its triggers are only disabled; each SQLite
+    test has its own copy of the database, so they are dropped.
+    """
+    import sqlalchemy as sa
+
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.text("ALTER TABLE ledger_entry DISABLE TRIGGER USER"))
+        session.execute(sa.text("ALTER TABLE ledger_transaction DISABLE TRIGGER USER"))
+    else:
+        for name in ("ledger_entry_no_update", "ledger_transaction_no_update"):
+            session.execute(sa.text(f"DROP TRIGGER {name}"))
+
+
+def enable_ledger_guards(session) -> None:
+    import sqlalchemy as sa
+
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(sa.text("ALTER TABLE ledger_entry ENABLE TRIGGER USER"))
+        session.execute(sa.text("ALTER TABLE ledger_transaction ENABLE TRIGGER USER"))
+        session.commit()
+
+
+@pytest.fixture
+def stripe_faults(localstripe_url):
+    """Add faults to the local Stripe (``upss.devstripe``); all are cleared after the test."""
+
+    def add(**spec):
+        requests.post(f"{localstripe_url}/_upss/faults", json=spec, timeout=5).raise_for_status()
+
+    yield add
+    requests.delete(f"{localstripe_url}/_upss/faults", timeout=5).raise_for_status()
+
+
 @pytest.fixture(autouse=True)
 def ledger_invariants(request):
     """After every test with an app: the ledger balances and cached balances equal entries."""

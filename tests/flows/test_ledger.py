@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.conftest import disable_ledger_guards, enable_ledger_guards
 from upss import ledger, money
 from upss.extensions import db
 from upss.models import LedgerAccount, LedgerEntry, LedgerTransaction
@@ -114,27 +115,11 @@ def test_ledger_rows_are_append_only_in_the_database(session):
 
 @pytest.fixture
 def disable_guards(session):
-    """Simulate someone with database access going around the application.
-
-    PostgreSQL's database outlives the test, so its triggers are switched back on afterwards;
-    each SQLite test has its own copy of the database.
-    """
-    postgres = session.get_bind().dialect.name == "postgresql"
-
-    def disable():
-        if postgres:
-            session.execute(sa.text("ALTER TABLE ledger_entry DISABLE TRIGGER USER"))
-            session.execute(sa.text("ALTER TABLE ledger_transaction DISABLE TRIGGER USER"))
-        else:
-            for name in ("ledger_entry_no_update", "ledger_transaction_no_update"):
-                session.execute(sa.text(f"DROP TRIGGER {name}"))
-
-    yield disable
+    """Simulate someone with database access going around the application (the guards are
+    back on after the test)."""
+    yield lambda: disable_ledger_guards(session)
     session.rollback()
-    if postgres:
-        session.execute(sa.text("ALTER TABLE ledger_entry ENABLE TRIGGER USER"))
-        session.execute(sa.text("ALTER TABLE ledger_transaction ENABLE TRIGGER USER"))
-        session.commit()
+    enable_ledger_guards(session)
 
 
 @pytest.mark.ledger_tampered

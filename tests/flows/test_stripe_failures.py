@@ -29,17 +29,6 @@ def app_config(app_config):
 
 
 @pytest.fixture
-def faults(localstripe_url):
-    """Add faults to the local Stripe; all are cleared after the test."""
-
-    def add(**spec):
-        requests.post(f"{localstripe_url}/_upss/faults", json=spec, timeout=5).raise_for_status()
-
-    yield add
-    requests.delete(f"{localstripe_url}/_upss/faults", timeout=5).raise_for_status()
-
-
-@pytest.fixture
 def no_webhooks(localstripe_url):
     """Stripe's webhooks go nowhere: every event of this test is lost."""
     requests.post(f"{localstripe_url}/_config/webhooks/upss",
@@ -98,16 +87,16 @@ def test_upss_speaks_the_api_version_of_the_pinned_library():
     assert gateway.client._requestor._options.stripe_version == STRIPE_API_VERSION
 
 
-def test_a_hung_confirmation_answers_quickly_and_a_retry_pays_once(app, asker_client, faults,
-                                                                    localstripe_url,
-                                                                    no_webhooks):
+def test_a_hung_confirmation_answers_quickly_and_a_retry_pays_once(
+        app, asker_client, stripe_faults, localstripe_url, no_webhooks):
     """Stripe holds the card confirmation past the timeout: the page answers within the stated
     time without "nothing was charged"; the payment Stripe then makes is found again when the
     asker retries, and nothing is charged twice."""
     ask(asker_client)
     assert asker_client.get("/questions/1/pay").status_code == 200
     pi = question(app).payment_intent_id
-    faults(method="POST", path=r"/v1/payment_intents/[^/]+/confirm", mode="stall", seconds=4)
+    stripe_faults(method="POST", path=r"/v1/payment_intents/[^/]+/confirm", mode="stall",
+                  seconds=4)
 
     started = time.monotonic()
     response = submit(asker_client, "/questions/1/pay/test", {"scenario": "succeeds"},
@@ -132,12 +121,12 @@ def test_a_hung_confirmation_answers_quickly_and_a_retry_pays_once(app, asker_cl
 
 
 def test_a_hung_payment_start_says_nothing_was_charged_and_the_retry_reuses_it(
-        app, asker_client, faults, localstripe_url):
+        app, asker_client, stripe_faults, localstripe_url):
     """Creating the PaymentIntent hangs: the page says nothing was charged, fast; opening it
     again gets the PaymentIntent Stripe made meanwhile (same installation key), not a second."""
     ask(asker_client)
     before = len(performed(localstripe_url, r"/v1/payment_intents"))
-    faults(method="POST", path=r"/v1/payment_intents", mode="stall", seconds=3)
+    stripe_faults(method="POST", path=r"/v1/payment_intents", mode="stall", seconds=3)
     started = time.monotonic()
     response = asker_client.get("/questions/1/pay")
     assert time.monotonic() - started < app.extensions["upss_stripe"].max_wait_seconds + 1.0
