@@ -162,19 +162,25 @@ def _truncate_postgres(url: str) -> None:
     engine.dispose()
 
 
+def sqlite_copy(template, directory) -> str:
+    """A fresh copy of the migrated SQLite template in ``directory``; returns its URL.
+
+    Each copy is its own installation, so Stripe idempotency keys never collide at the
+    session's shared local Stripe (PostgreSQL gets a new id after its truncation).
+    """
+    path = directory / "upss.sqlite"
+    shutil.copy(template, path)
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE installation SET installation_id = ?", (new_installation_id(),))
+    conn.close()
+    return f"sqlite:///{path}"
+
+
 @pytest.fixture(params=DATABASES)
 def database_url(request, tmp_path):
     """A migrated, empty database: once SQLite, once PostgreSQL."""
     if request.param == "sqlite":
-        path = tmp_path / "upss.sqlite"
-        shutil.copy(request.getfixturevalue("sqlite_template"), path)
-        # Each test is its own installation, so Stripe idempotency keys never collide at the
-        # session's shared local Stripe (PostgreSQL gets a new id after its truncation).
-        with sqlite3.connect(path) as conn:
-            conn.execute("UPDATE installation SET installation_id = ?",
-                         (new_installation_id(),))
-        conn.close()
-        return f"sqlite:///{path}"
+        return sqlite_copy(request.getfixturevalue("sqlite_template"), tmp_path)
     url = request.getfixturevalue("postgres_url")
     _truncate_postgres(url)
     return url

@@ -99,6 +99,59 @@ class Transfer:
 
 
 @dataclass(frozen=True)
+class BalanceMove:
+    """A balance transaction: one movement of Stripe's balance, with Stripe's fee on it."""
+
+    id: str
+    type: str
+    reporting_category: str
+    amount: int
+    fee: int
+    net: int
+    currency: str  # upper-case ISO code
+    #: The charge, refund, dispute, transfer or payout it belongs to.
+    source: str
+    created: int = 0
+
+
+@dataclass(frozen=True)
+class Charge:
+    id: str
+    payment_intent: str
+    amount: int
+    amount_refunded: int
+    currency: str  # upper-case ISO code
+    #: "" until Stripe has made it (asynchronous capture).
+    balance_transaction: str
+
+
+@dataclass(frozen=True)
+class Dispute:
+    id: str
+    charge: str
+    payment_intent: str
+    amount: int
+    currency: str  # upper-case ISO code
+    status: str
+    reason: str
+    #: ``evidence_details.due_by`` (Unix time), 0 if none.
+    due_by: int
+    #: The money it moved: a withdrawal, and a reinstatement if won.
+    moves: tuple[BalanceMove, ...] = ()
+
+
+@dataclass(frozen=True)
+class StripePayout:
+    """A payout from the Stripe balance to the organizer's bank account."""
+
+    id: str
+    amount: int
+    currency: str  # upper-case ISO code
+    status: str
+    failure_message: str = ""
+
+
+@dataclass(frozen=True)
 class ConnectAccount:
     """A connected account's state: what onboarding still needs, and whether it can be paid."""
 
@@ -151,6 +204,11 @@ def _payment_intent(obj) -> PaymentIntent:
     )
 
 
+def read_transfer(obj) -> Transfer:
+    """A transfer (API object or webhook ``data.object``)."""
+    return _transfer(obj)
+
+
 def _transfer(obj) -> Transfer:
     obj = _plain(obj)
     return Transfer(id=str(obj["id"]), amount=int(obj["amount"]),
@@ -169,6 +227,49 @@ def read_account(obj) -> ConnectAccount:
         id=str(obj["id"]), details_submitted=bool(obj.get("details_submitted")),
         transfers_active=capabilities.get("transfers") == "active",
         currently_due=tuple(str(r) for r in requirements.get("currently_due") or ()))
+
+
+def read_balance_move(obj) -> BalanceMove:
+    obj = _plain(obj)
+    return BalanceMove(
+        id=str(obj["id"]), type=str(obj.get("type") or ""),
+        reporting_category=str(obj.get("reporting_category") or ""),
+        amount=int(obj["amount"]), fee=int(obj.get("fee") or 0),
+        net=int(obj.get("net", int(obj["amount"]) - int(obj.get("fee") or 0))),
+        currency=str(obj["currency"]).upper(), source=_id_of(obj.get("source")),
+        created=int(obj.get("created") or 0))
+
+
+def read_charge(obj) -> Charge:
+    obj = _plain(obj)
+    return Charge(id=str(obj["id"]), payment_intent=_id_of(obj.get("payment_intent")),
+                  amount=int(obj["amount"]), amount_refunded=int(obj.get("amount_refunded") or 0),
+                  currency=str(obj["currency"]).upper(),
+                  balance_transaction=_id_of(obj.get("balance_transaction")))
+
+
+def read_dispute(obj) -> Dispute:
+    obj = _plain(obj)
+    evidence = obj.get("evidence_details") or {}
+    return Dispute(
+        id=str(obj["id"]), charge=_id_of(obj.get("charge")),
+        payment_intent=_id_of(obj.get("payment_intent")), amount=int(obj["amount"]),
+        currency=str(obj["currency"]).upper(), status=str(obj.get("status") or ""),
+        reason=str(obj.get("reason") or ""), due_by=int(evidence.get("due_by") or 0),
+        moves=tuple(read_balance_move(bt) for bt in obj.get("balance_transactions") or ()
+                    if isinstance(bt, dict)))
+
+
+def read_payout(obj) -> StripePayout:
+    obj = _plain(obj)
+    return StripePayout(id=str(obj["id"]), amount=int(obj["amount"]),
+                        currency=str(obj["currency"]).upper(), status=str(obj.get("status") or ""),
+                        failure_message=str(obj.get("failure_message") or ""))
+
+
+def read_refund(obj) -> Refund:
+    """A refund (API object or webhook ``data.object``)."""
+    return _refund(obj)
 
 
 def _refund(obj) -> Refund:
@@ -217,6 +318,11 @@ class StripeGateway:
         self.webhook_tolerance = webhook_tolerance
         self.is_live = secret_key.startswith(LIVE_KEY_PREFIX)
         self.uses_localstripe = uses_localstripe
+
+    @property
+    def onboarding_origin(self) -> str:
+        """Where Stripe's hosted Connect onboarding lives (the local Stripe's page locally)."""
+        return self.api_origin if self.uses_localstripe else "https://connect.stripe.com"
 
     @property
     def test_panel_allowed(self) -> bool:
@@ -277,6 +383,43 @@ class StripeGateway:
             params["metadata"] = {k: str(v) for k, v in metadata.items()}
         return _refund(self._call(self.client.v1.refunds.create, params=params,
                                   options={"idempotency_key": idempotency_key}))
+
+    def retrieve_dispute(self, dispute_id: str) -> Dispute:
+        """A dispute as Stripe holds it now, with its balance transactions."""
+        return read_dispute(self._call(self.client.v1.disputes.retrieve, dispute_id))
+
+    def retrieve_payout(self, payout_id: str) -> StripePayout:
+        return read_payout(self._call(self.client.v1.payouts.retrieve, payout_id))
+
+    def retrieve_charge(self, charge_id: str) -> Charge:
+        return read_charge(self._call(self.client.v1.charges.retrieve, charge_id))
+
+    def retrieve_balance_move(self, balance_transaction_id: str) -> BalanceMove:
+        return read_balance_move(self._call(self.client.v1.balance_transactions.retrieve,
+                                            balance_transaction_id))
+
+    def balance_moves_since(self, created_after: int, limit: int = 100) -> list[BalanceMove]:
+        """Balance transactions created after ``created_after`` (Unix time), oldest first."""
+        moves: list[BalanceMove] = []
+        params: dict = {"limit": limit, "created": {"gt": created_after}}
+        while True:
+            page = _plain(self._call(self.client.v1.balance_transactions.list, params=params))
+            data = [read_balance_move(item) for item in page.get("data") or []]
+            moves.extend(data)
+            if not page.get("has_more") or not data:
+                return sorted(moves, key=lambda m: (m.created, m.id))
+            params = {**params, "starting_after": data[-1].id}
+
+    def balance_cents(self) -> dict[str, int]:
+        """Stripe's balance per currency: available plus pending (what the ledger's
+        ``stripe_balance`` must equal)."""
+        found: dict[str, int] = {}
+        balance = _plain(self._call(self.client.v1.balance.retrieve))
+        for part in ("available", "pending"):
+            for item in balance.get(part) or ():
+                currency = str(item["currency"]).upper()
+                found[currency] = found.get(currency, 0) + int(item["amount"])
+        return found
 
     def find_refunds(self, payment_intent_id: str) -> list[Refund]:
         """The refunds Stripe holds for a PaymentIntent (to settle a refund whose answer was
@@ -358,9 +501,8 @@ class StripeGateway:
             "account": account_id, "refresh_url": refresh_url, "return_url": return_url,
             "type": "account_onboarding"})
         url = str(_plain(link)["url"])
-        origin = self.api_origin if self.uses_localstripe else "https://connect.stripe.com"
-        if not url.startswith(origin + "/"):
-            raise GatewayError(f"an onboarding link outside {origin}: {url}")
+        if not url.startswith(self.onboarding_origin + "/"):
+            raise GatewayError(f"an onboarding link outside {self.onboarding_origin}: {url}")
         return url
 
     def _list_all(self, resource) -> list[dict]:

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 from axe_playwright_python.sync_playwright import Axe
 
+from tests.conftest import sqlite_copy
+
 CHROMIUM = os.environ.get("CHROMIUM_PATH") or shutil.which("chromium") or "/usr/bin/chromium"
 #: Screenshots of key pages land here (named in the README).
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
@@ -41,9 +43,7 @@ def browser_type_launch_args(browser_type_launch_args):
 
 @pytest.fixture
 def database_url(request, tmp_path, sqlite_template):
-    path = tmp_path / "upss.sqlite"
-    shutil.copy(sqlite_template, path)
-    return f"sqlite:///{path}"
+    return sqlite_copy(sqlite_template, tmp_path)
 
 
 class Accessibility:

@@ -101,7 +101,9 @@ def register_blueprints(app: Flask) -> None:
             "Content-Security-Policy",
             f"default-src 'self'; script-src 'self' {stripe_origin}; "
             f"connect-src 'self' {api_origin}; frame-src {stripe_origin} https://hooks.stripe.com; "
-            "img-src 'self' data:; style-src 'self'; form-action 'self'; "
+            # A form may lead to Stripe's Connect onboarding (a redirect after the POST).
+            f"img-src 'self' data:; style-src 'self'; "
+            f"form-action 'self' {stripe.onboarding_origin}; "
             "frame-ancestors 'none'; base-uri 'none'",
         )
         if request.is_secure:
