@@ -8,6 +8,7 @@ PostgreSQL fails the run instead of skipping.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -327,13 +328,29 @@ def ask(client, **overrides):
     return submit(client, "/ask", {**QUESTION, **overrides})
 
 
-@pytest.fixture
-def live_server(app, localstripe_url):
-    """Serve ``app`` on a free loopback port and register it as localstripe's webhook target."""
+@contextlib.contextmanager
+def serving(app):
+    """Serve ``app`` on a free loopback port (threaded) while the block runs; yields its URL."""
     server = make_server("127.0.0.1", 0, app, threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    base = f"http://127.0.0.1:{server.server_port}"
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def live_server(app, localstripe_url):
+    """Serve ``app`` on a free loopback port and register it as localstripe's webhook target."""
+    with serving(app) as base:
+        register_webhooks(app, localstripe_url, base)
+        yield base
+
+
+def register_webhooks(app, localstripe_url: str, base: str) -> None:
+    """Point the local Stripe's webhook endpoints (the account's and Connect's) at ``base``."""
     requests.post(f"{localstripe_url}/_config/webhooks/upss",
                   data={"url": f"{base}/stripe/webhook",
                         "secret": app.config["UPSS_STRIPE_WEBHOOK_SECRET"]},
@@ -342,9 +359,6 @@ def live_server(app, localstripe_url):
                   data={"url": f"{base}/stripe/connect-webhook",
                         "secret": app.config["UPSS_STRIPE_CONNECT_WEBHOOK_SECRET"]},
                   timeout=5).raise_for_status()
-    yield base
-    server.shutdown()
-    thread.join(timeout=5)
 
 
 class World:

@@ -72,6 +72,26 @@ def verify_ledger() -> None:
     raise SystemExit(1)
 
 
+@upss_cli.command("reconcile-full")
+def reconcile_full() -> None:
+    """Compare Stripe's whole history (payments, refunds, transfers) and the SEPA files with
+    the ledger. Slow on a long history: the scheduled job checks only what is new."""
+    from . import payouts
+
+    result = payouts.reconcile(db.session)
+    db.session.rollback()
+    for title, items in (("payments missing from the ledger", result.missing_in_ledger),
+                         ("ledger payments missing at Stripe", result.missing_at_stripe),
+                         ("refunds missing from the ledger", result.refunds_missing_in_ledger),
+                         ("transfer differences", result.transfer_differences),
+                         ("SEPA file differences", result.sepa_differences)):
+        click.echo(f"{title}: {len(items)}")
+        for item in items:
+            click.echo(f"  {item}")
+    if not result.ok:
+        raise SystemExit(1)
+
+
 @upss_cli.command("release-now")
 def release_now() -> None:
     """Run the release as if inside an off-peak window (for trying UPSS out)."""

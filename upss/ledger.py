@@ -2,10 +2,14 @@
 
 Design overview
 ---------------
-* An **account** is named by what it holds: ``stripe_balance`` (asset), ``escrow:question:<id>``
-  (liability), ``payable:answerer:<id>`` (liability), ``commission`` (revenue), ``stripe_fees``
-  (expense), ``payouts_in_transit`` and ``bank_clearing`` (assets). Accounts are created on
-  first use.
+* An **account** is named by what it holds: ``stripe_balance`` (asset: Stripe's available and
+  pending balance), ``escrow:question:<id>`` (liability), ``payable:answerer:<id>``
+  (liability), ``commission`` (revenue), ``stripe_fees`` and ``losses`` (expenses: Stripe's
+  fees, and what the organizer bears of refunds and lost disputes), ``payouts_in_transit``
+  (asset: Stripe payouts on their way to the bank), ``bank`` (asset: the organizer's bank
+  account), ``bank_clearing`` (asset: SEPA files not yet settled by the bank) and
+  ``disputed_funds`` (asset: money the card network holds while a dispute is open). Accounts
+  are created on first use.
 * A **transaction** has two or more entries of signed integer minor units (debit ``+``, credit
   ``-``) in one currency that sum to zero. ``post()`` refuses anything else, and the database
   refuses it too (CHECK constraints; on PostgreSQL a deferred constraint trigger).
@@ -42,10 +46,11 @@ GENESIS_HASH = "0" * 64
 POSTING_LOCK_KEY = 0x0055_5053_5301
 
 _ACCOUNT_PATTERNS = (
-    (re.compile(r"stripe_balance|payouts_in_transit|bank_clearing"), "asset"),
+    (re.compile(r"stripe_balance|payouts_in_transit|bank_clearing|bank|disputed_funds"),
+     "asset"),
     (re.compile(r"escrow:question:\d+|payable:answerer:\d+"), "liability"),
     (re.compile(r"commission"), "revenue"),
-    (re.compile(r"stripe_fees"), "expense"),
+    (re.compile(r"stripe_fees|losses"), "expense"),
 )
 
 

@@ -229,6 +229,8 @@ class Question(db.Model):
     refund_status: Mapped[str | None] = mapped_column(String(20), index=True)
     refund_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     refund_failure: Mapped[str | None] = mapped_column(String(500))
+    #: Everything refunded of this question's payment so far (by UPSS or at Stripe).
+    refunded_cents: Mapped[int] = mapped_column(Integer, default=0)
     rating: Mapped[int | None] = mapped_column(Integer)
     rating_comment: Mapped[str | None] = mapped_column(String(2000))
 
@@ -419,6 +421,9 @@ class PayoutBatch(db.Model):
     sepa_xml: Mapped[str | None] = mapped_column(Text)
     sepa_marked_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     sepa_marked_sent_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    #: The bank has paid the file: its money left the organizer's bank account.
+    sepa_settled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    sepa_settled_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
 
     payouts: Mapped[list[Payout]] = relationship(order_by="Payout.id")
 
@@ -480,6 +485,46 @@ class StripeEvent(db.Model):
     #: What handling did: "applied", "ignored: <why>".
     outcome: Mapped[str] = mapped_column(String(255), default="")
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class StripeDispute(db.Model):
+    """A card dispute (chargeback or inquiry) as Stripe last reported it."""
+
+    __tablename__ = "stripe_dispute"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    #: The question (or tip's question) whose payment is disputed; None if not ours.
+    question_id: Mapped[int | None] = mapped_column(ForeignKey("question.id"), index=True)
+    payment_intent_id: Mapped[str] = mapped_column(String(255), default="")
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    currency: Mapped[str] = mapped_column(String(3))
+    #: Stripe's status: warning_needs_response, needs_response, under_review, won, lost, …
+    status: Mapped[str] = mapped_column(String(30), index=True)
+    reason: Mapped[str] = mapped_column(String(60), default="")
+    #: Stripe's ``evidence_details.due_by``: the organizer must respond by then.
+    evidence_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ReconciliationRun(db.Model):
+    """One run of the incremental reconciliation job, with what it found."""
+
+    __tablename__ = "reconciliation_run"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The newest balance transaction's ``created`` (Unix time) checked: the next run starts
+    #: after it.
+    checked_through: Mapped[int] = mapped_column(BigInteger, default=0)
+    checked: Mapped[int] = mapped_column(Integer, default=0)
+    #: JSON list of differences ({"what", "stripe_cents", "ledger_cents", "currency"}).
+    differences: Mapped[str] = mapped_column(Text, default="[]")
+    #: Stripe's balance and the ledger's stripe_balance at the end of the run (JSON by currency).
+    stripe_balance: Mapped[str] = mapped_column(Text, default="{}")
+    ledger_balance: Mapped[str] = mapped_column(Text, default="{}")
+    error: Mapped[str | None] = mapped_column(String(500))
 
 
 class LedgerAccount(db.Model):

@@ -20,17 +20,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import connect, ledger, questions
+from . import connect, ledger, questions, stripe_money
 from .installation import idempotency_key
 from .models import Question, StripeEvent, Tip, User, utcnow
-from .stripe_gateway import (
-    CardDeclined,
-    GatewayError,
-    PaymentIntent,
-    Refund,
-    WebhookEvent,
-    gateway,
-)
+from .stripe_gateway import CardDeclined, GatewayError, PaymentIntent, WebhookEvent, gateway
 
 log = logging.getLogger(__name__)
 
@@ -166,14 +159,21 @@ def handle_webhook_event(session: Session, event: WebhookEvent) -> str:
     A repeated event id returns ``"duplicate"`` and changes nothing; the event row, the state
     change and the ledger posting are flushed together for the caller to commit.
     """
+    handler = _HANDLERS.get(event.type)
     try:
         with session.begin_nested():
             session.add(StripeEvent(id=event.id, type=event.type, object_id=event.object_id))
     except IntegrityError:
         return "duplicate"
+    try:
+        with session.begin_nested():
+            outcome = handler(session, event) if handler else "ignored: type not used"
+    except stripe_money.NotYetApplicable as exc:
+        # Not stored as processed: Stripe sends it again (the caller answers non-2xx).
+        session.rollback()
+        log.info("stripe event %s (%s) cannot be applied yet: %s", event.id, event.type, exc)
+        return f"retry: {exc}"
     stored = session.get(StripeEvent, event.id)
-    handler = _HANDLERS.get(event.type)
-    outcome = handler(session, event) if handler else "ignored: type not used"
     stored.outcome = outcome[:255]
     session.flush()
     if not outcome.startswith("applied"):
@@ -285,7 +285,7 @@ def send_refund(session: Session, question_id: int, now: datetime) -> str:
                               .with_for_update())
     if question.refund_status in ("requested", "unknown"):
         if refund is not None:
-            _refund_made(session, question, refund)
+            stripe_money.post_refund(session, question, refund)
         elif error.outcome_unknown:
             question.refund_status = "unknown"
             question.refund_failure = f"no clear answer from Stripe: {error}"[:500]
@@ -295,17 +295,6 @@ def send_refund(session: Session, question_id: int, now: datetime) -> str:
             log.error("refund of question %s refused: %s", question_id, error)
     session.commit()
     return question.refund_status
-
-
-def _refund_made(session: Session, question: Question, refund: Refund) -> None:
-    """Stripe holds ``refund`` for the question: post it once, keyed by the refund's id."""
-    question.refund_status = "sent"
-    question.refund_failure = None
-    question.stripe_refund_id = refund.id
-    ledger.post(session, f"refund:{refund.id}", f"Refund of question {question.id}",
-                [(f"escrow:question:{question.id}", refund.amount),
-                 ("stripe_balance", -refund.amount)], refund.currency)
-    session.flush()
 
 
 def resolve_unfinished_refunds(session: Session, now: datetime) -> str | None:
@@ -340,7 +329,7 @@ def resolve_unfinished_refunds(session: Session, now: datetime) -> str | None:
                 if question.refund_status not in ("requested", "unknown"):
                     outcome = "already settled"
                 elif found:
-                    _refund_made(session, question, found[0])
+                    stripe_money.post_refund(session, question, found[0])
                     outcome = "found"
                 else:
                     question.refund_status = "failed"
@@ -418,4 +407,5 @@ _HANDLERS = {
     "payment_intent.succeeded": lambda s, e: _payment_succeeded(s, e.payment_intent()),
     "payment_intent.payment_failed": lambda s, e: _payment_failed(s, e.payment_intent()),
     "account.updated": connect.account_updated,
+    **stripe_money.HANDLERS,
 }

@@ -453,6 +453,26 @@ def mark_sepa_sent(session: Session, batch: PayoutBatch, organizer: User, now: d
     return changed
 
 
+def mark_sepa_settled(session: Session, batch: PayoutBatch, organizer: User,
+                      now: datetime) -> int:
+    """The bank has paid the batch's file: what the file moved out of ``bank_clearing`` now
+    leaves the organizer's ``bank`` account (once). Returns the cents settled."""
+    if batch.sepa_marked_sent_at is None:
+        raise PayoutError(f"payout batch {batch.id}'s file was not marked sent")
+    key = f"sepa-settled:batch:{batch.id}"
+    if batch.sepa_settled_at is not None:
+        return 0
+    total = sum(p.amount_cents for p in batch.payouts if p.method == "sepa"
+                and p.status == "sent")
+    if total:
+        ledger.post(session, key, f"SEPA file of batch {batch.id} paid by the bank",
+                    [("bank_clearing", total), ("bank", -total)], batch.currency)
+    batch.sepa_settled_at = now
+    batch.sepa_settled_by_id = organizer.id
+    session.flush()
+    return total
+
+
 def fail_sepa_payout(session: Session, payout: Payout, reason: str, now: datetime) -> None:
     """The bank returned a SEPA payout: it is failed and reversed, so the money is owed again."""
     if payout.method != "sepa":
@@ -461,8 +481,14 @@ def fail_sepa_payout(session: Session, payout: Payout, reason: str, now: datetim
         return
     payout.status = "failed"
     payout.failure_reason = (reason or "returned by the bank")[:500]
-    _reverse_payout(session, payout, f"SEPA payout {payout.id} returned by the bank "
-                                     f"on {now.date().isoformat()}")
+    description = f"SEPA payout {payout.id} returned by the bank on {now.date().isoformat()}"
+    if payout.batch.sepa_settled_at is None:
+        _reverse_payout(session, payout, description)
+    else:  # the file was settled: the money comes back into the organizer's bank account
+        ledger.post(session, f"payout:{payout.id}:reversal", description,
+                    [("bank", payout.amount_cents),
+                     (f"{_PAYABLE_PREFIX}{payout.answerer_id}", -payout.amount_cents)],
+                    payout.currency)
     _pause_after_refusal(session.get(AnswererProfile, payout.answerer_id), now)
     session.flush()
 

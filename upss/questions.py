@@ -49,6 +49,9 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     "refund_dispute": (frozenset({"disputed"}), "refunded"),
     "refund_at_deadline": (frozenset({"queued", "offered", "claimed"}), "refunded"),
     "cancel": (frozenset({"queued"}), "refunded"),
+    #: The whole payment was refunded at Stripe (in its Dashboard) before it was split.
+    "refund_at_stripe": (frozenset({"queued", "offered", "claimed", "answered", "clarifying",
+                                    "disputed"}), "refunded"),
 }
 
 #: Topics an asker can choose; stored by key, shown translated.
@@ -401,6 +404,16 @@ def refund(session: Session, question: Question, action: str, actor: User | None
                 actor_kind="user" if actor else "scheduler", note=note, closed_at=now,
                 offer_expires_at=None, lock_expires_at=None, guard=guard,
                 refund_status="requested", refund_requested_at=now, refund_failure=None)
+    _resolve_offer(session, question, None, "withdrawn", now)
+    session.flush()
+
+
+def refund_at_stripe(session: Session, question: Question, now: datetime) -> None:
+    """Stripe refunded the whole payment (not through UPSS) before it was split: the question
+    ends ``refunded``; ``stripe_money`` posts the refund."""
+    _transition(session, question, "refund_at_stripe", at=now, actor=None, actor_kind="stripe",
+                note="refunded at Stripe", closed_at=now, offer_expires_at=None,
+                lock_expires_at=None, refund_status="sent", refund_requested_at=now)
     _resolve_offer(session, question, None, "withdrawn", now)
     session.flush()
 

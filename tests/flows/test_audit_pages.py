@@ -7,11 +7,12 @@ import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 
 from tests.conftest import csrf_token, sign_in
-from upss import questions, release
+from upss import ledger, questions, release
 from upss.extensions import db
-from upss.models import AnswererProfile, User
+from upss.models import AnswererProfile, AuditLog, User
 
 
 @pytest.fixture
@@ -64,6 +65,17 @@ def test_payout_batch_from_the_page_pays_once_and_exports_add_up(app, world, cli
     payable = sum(int(r["amount_cents"]) for r in entries
                   if r["account"] == f"payable:answerer:{answerer}")
     assert payable == 0  # 27.00 credited, 27.00 paid out
+
+    for step, said in (("sent", "marked as sent to the bank"),
+                       ("settled", "marked as paid by the bank")):
+        page = client.post(f"/organizer/payouts/1/{step}", data={"csrf_token": token},
+                           follow_redirects=True).get_data(as_text=True)
+        assert said in page
+    with app.app_context():
+        assert [a.action for a in db.session.scalars(select(AuditLog).order_by(AuditLog.id))
+                ][-2:] == ["mark SEPA file sent", "mark SEPA file settled"]
+        assert ledger.balance(db.session, "bank_clearing") == 0
+        assert ledger.balance(db.session, "bank") == -2700
 
     login(client, app, answerer)
     page = client.get("/answer/earnings").get_data(as_text=True)

@@ -23,10 +23,15 @@ def load_question(app, question_id: int = 1) -> Question:
 
 
 def ledger_rows(app):
+    """The ledger's transactions and entries, without Stripe's fees (whose ``charge.updated``
+    may come at any time; test_money_at_stripe.py checks them)."""
     with app.app_context():
-        txs = db.session.scalars(select(LedgerTransaction)).all()
+        not_fee = ~LedgerTransaction.idempotency_key.like("fee:%")
+        txs = db.session.scalars(select(LedgerTransaction).where(not_fee)).all()
         entries = db.session.execute(
-            select(LedgerEntry.transaction_id, LedgerEntry.amount_cents)).all()
+            select(LedgerEntry.transaction_id, LedgerEntry.amount_cents)
+            .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
+            .where(not_fee)).all()
         db.session.remove()
         return txs, entries
 

@@ -398,6 +398,35 @@ def test_marking_a_sepa_file_sent_is_idempotent(app, world):
     assert ledger_state(app) == before
 
 
+def test_a_sepa_file_paid_by_the_bank_clears_bank_clearing_once(app, world):
+    """Marked sent, then paid by the bank: what the file moved into bank_clearing leaves the
+    organizer's bank account, once; a transfer the bank returns afterwards comes back into
+    the bank account and is owed to the answerer again."""
+    organizer = world.user("organizer")
+    a, b = world.answerer(iban=IBAN_NO), world.answerer(iban=IBAN_SE)
+    earn(app, world, a, 2000)
+    earn(app, world, b, 3000)
+    batch_id = run_batch(app, later())
+    with app.app_context():
+        batch = db.session.get(PayoutBatch, batch_id)
+        user = db.session.get(User, organizer)
+        with pytest.raises(payouts.PayoutError):
+            payouts.mark_sepa_settled(db.session, batch, user, later())
+        payouts.mark_sepa_sent(db.session, batch, user, later())
+        assert payouts.mark_sepa_settled(db.session, batch, user, later()) == 1800 + 2700
+        assert payouts.mark_sepa_settled(db.session, batch, user, later()) == 0
+        db.session.commit()
+    assert balance(app, "bank_clearing") == 0
+    assert balance(app, "bank") == -(1800 + 2700)
+    with app.app_context():
+        returned = db.session.scalar(select(Payout).where(Payout.batch_id == batch_id,
+                                                          Payout.answerer_id == a))
+        payouts.fail_sepa_payout(db.session, returned, "AC04 account closed", later())
+        db.session.commit()
+    assert balance(app, "bank") == -2700
+    assert balance(app, f"payable:answerer:{a}") == -1800
+
+
 def test_a_batch_without_a_sepa_file_cannot_be_marked_sent(app, world, transfers):
     """Only a batch with a SEPA file is given to the bank."""
     organizer = world.user("organizer")

@@ -10,10 +10,10 @@ from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
 
-from .. import audit, ledger, payouts, reports, settings
+from .. import audit, ledger, payouts, reports, settings, stripe_money
+from .. import reconciliation as reconciliation_service
 from ..extensions import db
 from ..models import PayoutBatch, utcnow
-from ..stripe_gateway import GatewayError
 from .organizer import organizer_required
 
 bp = Blueprint("audit", __name__, url_prefix="/organizer")
@@ -119,6 +119,22 @@ def mark_sent(batch_id: int):
     return redirect(url_for("audit.payouts"))
 
 
+@bp.post("/payouts/<int:batch_id>/settled")
+@organizer_required
+def mark_settled(batch_id: int):
+    """The bank has paid the batch's SEPA file."""
+    batch = _batch(batch_id)
+    try:
+        total = payouts.mark_sepa_settled(db.session, batch, current_user, utcnow())
+    except payouts.PayoutError:
+        abort(409)
+    audit.record(db.session, current_user, "mark SEPA file settled", f"payout_batch:{batch.id}",
+                 {}, {"sepa_settled_at": batch.sepa_settled_at, "total_cents": total})
+    db.session.commit()
+    flash(_("Batch %(id)d is marked as paid by the bank.", id=batch.id))
+    return redirect(url_for("audit.payouts"))
+
+
 @bp.get("/payouts.csv")
 @organizer_required
 def payouts_csv():
@@ -130,12 +146,20 @@ def payouts_csv():
 @bp.get("/reconciliation")
 @organizer_required
 def reconciliation():
-    """Stripe's PaymentIntents and refunds against the ledger, both ways."""
-    try:
-        result = payouts.reconcile(db.session)
-    except GatewayError:
-        result = None
-    return render_template("organizer/reconciliation.html", result=result)
+    """The last run of the reconciliation job: Stripe's money against the ledger."""
+    run = reconciliation_service.last_run(db.session)
+    return render_template("organizer/reconciliation.html", run=run,
+                           differences=reconciliation_service.differences(run) if run else [],
+                           disputes=stripe_money.open_disputes(db.session))
+
+
+@bp.post("/reconciliation")
+@organizer_required
+def reconcile_now():
+    """Check what Stripe moved since the last run, now (the job does the same)."""
+    reconciliation_service.reconcile_with_stripe(db.session, utcnow())
+    db.session.commit()
+    return redirect(url_for("audit.reconciliation"))
 
 
 @bp.get("/traffic")

@@ -43,4 +43,6 @@ def _receive(connect: bool):
         return jsonify(error="invalid webhook"), 400
     outcome = commit_retrying_disconnect(
         lambda: payments.handle_webhook_event(db.session, event))
+    if outcome.startswith("retry"):
+        return jsonify(received=False, outcome=outcome), 409  # Stripe sends it again
     return jsonify(received=True, outcome=outcome)
