@@ -73,9 +73,10 @@ def compiled_translations():
                                 os.path.join(os.path.dirname(__file__), "..", "translations")])
 
 
-@pytest.fixture(scope="session")
-def localstripe_url():
-    """A real localstripe server (upss.devstripe) on a free loopback port, for the session."""
+@contextlib.contextmanager
+def devstripe_process():
+    """A local Stripe (``python -m upss.devstripe``) on a free loopback port while the block
+    runs; yields its URL."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "upss.devstripe", "--port", str(port)],
@@ -87,6 +88,13 @@ def localstripe_url():
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def localstripe_url():
+    """The session's local Stripe (upss.devstripe, localstripe and more)."""
+    with devstripe_process() as url:
+        yield url
 
 
 def _migrate(url: str) -> None:

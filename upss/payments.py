@@ -157,7 +157,9 @@ def handle_webhook_event(session: Session, event: WebhookEvent) -> str:
     """Apply a verified Stripe event exactly once and return what was done.
 
     A repeated event id returns ``"duplicate"`` and changes nothing; the event row, the state
-    change and the ledger posting are flushed together for the caller to commit.
+    change and the ledger posting are flushed together for the caller to commit. An event that
+    cannot be applied yet (its payment is not in the ledger, or Stripe did not answer a look-up)
+    returns ``"retry: …"`` with nothing stored, for the caller to answer non-2xx.
     """
     handler = _HANDLERS.get(event.type)
     try:
@@ -168,7 +170,7 @@ def handle_webhook_event(session: Session, event: WebhookEvent) -> str:
     try:
         with session.begin_nested():
             outcome = handler(session, event) if handler else "ignored: type not used"
-    except stripe_money.NotYetApplicable as exc:
+    except (stripe_money.NotYetApplicable, GatewayError) as exc:
         # Not stored as processed: Stripe sends it again (the caller answers non-2xx).
         session.rollback()
         log.info("stripe event %s (%s) cannot be applied yet: %s", event.id, event.type, exc)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -12,7 +10,7 @@ import pytest
 import requests
 import stripe
 
-from tests.conftest import free_port, wait_for_port, wait_until
+from tests.conftest import devstripe_process, wait_until
 from upss.devstripe import IDEMPOTENCY_TTL, IdempotencyStore, SavedResponse
 
 API_KEY = "sk_test_devstripe"
@@ -21,15 +19,8 @@ API_KEY = "sk_test_devstripe"
 @pytest.fixture(scope="module")
 def devstripe_url():
     """A devstripe process of this module's own, so its faults and log are this module's."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "upss.devstripe", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with devstripe_process() as url:
+        yield url
 
 
 @pytest.fixture(autouse=True)

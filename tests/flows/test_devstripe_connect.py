@@ -6,8 +6,6 @@ from __future__ import annotations
 import http.server
 import json
 import re
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -16,7 +14,7 @@ import pytest
 import requests
 import stripe
 
-from tests.conftest import free_port, wait_for_port, wait_until
+from tests.conftest import devstripe_process, wait_until
 from upss.devstripe import ACCOUNT_LINK_TTL, Connect
 
 API_KEY = "sk_test_devstripe_connect"
@@ -36,15 +34,8 @@ EXPRESS = {
 @pytest.fixture(scope="module")
 def devstripe_url():
     """A devstripe process of this module's own, so its faults, log and endpoints are ours."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "upss.devstripe", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with devstripe_process() as url:
+        yield url
 
 
 class Receiver:

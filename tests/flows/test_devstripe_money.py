@@ -6,15 +6,13 @@ from __future__ import annotations
 
 import http.server
 import json
-import subprocess
-import sys
 import threading
 
 import pytest
 import requests
 import stripe
 
-from tests.conftest import free_port, wait_for_port, wait_until
+from tests.conftest import devstripe_process, wait_until
 from tests.stripe_contract import check_event_payload
 from upss.devstripe import card_fee
 
@@ -26,15 +24,8 @@ SECRET_FLAKY = "whsec_test_money_flaky"
 @pytest.fixture(scope="module")
 def url():
     """A devstripe process of this module's own."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "upss.devstripe", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with devstripe_process() as url:
+        yield url
 
 
 class Receiver:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import json
 import random
-import subprocess
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -16,7 +14,7 @@ import requests
 import stripe
 from sqlalchemy import func, select
 
-from tests.conftest import free_port, serving, wait_for_port, wait_until
+from tests.conftest import devstripe_process, serving, wait_until
 from tests.flows.test_payouts import DAY, IBAN_FI, earn, later
 from upss import ledger, payouts, questions, reconciliation
 from upss.extensions import db
@@ -27,15 +25,8 @@ from upss.stripe_gateway import gateway
 @pytest.fixture
 def localstripe_url():
     """A local Stripe of this test's own: its balance is this test's money only."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "upss.devstripe", "--port", str(port)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with devstripe_process() as url:
+        yield url
 
 
 @pytest.fixture
@@ -331,3 +322,20 @@ def test_the_reconciliation_job_finds_differences_in_money(app, world, server):
     assert found[f"refund {refund.id} (refund {refund.balance_transaction})"] == -500
     assert found["Stripe's balance (available + pending) and the ledger's stripe_balance"] == -500
     assert run.checked >= 2
+
+
+def test_an_event_stripe_cannot_be_asked_about_is_retried_not_stored(app, world, server):
+    """Stripe does not answer the look-up of the dispute: the event is answered 409 and not
+    stored as processed; delivered again once Stripe answers, it is applied."""
+    q, pi = paid(app, world)
+    control(app, "/_upss/disputes", {"payment_intent": pi, "inquiry": True})
+    created = wait_for(app, "charge.dispute.created")
+    control(app, "/_upss/faults", {"method": "GET", "path": r"/v1/disputes/.+",
+                                   "mode": "error_500", "times": 10})
+    assert deliver(app, server, created, copies=1) == [409]
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(StripeEvent)) == 0
+    requests.delete(f"{app.config['UPSS_LOCALSTRIPE_URL']}/_upss/faults", timeout=5)
+    assert deliver(app, server, created, copies=1) == [200]
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(StripeDispute)) == 1
