@@ -3,10 +3,7 @@ onboarding page, transfers, reversals, and their events at platform and Connect 
 
 from __future__ import annotations
 
-import http.server
-import json
 import re
-import threading
 import time
 import uuid
 
@@ -14,7 +11,8 @@ import pytest
 import requests
 import stripe
 
-from tests.conftest import devstripe_process, wait_until
+from tests.conftest import devstripe_process
+from tests.webhook_receiver import WebhookReceiver
 from upss.devstripe import ACCOUNT_LINK_TTL, Connect
 
 API_KEY = "sk_test_devstripe_connect"
@@ -38,60 +36,21 @@ def devstripe_url():
         yield url
 
 
-class Receiver:
-    """Webhook deliveries to ``/connect`` and ``/platform``, as a tiny HTTP server records them."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.deliveries: list[dict] = []
-        #: path -> how many of the next deliveries there get a 500.
-        self.fail_next: dict[str, int] = {}
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - the http.server API
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with receiver.lock:
-                    failing = receiver.fail_next.get(self.path, 0) > 0
-                    if failing:
-                        receiver.fail_next[self.path] -= 1
-                    receiver.deliveries.append({
-                        "path": self.path, "body": body.decode("utf-8"),
-                        "signature": self.headers.get("Stripe-Signature"), "failed": failing})
-                self.send_response(500 if failing else 200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+class Receiver(WebhookReceiver):
+    """Webhook deliveries to ``/connect`` and ``/platform``."""
 
     def events(self, path: str, type_: str | None = None, object_id: str | None = None,
                *, delivered_only: bool = True) -> list[dict]:
-        with self.lock:
-            found = []
-            for delivery in self.deliveries:
-                event = json.loads(delivery["body"])
-                if (delivery["path"] == path and (type_ is None or event["type"] == type_)
-                        and (object_id is None or event["data"]["object"]["id"] == object_id)
-                        and not (delivered_only and delivery["failed"])):
-                    found.append({**delivery, "event": event})
-            return found
+        return self.received(path, type_, object_id, delivered_only=delivered_only)
 
     def wait_for(self, path: str, type_: str, object_id: str, count: int = 1) -> list[dict]:
-        return wait_until(lambda: (lambda found: found if len(found) >= count else None)(
-            self.events(path, type_, object_id)), timeout=8, interval=0.05)
+        return self.wait_received(path, type_, object_id, count)
 
 
 @pytest.fixture(scope="module")
 def receiver(devstripe_url):
     """One receiver, registered as a Connect endpoint (/connect) and as a normal one (/platform)."""
-    receiver = Receiver()
-    thread = threading.Thread(target=receiver.server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with Receiver().running() as receiver:
         requests.post(f"{devstripe_url}/_config/connect_webhooks/{CONNECT_ENDPOINT}", timeout=5,
                       data={"url": f"{receiver.url}/connect", "secret": CONNECT_SECRET}
                       ).raise_for_status()
@@ -99,10 +58,6 @@ def receiver(devstripe_url):
                       data={"url": f"{receiver.url}/platform", "secret": PLATFORM_SECRET}
                       ).raise_for_status()
         yield receiver
-    finally:
-        receiver.server.shutdown()
-        receiver.server.server_close()
-        thread.join(timeout=5)
 
 
 @pytest.fixture(autouse=True)

@@ -4,16 +4,13 @@ shapes, delivered and redelivered like Stripe's."""
 
 from __future__ import annotations
 
-import http.server
-import json
-import threading
-
 import pytest
 import requests
 import stripe
 
 from tests.conftest import devstripe_process, wait_until
 from tests.stripe_contract import check_event_payload
+from tests.webhook_receiver import WebhookReceiver
 from upss.devstripe import card_fee
 
 API_KEY = "sk_test_devstripe_money"
@@ -28,49 +25,16 @@ def url():
         yield url
 
 
-class Receiver:
-    """Every delivery to ``/hooks`` and ``/flaky`` (whose first ``fail_next`` get a 500)."""
-
-    def __init__(self):
-        self.lock = threading.Lock()
-        self.deliveries: list[dict] = []
-        self.fail_next: dict[str, int] = {}
-        receiver = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 - the http.server API
-                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                event = json.loads(body)
-                with receiver.lock:
-                    key = (self.path, event["type"], event["data"]["object"]["id"])
-                    failing = receiver.fail_next.get(key, 0) > 0
-                    if failing:
-                        receiver.fail_next[key] -= 1
-                    receiver.deliveries.append({
-                        "path": self.path, "body": body.decode("utf-8"), "event": event,
-                        "signature": self.headers.get("Stripe-Signature"), "failed": failing})
-                self.send_response(500 if failing else 200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+class Receiver(WebhookReceiver):
+    """Every delivery to ``/hooks`` and ``/flaky`` (whose failures ``fail_next`` sets)."""
 
     def events(self, type_: str | None = None, object_id: str | None = None,
                path: str = "/hooks", *, delivered_only: bool = True) -> list[dict]:
-        with self.lock:
-            return [d for d in self.deliveries
-                    if d["path"] == path and (type_ is None or d["event"]["type"] == type_)
-                    and (object_id is None or d["event"]["data"]["object"]["id"] == object_id)
-                    and not (delivered_only and d["failed"])]
+        return self.received(path, type_, object_id, delivered_only=delivered_only)
 
     def wait_for(self, type_: str, object_id: str, count: int = 1,
                  path: str = "/hooks") -> list[dict]:
-        found = wait_until(lambda: (lambda got: got if len(got) >= count else None)(
-            self.events(type_, object_id, path)), timeout=8, interval=0.05)
+        found = self.wait_received(path, type_, object_id, count)
         for delivery in found:
             assert stripe.WebhookSignature.verify_header(
                 delivery["body"], delivery["signature"],
@@ -83,19 +47,12 @@ class Receiver:
 
 @pytest.fixture(scope="module")
 def receiver(url):
-    receiver = Receiver()
-    thread = threading.Thread(target=receiver.server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with Receiver().running() as receiver:
         for name, path, secret in (("money", "/hooks", SECRET),
                                    ("money-flaky", "/flaky", SECRET_FLAKY)):
             requests.post(f"{url}/_config/webhooks/{name}", timeout=5,
                           data={"url": receiver.url + path, "secret": secret}).raise_for_status()
         yield receiver
-    finally:
-        receiver.server.shutdown()
-        receiver.server.server_close()
-        thread.join(timeout=5)
 
 
 def client(url: str) -> stripe.StripeClient:

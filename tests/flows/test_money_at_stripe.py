@@ -202,9 +202,11 @@ def test_a_lost_dispute_after_payout_is_borne_by_the_organizer_to_the_cent(app, 
     assert balance(app, f"payable:answerer:{answerer}") == 0
     commission_before = balance(app, "commission")
     dispute = control(app, "/_upss/disputes", {"payment_intent": pi})
+    control(app, f"/_upss/disputes/{dispute['id']}/update", {"status": "under_review"})
     control(app, f"/_upss/disputes/{dispute['id']}/close", {"outcome": "lost"})
     batch = wait_for(app, "charge.dispute.created", "charge.dispute.funds_withdrawn",
-                     "charge.dispute.closed", "charge.updated", count=4)
+                     "charge.dispute.updated", "charge.dispute.closed", "charge.updated",
+                     count=5)
     assert set(deliver(app, server, list(reversed(batch)))) == {200}
     assert len(postings(app, "dispute-move:%")) == 1
     assert postings(app, "dispute:%") == [f"dispute:{dispute['id']}:lost"]
@@ -286,7 +288,7 @@ def test_a_transfer_reversed_at_stripe_makes_the_payout_owed_again(app, world, s
     assert_stripe_balance_matches(app)
 
 
-@pytest.mark.parametrize("ending", ["paid", "failed"])
+@pytest.mark.parametrize("ending", ["paid", "failed", "canceled"])
 def test_stripe_payouts_move_through_transit(app, world, server, ending):
     """A payout to the organizer's bank leaves the Stripe balance at once, waits in transit,
     and reaches the bank (or comes back)."""
