@@ -68,10 +68,16 @@ def payment_for(session: Session, question: Question, asker: User) -> PaymentInt
     """
     questions.check_owner(question, asker)
     if question.status == "draft":
-        intent = _new_payment_intent(session, question)
-        questions.start_payment(session, question, asker, intent.id,
-                                first_check_after=_first_check_after())
-        return intent
+        try:
+            with session.begin_nested():
+                intent = _new_payment_intent(session, question)
+                questions.start_payment(session, question, asker, intent.id,
+                                        first_check_after=_first_check_after())
+            return intent
+        except questions.InvalidTransition:
+            # Another request (a second tab, a double click) started it first with the same
+            # idempotency key, so Stripe gave both the same PaymentIntent: use theirs.
+            session.refresh(question)
     if question.status != "awaiting_payment":
         raise AlreadyPaid(f"question {question.id} is {question.status}")
     intent = gateway().retrieve_payment_intent(question.payment_intent_id)

@@ -347,3 +347,33 @@ def test_demo_answerer_can_be_paid_out_at_once(app, runner, world):
         assert (payout.answerer_id, payout.method, payout.status, payout.amount_cents) == (
             answerer_id, "sepa", "awaiting_bank", 1125)
 
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_concurrent_first_opens_of_the_pay_page_make_one_payment_intent(
+        app, asker_client, live_server, localstripe_url):
+    """Sixteen tabs open a new question's pay page at once: each gets the page, and Stripe
+    made one PaymentIntent (the others were given it back for the same key). PostgreSQL only:
+    on SQLite a transaction that read before another committed cannot write ("database is
+    locked"), which issue 14 (double clicks everywhere) is to handle."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from upss.installation import installation_id
+
+    ask(asker_client)
+    cookie = asker_client.get_cookie("session").value
+    with app.app_context():
+        key = f"{installation_id(db.session)}:question:1:pay"
+
+    def open_page(_):
+        return requests.get(f"{live_server}/questions/1/pay", cookies={"session": cookie},
+                            timeout=30).status_code
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        statuses = list(pool.map(open_page, range(16)))
+    assert statuses == [200] * 16
+    made = [r for r in performed(localstripe_url, r"/v1/payment_intents")
+            if r["idempotency_key"] == key]
+    assert len(made) == 1
+    q = question(app)
+    assert (q.status, q.payment_attempts) == ("awaiting_payment", 1)
