@@ -390,15 +390,16 @@ def _refuse(session: Session, payout: Payout, reason: str, now: datetime) -> Non
 
 
 def resolve_unfinished(session: Session, now: datetime) -> str | None:
-    """Job: settle Connect payouts whose outcome is not known (``unknown``, or ``sending``
-    left by a process that died). Each is looked up at Stripe by its ``transfer_group`` first;
+    """Job: settle Connect payouts whose outcome is not known (``unknown``, or ``sending`` left
+    by a process that died before or after the call). Each is looked up at Stripe by its
+    ``transfer_group`` first;
     only if Stripe has no transfer is it sent again with the same key, while Stripe keeps
     keys; after that it is failed and reversed (owed again, paid under a new key). Owns its
     transactions."""
     session.commit()
     ids = list(session.scalars(select(Payout.id).where(
         (Payout.status == "unknown")
-        | ((Payout.status == "sending") & (Payout.attempts > 0)
+        | ((Payout.status == "sending")
            & (Payout.last_attempt_at <= now - STALE_SENDING))).order_by(Payout.id)))
     session.commit()
     outcomes: dict[str, int] = {}

@@ -154,6 +154,26 @@ def test_a_process_killed_between_the_transfer_and_its_commit(app, world, locals
     assert batch(app, now + timedelta(days=8)) is None
 
 
+def test_a_process_killed_before_sending_leaves_a_payout_the_job_sends_once(
+        app, world, localstripe_url):
+    """The batch was committed and the process died before its transfers were sent: the
+    look-up job finds nothing at Stripe and sends it, under its key, once."""
+    answerer = connect_answerer(app, world, localstripe_url)
+    earn(app, world, answerer, 2500)
+    now = later()
+    with app.test_request_context():
+        payouts.run_batch(db.session, now)
+        db.session.commit()
+        left = db.session.scalar(select(Payout))
+        assert (left.status, left.attempts) == ("sending", 0)
+        key, payout_id = left.idempotency_key, left.id
+    assert resolve(app, now + timedelta(minutes=1)) is None
+    assert resolve(app, now + timedelta(minutes=3)) == "1 resent: sent"
+    assert payout(app, payout_id).status == "sent"
+    assert len(transfers_for(app, key)) == 1
+    assert resolve(app, now + timedelta(minutes=6)) is None
+
+
 def test_a_clear_refusal_is_reversed_once_and_not_retried_every_batch(app, world,
                                                                       localstripe_url):
     """Stripe refuses: the account cannot take transfers any more. The payout fails, the
