@@ -303,3 +303,22 @@ def test_reconciliation_matches_transfers_and_sepa_files_amount_by_amount(
     assert result.sepa_differences == [
         f"payout {sent['sepa'].id} (27.00 EUR) is 72.00 EUR in the file of batch {made.id}"]
     assert not result.ok
+
+
+def test_a_refund_committed_but_never_sent_is_sent_by_the_job_once(app, world):
+    """The process died between the refund's phase 1 and its call to Stripe: the job finds no
+    refund at Stripe once the request is stale, and sends it under its key, once."""
+    from upss import questions as question_service
+
+    asker = world.user("asker")
+    q = world.paid_question(paid_at=DAY, real_stripe=True, asker_id=asker)
+    world.act(question_service.refund, q, None, "cancel", None, DAY)
+    assert question(app, q).refund_status == "requested"
+    with app.test_request_context():
+        assert payments.resolve_unfinished_refunds(db.session, DAY + timedelta(minutes=1)) is None
+        assert payments.resolve_unfinished_refunds(
+            db.session, DAY + timedelta(minutes=3)) == "1 resent: sent"
+    done = question(app, q)
+    assert refund_postings(app, q) == [f"refund:{done.stripe_refund_id}"]
+    assert len(stripe_client(app).v1.refunds.list(
+        params={"payment_intent": done.payment_intent_id}).data) == 1
