@@ -106,3 +106,17 @@ def test_make_answerer_marks_a_user_and_refuses_unknown_languages(app, runner, m
     with app.app_context():
         assert db.session.get(User, user_id).is_answerer
         assert db.session.get(AnswererProfile, user_id).language_list == ["fi", "sv"]
+
+
+def test_reconcile_full_reports_a_ledger_payment_stripe_never_saw(app, runner):
+    """`flask upss reconcile-full` compares Stripe's whole history with the ledger on demand
+    and fails when something differs."""
+    with app.app_context():
+        ledger.post(db.session, "payment:pi_nowhere", "a payment Stripe never saw",
+                    [("stripe_balance", 700), ("escrow:question:9999", -700)], "EUR")
+        db.session.commit()
+    result = runner.invoke(args=["upss", "reconcile-full"])
+    assert result.exit_code == 1
+    assert "ledger payments missing at Stripe: 1" in result.output
+    assert "ledger payment payment:pi_nowhere has no PaymentIntent pi_nowhere at Stripe" in (
+        result.output)
