@@ -168,9 +168,7 @@ def post(session: Session, key: str, description: str, entries: Iterable[tuple[s
     content = _content(key, description, currency, reverses_id, checked)
 
     _lock_chain_head(session)
-    existing = session.scalar(
-        select(LedgerTransaction).where(LedgerTransaction.idempotency_key == key)
-    )
+    existing = posted(session, key)
     if existing is not None:
         if _content_of(existing) == content:
             return existing
@@ -200,6 +198,12 @@ def post(session: Session, key: str, description: str, entries: Iterable[tuple[s
         session.expire(account, ["balance_cents"])
     session.refresh(tx, ["entries"])
     return tx
+
+
+def posted(session: Session, key: str) -> LedgerTransaction | None:
+    """The transaction posted under idempotency key ``key``, if any."""
+    return session.scalar(select(LedgerTransaction).where(
+        LedgerTransaction.idempotency_key == key))
 
 
 def reverse(session: Session, original: LedgerTransaction, key: str,

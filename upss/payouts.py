@@ -189,8 +189,7 @@ def _post_payout(session: Session, payout: Payout, counter_account: str) -> Ledg
 
 
 def _reverse_payout(session: Session, payout: Payout, description: str) -> LedgerTransaction:
-    original = session.scalar(select(LedgerTransaction).where(
-        LedgerTransaction.idempotency_key == f"payout:{payout.id}"))
+    original = ledger.posted(session, f"payout:{payout.id}")
     if original is None:
         raise PayoutError(f"payout {payout.id} has no ledger posting to reverse")
     return ledger.reverse(session, original, f"payout:{payout.id}:reversal", description)

@@ -18,7 +18,7 @@ need Stripe behaviour localstripe lacks replace the gateway at this boundary
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from urllib.parse import urlsplit
 
 import stripe
@@ -206,10 +206,6 @@ def _payment_intent(obj) -> PaymentIntent:
 
 def read_transfer(obj) -> Transfer:
     """A transfer (API object or webhook ``data.object``)."""
-    return _transfer(obj)
-
-
-def _transfer(obj) -> Transfer:
     obj = _plain(obj)
     return Transfer(id=str(obj["id"]), amount=int(obj["amount"]),
                     currency=str(obj["currency"]).upper(),
@@ -269,10 +265,6 @@ def read_payout(obj) -> StripePayout:
 
 def read_refund(obj) -> Refund:
     """A refund (API object or webhook ``data.object``)."""
-    return _refund(obj)
-
-
-def _refund(obj) -> Refund:
     obj = _plain(obj)
     return Refund(id=str(obj["id"]), payment_intent=_id_of(obj.get("payment_intent")),
                   amount=int(obj["amount"]), currency=str(obj["currency"]).upper(),
@@ -381,8 +373,8 @@ class StripeGateway:
         params: dict = {"payment_intent": payment_intent_id}
         if metadata:
             params["metadata"] = {k: str(v) for k, v in metadata.items()}
-        return _refund(self._call(self.client.v1.refunds.create, params=params,
-                                  options={"idempotency_key": idempotency_key}))
+        return read_refund(self._call(self.client.v1.refunds.create, params=params,
+                                      options={"idempotency_key": idempotency_key}))
 
     def retrieve_dispute(self, dispute_id: str) -> Dispute:
         """A dispute as Stripe holds it now, with its balance transactions."""
@@ -426,7 +418,7 @@ class StripeGateway:
         lost)."""
         page = _plain(self._call(self.client.v1.refunds.list,
                                  params={"payment_intent": payment_intent_id, "limit": 100}))
-        return [_refund(obj) for obj in page.get("data") or []]
+        return [read_refund(obj) for obj in page.get("data") or []]
 
     def confirm_with_test_card(self, payment_intent_id: str, scenario: str,
                                idempotency_key: str) -> PaymentIntent:
@@ -456,7 +448,7 @@ class StripeGateway:
                         idempotency_key: str) -> Transfer:
         """Transfer to a connected account. ``transfer_group`` names the payout, so a transfer
         whose answer was lost can be found again (``find_transfers``)."""
-        return _transfer(self._call(
+        return read_transfer(self._call(
             self.client.v1.transfers.create,
             params={"amount": amount_cents, "currency": currency.lower(),
                     "destination": destination, "transfer_group": transfer_group,
@@ -468,11 +460,11 @@ class StripeGateway:
         """The transfers Stripe made for ``transfer_group`` (one payout's)."""
         page = _plain(self._call(self.client.v1.transfers.list,
                                  params={"transfer_group": transfer_group, "limit": 100}))
-        return [_transfer(obj) for obj in page.get("data") or []]
+        return [read_transfer(obj) for obj in page.get("data") or []]
 
     def list_transfers(self) -> list[Transfer]:
         """Every transfer of the platform (for reconciliation)."""
-        return [_transfer(obj) for obj in self._list_all(self.client.v1.transfers)]
+        return [read_transfer(obj) for obj in self._list_all(self.client.v1.transfers)]
 
     def create_connect_account(self, *, email: str, country: str, metadata: dict,
                                idempotency_key: str) -> ConnectAccount:
@@ -540,10 +532,7 @@ class StripeGateway:
                     payment_intent = charges[charge]
                 else:
                     payment_intent = _id_of(_plain(charge).get("payment_intent"))
-            refunds.append(Refund(
-                id=str(obj["id"]), payment_intent=payment_intent, amount=int(obj["amount"]),
-                currency=str(obj["currency"]).upper(), status=str(obj.get("status") or ""),
-            ))
+            refunds.append(replace(read_refund(obj), payment_intent=payment_intent))
         return refunds
 
     def parse_webhook(self, payload: bytes, signature_header: str | None, *,

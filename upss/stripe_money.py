@@ -70,11 +70,6 @@ class NotYetApplicable(Exception):
     """An event UPSS uses but cannot apply yet (e.g. its payment is not in the ledger yet)."""
 
 
-def _posted(session: Session, key: str) -> LedgerTransaction | None:
-    return session.scalar(select(LedgerTransaction).where(
-        LedgerTransaction.idempotency_key == key))
-
-
 def _paid_for(session: Session, payment_intent_id: str) -> Question | Tip | None:
     """The question or tip ``payment_intent_id`` paid for, locked; None if not ours. Raises
     ``NotYetApplicable`` while its payment is not in the ledger."""
@@ -87,7 +82,7 @@ def _paid_for(session: Session, payment_intent_id: str) -> Question | Tip | None
             Tip.payment_intent_id == payment_intent_id).with_for_update())
     if target is None:
         return None
-    if _posted(session, f"payment:{payment_intent_id}") is None:
+    if ledger.posted(session, f"payment:{payment_intent_id}") is None:
         raise NotYetApplicable(f"payment {payment_intent_id} is not in the ledger yet")
     return target
 
@@ -111,7 +106,7 @@ def loss_entries(session: Session, target: Question | Tip, amount: int) -> list[
         from_escrow = min(remaining, max(held, 0))
         debit(f"escrow:question:{target.id}", from_escrow)
         remaining -= from_escrow
-        settled = _posted(session, f"settle:question:{target.id}") is not None
+        settled = ledger.posted(session, f"settle:question:{target.id}") is not None
         share, commission = (money.split(remaining, target.commission_bps or 0) if settled
                              else (remaining, 0))
         answerer_id = target.answerer_id if settled else None
@@ -143,9 +138,9 @@ def sync_refunds(session: Session, payment_intent_id: str) -> str:
 
 def _apply_refund(session: Session, target: Question | Tip, refund: Refund) -> str:
     key = f"refund:{refund.id}"
-    posted = _posted(session, key)
+    posted = ledger.posted(session, key)
     if refund.status in ("failed", "canceled"):
-        if posted is None or _posted(session, f"{key}:failed") is not None:
+        if posted is None or ledger.posted(session, f"{key}:failed") is not None:
             return ""
         ledger.reverse(session, posted, f"{key}:failed", f"Refund {refund.id} failed at Stripe")
         if isinstance(target, Question):
@@ -179,7 +174,7 @@ def post_refund(session: Session, question: Question, refund: Refund) -> None:
     question.refund_status = "sent"
     question.refund_failure = None
     question.stripe_refund_id = refund.id
-    if _posted(session, f"refund:{refund.id}") is None:
+    if ledger.posted(session, f"refund:{refund.id}") is None:
         question.refunded_cents += refund.amount
     ledger.post(session, f"refund:{refund.id}", f"Refund of question {question.id}",
                 [(f"escrow:question:{question.id}", refund.amount),
@@ -214,7 +209,7 @@ def sync_dispute(session: Session, dispute_id: str) -> str:
     moved = [_post_dispute_move(session, dispute, move) for move in dispute.moves]
     withdrawn = -sum(m.amount for m in dispute.moves if m.amount < 0)
     outcome = f"dispute {dispute.status}"
-    if dispute.status == "lost" and withdrawn and _posted(
+    if dispute.status == "lost" and withdrawn and ledger.posted(
             session, f"dispute:{dispute.id}:lost") is None:
         ledger.post(session, f"dispute:{dispute.id}:lost",
                     f"Dispute {dispute.id} lost (question {_question_id(target)})",
@@ -243,7 +238,7 @@ def _record_dispute(session: Session, dispute: Dispute, question_id: int,
 def _post_dispute_move(session: Session, dispute: Dispute, move: BalanceMove) -> bool:
     """A dispute's withdrawal (or reinstatement) of money and Stripe's dispute fee."""
     key = f"dispute-move:{move.id}"
-    if _posted(session, key) is not None or not move.amount:
+    if ledger.posted(session, key) is not None or not move.amount:
         return False
     entries = [("disputed_funds", -move.amount), ("stripe_fees", move.fee),
                ("stripe_balance", move.net)]
@@ -267,7 +262,7 @@ def _charge_updated(session: Session, event: WebhookEvent) -> str:
 def post_fee(session: Session, move: BalanceMove) -> str:
     """Stripe's fee on a charge, once: the organizer's cost."""
     key = f"fee:{move.id}"
-    if not move.fee or _posted(session, key) is not None:
+    if not move.fee or ledger.posted(session, key) is not None:
         return "ignored: fee already posted" if move.fee else "ignored: no fee"
     ledger.post(session, key, f"Stripe fee on {move.source}",
                 [("stripe_fees", move.fee), ("stripe_balance", -move.fee)], move.currency)
@@ -310,7 +305,7 @@ def _payout_event(session: Session, event: WebhookEvent) -> str:
     done = []
 
     def once(suffix: str, entries: list[tuple[str, int]], what: str) -> None:
-        if _posted(session, key + suffix) is None:
+        if ledger.posted(session, key + suffix) is None:
             ledger.post(session, key + suffix, f"Stripe payout {payout.id} {what}", entries,
                         currency)
             done.append(what)
@@ -319,7 +314,7 @@ def _payout_event(session: Session, event: WebhookEvent) -> str:
     if payout.status == "paid":
         once(":paid", [("bank", amount), ("payouts_in_transit", -amount)], "paid")
     elif payout.status in ("failed", "canceled"):
-        source = "bank" if _posted(session, key + ":paid") else "payouts_in_transit"
+        source = "bank" if ledger.posted(session, key + ":paid") else "payouts_in_transit"
         once(":returned", [("stripe_balance", amount), (source, -amount)], payout.status)
     return "applied: payout " + ", ".join(done) if done else "ignored: payout already posted"
 
