@@ -210,6 +210,23 @@ def app(app_config):
         db.engine.dispose()
 
 
+def stripe_client(app):
+    """A stripe-python client on the app's local Stripe, to see what Stripe holds."""
+    import stripe
+
+    return stripe.StripeClient(app.config["UPSS_STRIPE_SECRET_KEY"],
+                               base_addresses={"api": app.config["UPSS_LOCALSTRIPE_URL"]})
+
+
+def detached(app, model, key):
+    """The ``model`` row ``key``, read in its own app context and detached, for assertions."""
+    with app.app_context():
+        row = db.session.get(model, key)
+        if row is not None:
+            db.session.expunge(row)
+        return row
+
+
 def disable_ledger_guards(session) -> None:
     """Switch off the triggers that keep the ledger append-only, as someone with database
     access going around the application would (``enable_ledger_guards`` undoes it).
@@ -436,10 +453,7 @@ class World:
     def question(self, question_id: int):
         from upss.models import Question
 
-        with self.app.app_context():
-            q = db.session.get(Question, question_id)
-            db.session.expunge(q)
-            return q
+        return detached(self.app, Question, question_id)
 
     def act(self, fn, question_id: int, user_id: int | None, *args, **kwargs):
         """Call a question service as ``user_id`` (None: no user) and commit."""

@@ -11,7 +11,7 @@ import requests
 import stripe
 from sqlalchemy import select
 
-from tests.conftest import sign_in, submit, wait_until
+from tests.conftest import detached, sign_in, submit, wait_until
 from upss.extensions import db
 from upss.models import AnswererProfile, StripeEvent
 from upss.stripe_gateway import STRIPE_API_VERSION
@@ -25,10 +25,7 @@ def connect_answerer_client(client, world) -> int:
 
 
 def profile(app, answerer: int) -> AnswererProfile:
-    with app.app_context():
-        found = db.session.get(AnswererProfile, answerer)
-        db.session.expunge(found)
-        return found
+    return detached(app, AnswererProfile, answerer)
 
 
 def complete_onboarding(url: str) -> requests.Response:

@@ -14,7 +14,7 @@ import requests
 import stripe
 from sqlalchemy import func, select
 
-from tests.conftest import devstripe_process, serving, wait_until
+from tests.conftest import detached, devstripe_process, serving, stripe_client, wait_until
 from tests.flows.test_payouts import DAY, IBAN_FI, earn, later
 from upss import ledger, payouts, questions, reconciliation
 from upss.extensions import db
@@ -34,11 +34,6 @@ def server(app):
     """The app, served; the local Stripe is NOT told about it: this test delivers events."""
     with serving(app) as base:
         yield base
-
-
-def client(app) -> stripe.StripeClient:
-    return stripe.StripeClient(app.config["UPSS_STRIPE_SECRET_KEY"],
-                               base_addresses={"api": app.config["UPSS_LOCALSTRIPE_URL"]})
 
 
 def control(app, path: str, body: dict | None = None) -> dict:
@@ -109,24 +104,17 @@ def paid(app, world, price: int = 1250) -> tuple[int, str]:
     return q, world.question(q).payment_intent_id
 
 
-def question(app, question_id: int) -> Question:
-    with app.app_context():
-        found = db.session.get(Question, question_id)
-        db.session.expunge(found)
-        return found
-
-
 def test_a_refund_made_at_stripe_before_the_answer_refunds_the_question(app, world, server):
     """Refunded in Stripe's Dashboard while queued: the refund events and the fee, each ten
     times in parallel, post the refund and the fee once; the question shows it."""
     q, pi = paid(app, world)
-    refund = client(app).v1.refunds.create(params={"payment_intent": pi})
+    refund = stripe_client(app).v1.refunds.create(params={"payment_intent": pi})
     batch = wait_for(app, "refund.created", "charge.refunded", "refund.updated",
                      "charge.updated", count=4)
     assert set(deliver(app, server, batch)) == {200}
     assert postings(app, "refund:%") == [f"refund:{refund.id}"]
     assert len(postings(app, "fee:%")) == 1
-    done = question(app, q)
+    done = detached(app, Question, q)
     assert (done.status, done.stripe_refund_id, done.refunded_cents) == (
         "refunded", refund.id, 1250)
     assert balance(app, f"escrow:question:{q}") == 0
@@ -149,17 +137,17 @@ def test_a_refund_before_its_payment_is_applied_on_redelivery(app, world, server
         db.session.commit()
         q = made.id
         gateway().confirm_with_test_card(intent.id, "succeeds", f"confirm-{intent.id}")
-    refund = client(app).v1.refunds.create(params={"payment_intent": intent.id})
+    refund = stripe_client(app).v1.refunds.create(params={"payment_intent": intent.id})
     refund_events = wait_for(app, "refund.created", "charge.refunded", count=2)
     assert set(deliver(app, server, refund_events, copies=3)) == {409}
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(StripeEvent)) == 0
-    assert question(app, q).status == "awaiting_payment"
+    assert detached(app, Question, q).status == "awaiting_payment"
 
     assert set(deliver(app, server, wait_for(app, "payment_intent.succeeded"))) == {200}
-    assert question(app, q).status == "queued"
+    assert detached(app, Question, q).status == "queued"
     assert set(deliver(app, server, refund_events)) == {200}
-    assert (question(app, q).status, question(app, q).stripe_refund_id) == (
+    assert (detached(app, Question, q).status, detached(app, Question, q).stripe_refund_id) == (
         "refunded", refund.id)
     assert postings(app, "refund:%") == [f"refund:{refund.id}"]
     assert postings(app, "payment:%") == [f"payment:{intent.id}"]
@@ -169,16 +157,16 @@ def test_a_failed_refund_is_reversed_once(app, world, server):
     """A refund Stripe later could not make (the card is gone) gives the money back, once;
     one that had already failed when its events came is never posted at all."""
     q, pi = paid(app, world)
-    refund = client(app).v1.refunds.create(params={"payment_intent": pi})
+    refund = stripe_client(app).v1.refunds.create(params={"payment_intent": pi})
     batch = wait_for(app, "refund.created", "charge.refunded", "refund.updated",
                      "charge.updated", count=4)
     assert set(deliver(app, server, batch)) == {200}
-    assert question(app, q).refunded_cents == 1250
+    assert detached(app, Question, q).refunded_cents == 1250
     control(app, f"/_upss/refunds/{refund.id}/fail")
     assert set(deliver(app, server, wait_for(app, "refund.failed"))) == {200}
     assert postings(app, "refund:%") == [f"refund:{refund.id}", f"refund:{refund.id}:failed"]
     assert balance(app, f"escrow:question:{q}") == -1250  # back in escrow
-    assert question(app, q).refunded_cents == 0
+    assert detached(app, Question, q).refunded_cents == 0
     assert_stripe_balance_matches(app)
 
 
@@ -189,7 +177,7 @@ def settled_and_paid_out(app, world, answerer: int, price: int = 1250) -> tuple[
         batch = payouts.run_batch(db.session, later())
         db.session.commit()
         assert batch is not None
-    return q, question(app, q).payment_intent_id
+    return q, detached(app, Question, q).payment_intent_id
 
 
 def test_a_lost_dispute_after_payout_is_borne_by_the_organizer_to_the_cent(app, world, server):
@@ -228,7 +216,7 @@ def test_a_lost_dispute_is_taken_from_the_answerers_unpaid_balance_first(app, wo
     answerer = world.answerer(iban=IBAN_FI)
     q = earn(app, world, answerer, 1250, real_stripe=True)
     earn(app, world, answerer, 1250)
-    pi = question(app, q).payment_intent_id
+    pi = detached(app, Question, q).payment_intent_id
     dispute = control(app, "/_upss/disputes", {"payment_intent": pi})
     control(app, f"/_upss/disputes/{dispute['id']}/close", {"outcome": "lost"})
     batch = wait_for(app, "charge.dispute.created", "charge.dispute.funds_withdrawn",
@@ -277,7 +265,7 @@ def test_a_transfer_reversed_at_stripe_makes_the_payout_owed_again(app, world, s
     earn(app, world, answerer, 2500, real_stripe=True)
     made = pay_batch(app, later())
     assert made.status == "sent"
-    client(app).v1.transfers.reversals.create(made.stripe_transfer_id)
+    stripe_client(app).v1.transfers.reversals.create(made.stripe_transfer_id)
     batch = wait_for(app, "transfer.reversed", "transfer.created", "charge.updated", count=3)
     assert set(deliver(app, server, batch)) == {200}
     assert postings(app, f"payout:{made.id}:reversed-to:%") == [
@@ -313,7 +301,7 @@ def test_the_reconciliation_job_finds_differences_in_money(app, world, server):
             "1 checked, 0 differences")
         db.session.commit()
     q, pi = paid(app, world, price=2000)
-    refund = client(app).v1.refunds.create(params={"payment_intent": pi, "amount": 500})
+    refund = stripe_client(app).v1.refunds.create(params={"payment_intent": pi, "amount": 500})
     wait_for(app, "charge.updated", count=2)  # Stripe has made the charge's money movement
     with app.test_request_context():
         outcome = reconciliation.reconcile_with_stripe(db.session, later())

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import stripe
 from sqlalchemy import func, select
 
-from tests.conftest import ask, submit, wait_until
+from tests.conftest import ask, stripe_client, submit, wait_until
 from upss.extensions import db
 from upss.models import LedgerEntry, LedgerTransaction, Question, QuestionEvent, StripeEvent
-
-
-def stripe_client(app) -> stripe.StripeClient:
-    return stripe.StripeClient(app.config["UPSS_STRIPE_SECRET_KEY"],
-                               base_addresses={"api": app.config["UPSS_LOCALSTRIPE_URL"]})
 
 
 def load_question(app, question_id: int = 1) -> Question:

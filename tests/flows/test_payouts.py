@@ -17,6 +17,7 @@ import stripe
 import xmlschema
 from sqlalchemy import func, select
 
+from tests.conftest import stripe_client
 from upss import ledger, payments, payouts, questions, settings
 from upss.extensions import db
 from upss.models import (
@@ -498,11 +499,6 @@ def test_concurrent_batches_pay_once(app, world):
         assert balance(app, f"payable:answerer:{person}") == 0
 
 
-def localstripe_client(app) -> stripe.StripeClient:
-    return stripe.StripeClient(app.config["UPSS_STRIPE_SECRET_KEY"],
-                               base_addresses={"api": app.config["UPSS_LOCALSTRIPE_URL"]})
-
-
 def paid_behind_our_back(client: stripe.StripeClient, amount: int) -> str:
     """A PaymentIntent created and confirmed at localstripe without the app knowing."""
     intent = client.v1.payment_intents.create(params={
@@ -515,7 +511,7 @@ def paid_behind_our_back(client: stripe.StripeClient, amount: int) -> str:
 def test_reconciliation_reports_mismatches_both_ways(app, world):
     """A payment Stripe has but the ledger lacks, a ledger payment Stripe never saw, and a
     refund made at Stripe without the ledger are each reported; matched ones are not."""
-    client = localstripe_client(app)
+    client = stripe_client(app)
     asker = world.user("asker")
     matched = world.question(world.paid_question(paid_at=DAY, real_stripe=True, asker_id=asker))
     cancelled = world.paid_question(paid_at=DAY, real_stripe=True, asker_id=asker)
@@ -558,7 +554,7 @@ def test_reconciliation_reports_mismatches_both_ways(app, world):
 def test_gateway_lists_refunds_with_their_payment_intent_in_both_shapes(app, world):
     """localstripe leaves a refund made by charge without its PaymentIntent: the gateway
     looks it up through the charge."""
-    client = localstripe_client(app)
+    client = stripe_client(app)
     intent = paid_behind_our_back(client, 1500)
     charge = client.v1.payment_intents.retrieve(intent).to_dict()["latest_charge"]
     by_charge = client.v1.refunds.create(params={"charge": charge["id"], "amount": 500})

@@ -10,10 +10,9 @@ from datetime import timedelta
 import pytest
 import requests
 import sqlalchemy as sa
-import stripe
 from sqlalchemy import func, select
 
-from tests.conftest import disable_ledger_guards, enable_ledger_guards
+from tests.conftest import detached, disable_ledger_guards, enable_ledger_guards, stripe_client
 from tests.flows.test_payouts import DAY, balance, earn, entries, later
 from upss import payments, payouts
 from upss.extensions import db
@@ -32,11 +31,6 @@ def app_config(app_config):
 @pytest.fixture
 def no_library_retries(app):
     assert app.extensions["upss_stripe"].network_retries == 0
-
-
-def stripe_client(app) -> stripe.StripeClient:
-    return stripe.StripeClient(app.config["UPSS_STRIPE_SECRET_KEY"],
-                               base_addresses={"api": app.config["UPSS_LOCALSTRIPE_URL"]})
 
 
 def connect_answerer(app, world, localstripe_url, state: str = "enabled") -> int:
@@ -73,13 +67,6 @@ def resolve(app, now) -> str | None:
         return payouts.resolve_unfinished(db.session, now)
 
 
-def payout(app, payout_id: int) -> Payout:
-    with app.app_context():
-        found = db.session.get(Payout, payout_id)
-        db.session.expunge(found)
-        return found
-
-
 def transfers_for(app, key: str) -> list:
     return stripe_client(app).v1.transfers.list(params={"transfer_group": key}).data
 
@@ -109,7 +96,7 @@ def test_a_transfer_with_no_clear_answer_is_paid_exactly_once(app, world, locals
 
     outcome = resolve(app, now + timedelta(minutes=5))
     assert outcome == ("1 resent: sent" if mode == "error_409" else "1 found: sent")
-    done = payout(app, first.id)
+    done = detached(app, Payout, first.id)
     made = transfers_for(app, first.idempotency_key)
     assert len(made) == 1
     assert (done.status, done.stripe_transfer_id) == ("sent", made[0].id)
@@ -149,7 +136,7 @@ def test_a_process_killed_between_the_transfer_and_its_commit(app, world, locals
 
     assert resolve(app, now + timedelta(minutes=1)) is None  # may still be in flight
     assert resolve(app, now + timedelta(minutes=3)) == "1 found: sent"
-    assert payout(app, payout_id).status == "sent"
+    assert detached(app, Payout, payout_id).status == "sent"
     assert len(transfers_for(app, key)) == 1
     assert batch(app, now + timedelta(days=8)) is None
 
@@ -169,7 +156,7 @@ def test_a_process_killed_before_sending_leaves_a_payout_the_job_sends_once(
         key, payout_id = left.idempotency_key, left.id
     assert resolve(app, now + timedelta(minutes=1)) is None
     assert resolve(app, now + timedelta(minutes=3)) == "1 resent: sent"
-    assert payout(app, payout_id).status == "sent"
+    assert detached(app, Payout, payout_id).status == "sent"
     assert len(transfers_for(app, key)) == 1
     assert resolve(app, now + timedelta(minutes=6)) is None
 
@@ -234,13 +221,6 @@ def refund_postings(app, question_id: int) -> list[str]:
             LedgerTransaction.description == f"Refund of question {question_id}")))
 
 
-def question(app, question_id: int) -> Question:
-    with app.app_context():
-        found = db.session.get(Question, question_id)
-        db.session.expunge(found)
-        return found
-
-
 @pytest.mark.parametrize("mode", ["drop_after", "error_409"])
 def test_a_refund_whose_answer_is_lost_is_posted_once(app, world, stripe_faults, mode):
     """The asker withdraws; Stripe refunds but the answer is lost (or answers 409 without
@@ -250,14 +230,14 @@ def test_a_refund_whose_answer_is_lost_is_posted_once(app, world, stripe_faults,
     q = world.paid_question(paid_at=DAY, real_stripe=True, asker_id=asker)
     stripe_faults(method="POST", path="/v1/refunds", mode=mode)
     assert world.act(payments.cancel, q, asker, DAY) == "unknown"
-    assert question(app, q).status == "refunded"
+    assert detached(app, Question, q).status == "refunded"
     assert refund_postings(app, q) == []
     assert balance(app, f"escrow:question:{q}") == -1000
 
     with app.test_request_context():
         outcome = payments.resolve_unfinished_refunds(db.session, DAY + timedelta(minutes=5))
     assert outcome == ("1 resent: sent" if mode == "error_409" else "1 found")
-    done = question(app, q)
+    done = detached(app, Question, q)
     at_stripe = stripe_client(app).v1.refunds.list(
         params={"payment_intent": done.payment_intent_id}).data
     assert [r.id for r in at_stripe] == [done.stripe_refund_id]
@@ -313,12 +293,12 @@ def test_a_refund_committed_but_never_sent_is_sent_by_the_job_once(app, world):
     asker = world.user("asker")
     q = world.paid_question(paid_at=DAY, real_stripe=True, asker_id=asker)
     world.act(question_service.refund, q, None, "cancel", None, DAY)
-    assert question(app, q).refund_status == "requested"
+    assert detached(app, Question, q).refund_status == "requested"
     with app.test_request_context():
         assert payments.resolve_unfinished_refunds(db.session, DAY + timedelta(minutes=1)) is None
         assert payments.resolve_unfinished_refunds(
             db.session, DAY + timedelta(minutes=3)) == "1 resent: sent"
-    done = question(app, q)
+    done = detached(app, Question, q)
     assert refund_postings(app, q) == [f"refund:{done.stripe_refund_id}"]
     assert len(stripe_client(app).v1.refunds.list(
         params={"payment_intent": done.payment_intent_id}).data) == 1

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 import stripe
 from sqlalchemy import event, func, select
 
-from tests.conftest import ask, submit, wait_until
+from tests.conftest import ask, detached, stripe_client, submit, wait_until
 from upss import config, create_app, payments
 from upss.extensions import db
 from upss.models import LedgerTransaction, Question, StripeEvent, utcnow
@@ -34,18 +34,6 @@ def no_webhooks(localstripe_url):
     requests.post(f"{localstripe_url}/_config/webhooks/upss",
                   data={"url": "http://127.0.0.1:9/lost", "secret": "whsec_lost"},
                   timeout=5).raise_for_status()
-
-
-def stripe_client(app) -> stripe.StripeClient:
-    return stripe.StripeClient(app.config["UPSS_STRIPE_SECRET_KEY"],
-                               base_addresses={"api": app.config["UPSS_LOCALSTRIPE_URL"]})
-
-
-def question(app, question_id: int = 1) -> Question:
-    with app.app_context():
-        q = db.session.get(Question, question_id)
-        db.session.expunge(q)
-        return q
 
 
 def payment_postings(app) -> int:
@@ -94,7 +82,7 @@ def test_a_hung_confirmation_answers_quickly_and_a_retry_pays_once(
     asker retries, and nothing is charged twice."""
     ask(asker_client)
     assert asker_client.get("/questions/1/pay").status_code == 200
-    pi = question(app).payment_intent_id
+    pi = detached(app, Question, 1).payment_intent_id
     stripe_faults(method="POST", path=r"/v1/payment_intents/[^/]+/confirm", mode="stall",
                   seconds=4)
 
@@ -106,14 +94,14 @@ def test_a_hung_confirmation_answers_quickly_and_a_retry_pays_once(
     assert response.status_code == 302 and response.headers["Location"] == "/questions/1"
     page = asker_client.get("/questions/1").get_data(as_text=True)
     assert "did not answer in time" in page and "Nothing was charged" not in page
-    assert question(app).status == "awaiting_payment"
+    assert detached(app, Question, 1).status == "awaiting_payment"
 
     # Stripe finishes the held confirmation after the page gave up.
     wait_until(lambda: stripe_client(app).v1.payment_intents.retrieve(pi).status == "succeeded",
                timeout=10)
     again = asker_client.get("/questions/1/pay")  # the asker tries again
     assert again.status_code == 302 and again.headers["Location"] == "/questions/1"
-    assert question(app).status == "queued"
+    assert detached(app, Question, 1).status == "queued"
     assert payment_postings(app) == 1
     assert len(performed(localstripe_url, rf"/v1/payment_intents/{pi}/confirm")) == 1
     charges = stripe_client(app).v1.charges.list(params={"limit": 100}).data
@@ -132,14 +120,14 @@ def test_a_hung_payment_start_says_nothing_was_charged_and_the_retry_reuses_it(
     assert time.monotonic() - started < app.extensions["upss_stripe"].max_wait_seconds + 1.0
     assert response.status_code == 503
     assert "Nothing was charged" in response.get_data(as_text=True)
-    assert question(app).status == "draft"
+    assert detached(app, Question, 1).status == "draft"
 
     time.sleep(2.5)  # the held request is carried out meanwhile
     page = asker_client.get("/questions/1/pay")
     assert page.status_code == 200
     created = performed(localstripe_url, r"/v1/payment_intents")[before:]
     assert len(created) == 1
-    q = question(app)
+    q = detached(app, Question, 1)
     assert q.status == "awaiting_payment" and q.payment_attempts == 1
     assert re.fullmatch(r"upss-[0-9a-f]{16}:question:1:pay", created[0]["idempotency_key"])
 
@@ -153,15 +141,15 @@ def test_a_lost_webhook_is_found_by_the_check_job_once(app, asker_client, no_web
     asker_client.get("/questions/1/pay")
     submit(asker_client, "/questions/1/pay/test", {"scenario": "succeeds"},
            form_url="/questions/1/pay")
-    q = question(app)
+    q = detached(app, Question, 1)
     assert q.status == "awaiting_payment"
     start = q.payment_started_at
     assert q.payment_check_due_at == start + timedelta(minutes=5)
 
     assert run_check(app, start + timedelta(minutes=4)) is None  # not due yet
-    assert question(app).status == "awaiting_payment"
+    assert detached(app, Question, 1).status == "awaiting_payment"
     assert run_check(app, start + timedelta(minutes=6)) == "1 asked, 1 applied"
-    q = question(app)
+    q = detached(app, Question, 1)
     assert q.status == "queued" and q.payment_check_due_at is None
     assert run_check(app, start + timedelta(minutes=30)) is None
     assert payment_postings(app) == 1
@@ -176,16 +164,16 @@ def test_the_check_job_asks_with_growing_gaps_then_stops_and_says_so(app, asker_
     the question page says that UPSS stopped asking."""
     ask(asker_client)
     asker_client.get("/questions/1/pay")
-    start = question(app).payment_started_at
+    start = detached(app, Question, 1).payment_started_at
     due_times = []
     for _ in range(20):
-        due = question(app).payment_check_due_at
+        due = detached(app, Question, 1).payment_check_due_at
         if due is None:
             break
         due_times.append(round((due - start).total_seconds() / 60))
         assert run_check(app, due) == "1 asked, 0 applied"
     assert due_times == [5, 10, 20, 40, 80, 160, 320, 640, 1280]
-    q = question(app)
+    q = detached(app, Question, 1)
     assert q.status == "awaiting_payment" and q.payment_checks == 9
     assert q.payment_checks_ended_at == start + timedelta(minutes=1280)
     page = asker_client.get("/questions/1").get_data(as_text=True)
@@ -199,10 +187,10 @@ def test_opening_the_pay_page_again_applies_a_payment_whose_webhook_was_lost(
     asker_client.get("/questions/1/pay")
     submit(asker_client, "/questions/1/pay/test", {"scenario": "succeeds"},
            form_url="/questions/1/pay")
-    assert question(app).status == "awaiting_payment"
+    assert detached(app, Question, 1).status == "awaiting_payment"
     response = asker_client.get("/questions/1/pay")
     assert response.status_code == 302 and response.headers["Location"] == "/questions/1"
-    assert question(app).status == "queued"
+    assert detached(app, Question, 1).status == "queued"
     assert payment_postings(app) == 1
 
 
@@ -255,7 +243,7 @@ def test_a_connection_dropped_during_a_webhook_is_retried_and_applied_once(
     the start, answers 200, and the payment is applied exactly once."""
     ask(asker_client)
     asker_client.get("/questions/1/pay")
-    q = question(app)
+    q = detached(app, Question, 1)
     killed = []
 
     def kill_once(conn, cursor, statement, parameters, context, executemany):
@@ -274,7 +262,7 @@ def test_a_connection_dropped_during_a_webhook_is_retried_and_applied_once(
     assert killed, "the connection was not killed"
     assert response.status_code == 200, response.get_data(as_text=True)
     assert response.get_json()["outcome"] == "applied: question queued"
-    assert question(app).status == "queued"
+    assert detached(app, Question, 1).status == "queued"
     assert payment_postings(app) == 1
     with app.app_context():
         assert db.session.scalar(select(func.count()).select_from(StripeEvent)) == 1
@@ -375,5 +363,5 @@ def test_concurrent_first_opens_of_the_pay_page_make_one_payment_intent(
     made = [r for r in performed(localstripe_url, r"/v1/payment_intents")
             if r["idempotency_key"] == key]
     assert len(made) == 1
-    q = question(app)
+    q = detached(app, Question, 1)
     assert (q.status, q.payment_attempts) == ("awaiting_payment", 1)
