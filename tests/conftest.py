@@ -471,3 +471,67 @@ class World:
 @pytest.fixture
 def world(app):
     return World(app)
+
+
+REDIS_URL = os.environ.get("UPSS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """The shared rate-limit store (Redis). Under ``CI=true`` a missing Redis fails the run."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means "no Redis here"
+        message = f"Redis is not reachable at {REDIS_URL}: {exc}"
+        if IN_CI:
+            pytest.fail(message + " (CI=true: the Redis tests are required)")
+        pytest.skip(message)
+    return REDIS_URL
+
+
+@pytest.fixture
+def redis_limits(redis_url):
+    """Settings that count rate limits in Redis under a key prefix of this test's own."""
+    return {"RATELIMIT_ENABLED": True, "RATELIMIT_STORAGE_URI": redis_url,
+            "RATELIMIT_KEY_PREFIX": f"upss-test-{uuid.uuid4().hex[:10]}"}
+
+
+@contextlib.contextmanager
+def gunicorn(environ: dict, workers: int = 4):
+    """``gunicorn -w <workers> wsgi:app`` on a free port with ``environ`` added to this
+    process's environment; yields (base URL, the master's Popen)."""
+    import tempfile
+
+    port = free_port()
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    errors = tempfile.TemporaryFile()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "-w", str(workers), "-b", f"127.0.0.1:{port}",
+         "--graceful-timeout", "5", "wsgi:app"],
+        cwd=root, env={**os.environ, **environ},
+        stdout=subprocess.DEVNULL, stderr=errors)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if requests.get(f"{base}/sign-in", timeout=5).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                errors.seek(0)
+                raise RuntimeError("gunicorn did not start: "
+                                   + errors.read().decode(errors="replace")[-3000:])
+            time.sleep(0.2)
+        yield base, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        errors.close()

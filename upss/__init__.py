@@ -7,14 +7,16 @@ gunicorn and ``flask --app wsgi`` use.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 from flask import Flask, request
 from flask_login import current_user
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import config as config_module
-from .extensions import babel, csrf, db, limiter, login_manager, migrate
+from .extensions import babel, csrf, db, login_manager, migrate
 
 SUPPORTED_LOCALES = ("en", "nb", "fi", "sv", "sl")
 
@@ -29,6 +31,13 @@ def create_app(config: dict | None = None) -> Flask:
     if config:
         app.config.update(config)
     config_module.check_deployment(app.config)
+    app.permanent_session_lifetime = timedelta(hours=app.config["UPSS_SESSION_MAX_HOURS"])
+    if app.config["UPSS_TRUSTED_PROXIES"]:
+        hops = app.config["UPSS_TRUSTED_PROXIES"]
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops)
+
+    from .web.inputs import FilteredRequest
+    app.request_class = FilteredRequest
 
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))
@@ -37,7 +46,8 @@ def create_app(config: dict | None = None) -> Flask:
     login_manager.login_message = None
     csrf.init_app(app)
     babel.init_app(app, locale_selector=select_locale)
-    limiter.init_app(app)
+    from .web import limits
+    limits.init_app(app)
 
     from . import stripe_gateway
     stripe_gateway.init_app(app)
@@ -52,7 +62,7 @@ def create_app(config: dict | None = None) -> Flask:
 
 def select_locale() -> str:
     """The user's own setting, else the browser's Accept-Language, else English."""
-    if current_user and current_user.is_authenticated and current_user.locale:
+    if current_user and current_user.is_authenticated and getattr(current_user, "locale", ""):
         return current_user.locale
     return request.accept_languages.best_match(SUPPORTED_LOCALES) or "en"
 

@@ -1,4 +1,5 @@
-"""Accounts: sign-up and password checks (strong hashing, no hint whether an e-mail exists)."""
+"""Accounts: sign-up, password rules and checks (strong hashing, no hint whether an e-mail
+exists)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,47 @@ PASSWORD_MAX = 128
 _DUMMY_HASH = generate_password_hash("upss-timing-equaliser")
 
 
+class WeakPassword(ValueError):
+    """The password breaks a rule of :func:`password_problem`; ``code`` says which."""
+
+    def __init__(self, code: str):
+        super().__init__(code)
+        self.code = code
+
+
+def _common_passwords() -> frozenset[str]:
+    """The 30 000 most common passwords (from zxcvbn's lists, which are lower-case)."""
+    from zxcvbn.frequency_lists import FREQUENCY_LISTS
+
+    return frozenset(FREQUENCY_LISTS["passwords"])
+
+
+_COMMON: frozenset[str] | None = None
+
+
+def password_problem(password: str) -> str | None:
+    """Why ``password`` may not be used, as a code, or None if it may.
+
+    Its length is counted without surrounding spaces (``length``); it may not be one character
+    repeated (``repeated``), a straight run like ``abcdefghij`` or ``9876543210``
+    (``sequence``), or one of the 30 000 most common passwords, in any case (``common``).
+    """
+    global _COMMON
+    text = (password or "").strip()
+    if not PASSWORD_MIN <= len(text) <= PASSWORD_MAX or len(password) > PASSWORD_MAX:
+        return "length"
+    if len(set(text)) == 1:
+        return "repeated"
+    steps = {ord(b) - ord(a) for a, b in zip(text, text[1:], strict=False)}
+    if steps in ({1}, {-1}):
+        return "sequence"
+    if _COMMON is None:
+        _COMMON = _common_passwords()
+    if text.lower() in _COMMON:
+        return "common"
+    return None
+
+
 class EmailTaken(Exception):
     """Another account already uses this e-mail address."""
 
@@ -27,8 +69,9 @@ def sign_up(session: Session, *, email: str, name: str, password: str) -> User:
     email = normalise_email(email)
     if session.scalar(select(User.id).where(User.email == email)) is not None:
         raise EmailTaken(email)
-    if not PASSWORD_MIN <= len(password) <= PASSWORD_MAX:
-        raise ValueError("password length")
+    problem = password_problem(password)
+    if problem:
+        raise WeakPassword(problem)
     user = User(email=email, name=name.strip(), password_hash=generate_password_hash(password))
     session.add(user)
     session.flush()

@@ -6,8 +6,10 @@ commission, …) are stored in the database; the values here are their defaults.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import tempfile
 from pathlib import Path
 
 #: Secret key prefix Stripe uses for live mode; the test-mode panel is refused with such a key.
@@ -44,15 +46,50 @@ def _bool(environ, name: str, default: bool) -> bool:
 
 
 def _secret_key(environ, instance_path: Path) -> str:
-    """The session signing key: from UPSS_SECRET_KEY, else one generated once per instance."""
+    """The session signing key: from UPSS_SECRET_KEY, else one generated once per instance.
+
+    Processes starting together must agree on one key: the key is written whole to a private
+    temporary file and then linked into place, which fails if another process got there
+    first; every process then reads the file that won, never a half-written one.
+    """
     if environ.get("UPSS_SECRET_KEY"):
         return environ["UPSS_SECRET_KEY"]
     key_file = instance_path / "secret_key"
     if not key_file.exists():
         instance_path.mkdir(parents=True, exist_ok=True)
-        key_file.write_text(secrets.token_hex(32))
-        key_file.chmod(0o600)
-    return key_file.read_text().strip()
+        fd, temporary = tempfile.mkstemp(dir=instance_path, prefix=".secret_key.")
+        try:
+            with os.fdopen(fd, "w") as handle:  # mkstemp creates it readable by us only
+                handle.write(secrets.token_hex(32))
+                handle.flush()
+                os.fsync(handle.fileno())
+            with contextlib.suppress(FileExistsError):
+                os.link(temporary, key_file)
+        finally:
+            os.unlink(temporary)
+    key = key_file.read_text().strip()
+    if not key:
+        raise ConfigError(f"The secret key file {key_file} is empty: delete it, or set "
+                          "UPSS_SECRET_KEY.")
+    return key
+
+
+#: Rate limits (Flask-Limiter syntax); each can be changed with ``UPSS_LIMIT_<NAME>``. Several
+#: limits in one string are a growing back-off: "5 per minute; 20 per hour" lets 5 attempts
+#: through at once, then makes each further one wait longer.
+RATE_LIMITS = {
+    # Per client address: sign-in and sign-up attempts.
+    "SIGN_IN": "10 per minute; 100 per hour",
+    "SIGN_UP": "5 per minute; 20 per hour",
+    # Per account signed in to, from any address (a browser that has signed in to the
+    # account before is exempt, so an attacker cannot lock the owner out).
+    "SIGN_IN_ACCOUNT": "5 per minute; 20 per hour; 50 per day",
+    # Per signed-in user (per address before signing in).
+    "ASK": "10 per minute; 100 per day",
+    "PAY": "20 per minute; 100 per hour",
+    "CLAIM": "30 per minute; 300 per hour",
+    "MESSAGE": "10 per minute; 100 per day",
+}
 
 
 def from_environment(instance_path: str, environ=None) -> dict:
@@ -75,8 +112,32 @@ def from_environment(instance_path: str, environ=None) -> dict:
         "REMEMBER_COOKIE_SECURE": _bool(environ, "UPSS_SECURE_COOKIES", False),
         "REMEMBER_COOKIE_HTTPONLY": True,
         "WTF_CSRF_ENABLED": True,
+        #: Largest request body (bytes); larger ones get 413 before they are read. The Stripe
+        #: webhook keeps its own, smaller, limit.
+        "MAX_CONTENT_LENGTH": _int(environ, "UPSS_MAX_REQUEST_BYTES", 1_000_000),
+        "MAX_FORM_MEMORY_SIZE": _int(environ, "UPSS_MAX_REQUEST_BYTES", 1_000_000),
+        #: Signed-in sessions end after this many minutes without a request (never while the
+        #: user holds an answer lock) and, in any case, this many hours after signing in.
+        "UPSS_SESSION_IDLE_MINUTES": _int(environ, "UPSS_SESSION_IDLE_MINUTES", 120),
+        "UPSS_SESSION_MAX_HOURS": _int(environ, "UPSS_SESSION_MAX_HOURS", 14 * 24),
+        #: Rate limits are counted in this store, shared by every worker and machine:
+        #: ``redis://host:6379/0``. ``memory://`` counts per process: only for the
+        #: single-process ``make run`` and tests; production refuses it.
         "RATELIMIT_STORAGE_URI": environ.get("UPSS_RATELIMIT_STORAGE", "memory://"),
+        "RATELIMIT_STORAGE_OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+        "RATELIMIT_KEY_PREFIX": environ.get("UPSS_RATELIMIT_KEY_PREFIX", "upss"),
+        #: Exact counting (a moving window), so a burst across a window's edge gets no extra.
+        "RATELIMIT_STRATEGY": "moving-window",
+        #: If the shared store fails while UPSS runs, each process counts on its own (logged
+        #: as an error) until the store is back: limits get looser, never switched off.
+        "RATELIMIT_IN_MEMORY_FALLBACK_ENABLED": True,
+        "RATELIMIT_HEADERS_ENABLED": True,
         "RATELIMIT_ENABLED": _bool(environ, "UPSS_RATELIMIT_ENABLED", True),
+        "UPSS_RATE_LIMITS": {name: environ.get(f"UPSS_LIMIT_{name}") or default
+                             for name, default in RATE_LIMITS.items()},
+        #: How many reverse proxies in front of UPSS set X-Forwarded-For (0: none, so the
+        #: client address is the connection's). Rate limits per address rely on it.
+        "UPSS_TRUSTED_PROXIES": _int(environ, "UPSS_TRUSTED_PROXIES", 0),
         "BABEL_DEFAULT_LOCALE": "en",
         #: Times are shown in this zone until users have their own setting.
         "BABEL_DEFAULT_TIMEZONE": environ.get("UPSS_TIMEZONE", "Europe/Oslo"),
@@ -149,6 +210,13 @@ def deployment_problems(config) -> list[str]:
         problems.append("A live Stripe key (UPSS_STRIPE_SECRET_KEY) needs the signing secret of "
                         "its webhook endpoint: set UPSS_STRIPE_WEBHOOK_SECRET (whsec_...).")
     if env == "production":
+        storage = config.get("RATELIMIT_STORAGE_URI") or "memory://"
+        if storage.startswith("memory://"):
+            problems.append("Production needs rate limits shared by all workers: set "
+                            "UPSS_RATELIMIT_STORAGE=redis://host:6379/0.")
+        if not config.get("RATELIMIT_ENABLED", True):
+            problems.append("Production cannot run without rate limits: remove "
+                            "UPSS_RATELIMIT_ENABLED=false.")
         if config.get("UPSS_USES_LOCALSTRIPE"):
             problems.append("Production needs a real Stripe key: set UPSS_STRIPE_SECRET_KEY "
                             "(without it UPSS would use the local development Stripe).")

@@ -74,6 +74,26 @@ class User(UserMixin, db.Model):
                                                      foreign_keys="Question.asker_id")
 
 
+class UserSession(db.Model):
+    """One signed-in browser: ``upss.sessions`` starts, checks and ends it.
+
+    The browser's signed cookie holds a random token; only its SHA-256 is stored, so reading
+    this table does not let anyone sign in. A session ends when it is signed out, when "sign
+    out everywhere" (or a password change) ends it, or when it is idle or old (settings).
+    """
+
+    __tablename__ = "user_session"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Why it ended: signed_out, signed_out_everywhere, other_sessions_ended, idle, expired.
+    end_reason: Mapped[str | None] = mapped_column(String(30))
+
+
 class OrganizerSettings(db.Model):
     """The organizer's business settings: one row; missing values come from config defaults."""
 

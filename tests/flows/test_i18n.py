@@ -27,10 +27,18 @@ def test_catalog_is_complete_not_fuzzy_and_keeps_placeholders(locale):
         catalog = read_po(f)
     entries = {m.id: m for m in catalog if m.id}
     assert set(entries) == template_ids(), "catalog out of date: run `pybabel update`"
-    missing = [i for i, m in entries.items() if not m.string or not m.string.strip()]
+    # A plural message has a tuple of ids (singular, plural) and one string per plural form.
+    def forms(m):
+        return list(m.string) if isinstance(m.id, tuple) else [m.string]
+
+    def placeholders(text):
+        return sorted(PLACEHOLDER.findall(text))
+
+    missing = [i for i, m in entries.items() if not all(s and s.strip() for s in forms(m))]
     fuzzy = [i for i, m in entries.items() if m.fuzzy]
     broken = [i for i, m in entries.items()
-              if sorted(PLACEHOLDER.findall(i)) != sorted(PLACEHOLDER.findall(m.string))]
+              if any(placeholders(s) != placeholders(i[-1] if isinstance(i, tuple) else i)
+                     for s in forms(m))]
     assert (missing, fuzzy, broken) == ([], [], [])
     assert not catalog.fuzzy
 

@@ -290,6 +290,11 @@ def _settings(**overrides) -> dict:
      "Set UPSS_STRIPE_WEBHOOK_SECRET, the signing secret Stripe shows"),
     ({"UPSS_ENV": "staging"}, "UPSS_ENV is 'staging': set it to one of development, test, "
                               "production"),
+    ({"UPSS_ENV": "production", "UPSS_STRIPE_SECRET_KEY": "sk_live_abc",
+      "UPSS_STRIPE_WEBHOOK_SECRET": "whsec_real_endpoint"},
+     "Production needs rate limits shared by all workers: set UPSS_RATELIMIT_STORAGE"),
+    ({"UPSS_ENV": "production", "UPSS_RATELIMIT_ENABLED": "false"},
+     "Production cannot run without rate limits"),
 ])
 def test_start_up_refuses_unsafe_settings_and_says_what_to_set(environ, message):
     """Each unsafe combination stops create_app with a message naming the setting."""
@@ -302,10 +307,13 @@ def test_start_up_refuses_unsafe_settings_and_says_what_to_set(environ, message)
     {},  # development on the local Stripe
     {"UPSS_ENV": "test"},
     {"UPSS_ENV": "production", "UPSS_STRIPE_SECRET_KEY": "sk_live_abc",
-     "UPSS_STRIPE_WEBHOOK_SECRET": "whsec_real_endpoint"},
+     "UPSS_STRIPE_WEBHOOK_SECRET": "whsec_real_endpoint", "UPSS_RATELIMIT_STORAGE": "redis"},
 ])
-def test_start_up_accepts_safe_settings(environ):
-    """Development may use the local Stripe; production with a real key and secret starts."""
+def test_start_up_accepts_safe_settings(environ, request):
+    """Development may use the local Stripe; production with a real key and secret, and
+    rate limits in Redis, starts."""
+    if environ.get("UPSS_RATELIMIT_STORAGE") == "redis":
+        environ = {**environ, "UPSS_RATELIMIT_STORAGE": request.getfixturevalue("redis_url")}
     assert create_app(_settings(**environ)).config["UPSS_ENV"] == environ.get(
         "UPSS_ENV", "development")
 

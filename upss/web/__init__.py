@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import logging
+from datetime import timedelta
 from functools import wraps
 
-from flask import Flask, abort, render_template, request
-from flask_babel import get_locale
+from flask import Flask, abort, g, render_template, request
+from flask_babel import format_timedelta, get_locale
 from flask_babel import lazy_gettext as _l
-from flask_login import current_user, login_required
+from flask_login import AnonymousUserMixin, current_user, login_required
 from flask_wtf.csrf import CSRFError
+from sqlalchemy import inspect as sa_inspect
 
 from .. import money
+from ..extensions import db
 from ..stripe_gateway import gateway
+
+log = logging.getLogger(__name__)
 
 #: What each question state means to the asker, in plain words.
 STATUS_LABELS = {
@@ -35,6 +41,9 @@ ERROR_PAGES = {
     404: (_l("Page not found"),
           _l("Check the address, or go to the home page.")),
     405: (_l("Page not found"), _l("Check the address, or go to the home page.")),
+    413: (_l("That was too much to send at once"),
+          _l("What you sent is larger than this service accepts. Go back, shorten it and try "
+             "again.")),
     429: (_l("Too many attempts"),
           _l("For your safety we have paused this for a moment. Wait a minute and try again.")),
     500: (_l("Sorry, something went wrong on our side"),
@@ -65,8 +74,42 @@ def role_required(flag: str):
     return decorator
 
 
+class PageUser:
+    """Who the error page is for, taken from what was already loaded: rendering it must not
+    touch the database, which may be what failed."""
+
+    is_authenticated, is_active, is_anonymous = True, True, False
+
+    def __init__(self, loaded: dict):
+        self.id = loaded.get("id")
+        self.name = loaded.get("name", "")
+        self.locale = loaded.get("locale", "")
+        for flag in ("is_answerer", "is_organizer", "large_text", "high_contrast"):
+            setattr(self, flag, bool(loaded.get(flag, False)))
+
+    def get_id(self) -> str:
+        return str(self.id)
+
+
+def _forget_database_state() -> None:
+    """After an error: roll the database session back, and let the page's user be a copy of
+    what was loaded (or nobody), so the error page itself cannot fail on the database."""
+    user = g.get("_login_user")
+    page_user = AnonymousUserMixin()
+    if user is not None and getattr(user, "is_authenticated", False):
+        try:
+            page_user = PageUser(dict(sa_inspect(user).dict))
+        except Exception:  # noqa: BLE001 - anything odd: show the page signed out
+            log.exception("could not copy the signed-in user for the error page")
+    try:
+        db.session.rollback()
+    except Exception:  # noqa: BLE001 - the database may be gone; the page does not need it
+        log.exception("rollback after an error failed")
+    g._login_user = page_user
+
+
 def register_blueprints(app: Flask) -> None:
-    from . import answerer, asker, audit, auth, main, organizer, webhooks
+    from . import answerer, asker, audit, auth, limits, main, organizer, webhooks
 
     for module in (main, auth, asker, answerer, organizer, audit, webhooks):
         app.register_blueprint(module.bp)
@@ -83,7 +126,22 @@ def register_blueprints(app: Flask) -> None:
         return render_template("error.html", title=title, hint=message or hint), code
 
     for code in ERROR_PAGES:
-        app.register_error_handler(code, lambda exc, code=code: error_page(code))
+        if code not in (429, 500):
+            app.register_error_handler(code, lambda exc, code=code: error_page(code))
+
+    @app.errorhandler(429)
+    def too_many_attempts(exc):
+        seconds = limits.seconds_until_allowed()
+        wait = format_timedelta(timedelta(seconds=seconds), threshold=1.5, add_direction=False)
+        body, status = error_page(429, _l(
+            "For your safety we have paused this for a moment. You can try again in "
+            "%(wait)s.", wait=wait))
+        return body, status, {"Retry-After": str(seconds)}
+
+    @app.errorhandler(500)
+    def server_error(exc):
+        _forget_database_state()
+        return error_page(500)
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc):
@@ -92,6 +150,10 @@ def register_blueprints(app: Flask) -> None:
 
     @app.after_request
     def security_headers(response):
+        if request.endpoint != "static":
+            # Pages show personal data and carry form tokens; downloads are statements.
+            # Nothing but the static files may be kept by a browser or a proxy.
+            response.headers["Cache-Control"] = "no-store"
         stripe = gateway()
         stripe_origin, api_origin = stripe.js_origin, stripe.api_origin
         response.headers.setdefault("X-Content-Type-Options", "nosniff")

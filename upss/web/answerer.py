@@ -6,18 +6,18 @@ from flask import Blueprint, abort, flash, jsonify, redirect, render_template, r
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
-from flask_wtf import FlaskForm
 from sqlalchemy import or_, select
 from wtforms import TextAreaField
 from wtforms.validators import DataRequired, Length
 
 from .. import connect, money, payouts, questions, reports, settings, vetting
 from .. import earnings as earnings_service
-from ..extensions import db
+from ..extensions import db, limiter
 from ..models import AnswererApplication, AnswererProfile, Offer, Payout, Question, utcnow
 from ..stripe_gateway import GatewayError
-from . import money_text, role_required
+from . import limits, money_text, role_required
 from .asker import LANGUAGE_NAMES, TOPIC_NAMES, _strip
+from .inputs import REFUSED_MESSAGE, Form, refused_fields
 from .vetting_forms import ApplicationForm
 
 bp = Blueprint("answerer", __name__, url_prefix="/answer")
@@ -27,14 +27,14 @@ bp = Blueprint("answerer", __name__, url_prefix="/answer")
 answerer_required = role_required("is_answerer")
 
 
-class AnswerForm(FlaskForm):
+class AnswerForm(Form):
     answer = TextAreaField(_l("Your answer"), filters=[_strip], validators=[
         DataRequired(_l("Write your answer before sending it")),
         Length(max=questions.ANSWER_MAX, message=_l(
             "The answer must be %(max)d characters or fewer", max=questions.ANSWER_MAX))])
 
 
-class ReplyForm(FlaskForm):
+class ReplyForm(Form):
     reply = TextAreaField(_l("Your reply"), filters=[_strip], validators=[
         DataRequired(_l("Write your reply before sending it")),
         Length(max=questions.ANSWER_MAX, message=_l(
@@ -82,6 +82,7 @@ def _share(question: Question) -> str:
 
 @bp.post("/questions/<int:question_id>/claim")
 @answerer_required
+@limiter.limit(limits.configured("CLAIM"), key_func=limits.user_or_address)
 def claim(question_id: int):
     """Pick up a question offered to me."""
     question = _visible_question(question_id)
@@ -102,6 +103,7 @@ def claim(question_id: int):
 
 @bp.post("/questions/<int:question_id>/decline")
 @answerer_required
+@limiter.limit(limits.configured("CLAIM"), key_func=limits.user_or_address)
 def decline(question_id: int):
     """Pass on an offer; it will not be offered to me again."""
     question = _visible_question(question_id)
@@ -118,12 +120,17 @@ def decline(question_id: int):
 
 @bp.route("/questions/<int:question_id>", methods=["GET", "POST"])
 @answerer_required
+@limiter.limit(limits.configured("MESSAGE"), key_func=limits.user_or_address, methods=["POST"])
 def question(question_id: int):
     """Read the question and write (or reply to a clarification of) the answer."""
     q = _visible_question(question_id)
     form, reply_form = AnswerForm(prefix="a"), ReplyForm(prefix="r")
     status = 200
-    if request.method == "POST" and request.form.get("action") == "save":
+    if request.method == "POST" and request.form.get("action") == "save" and \
+            form.answer.name in refused_fields():
+        form.answer.errors = [REFUSED_MESSAGE]
+        status = 400
+    elif request.method == "POST" and request.form.get("action") == "save":
         questions.save_draft(db.session, q, current_user, request.form.get("a-answer", ""),
                              utcnow())
         db.session.commit()
@@ -167,6 +174,8 @@ def question(question_id: int):
 def save_draft(question_id: int):
     """Autosave from the answer page: the text typed so far."""
     q = _visible_question(question_id)
+    if "answer" in refused_fields():
+        return jsonify(error=str(REFUSED_MESSAGE)), 400
     draft = questions.save_draft(db.session, q, current_user,
                                  request.form.get("answer", ""), utcnow())
     db.session.commit()

@@ -9,7 +9,6 @@ from flask import Blueprint, abort, flash, jsonify, redirect, render_template, u
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
-from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms import RadioField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
@@ -19,7 +18,8 @@ from .. import money, payments, questions, settings
 from ..extensions import db, limiter
 from ..models import Question, Tip, utcnow
 from ..stripe_gateway import CardDeclined, GatewayError, gateway
-from . import STATUS_LABELS, money_text, reader_locale
+from . import STATUS_LABELS, limits, money_text, reader_locale
+from .inputs import Form
 
 bp = Blueprint("asker", __name__)
 
@@ -48,7 +48,7 @@ def _choices(prompt, names: dict) -> list[SelectChoice]:
     return [SelectChoice("", prompt)] + [SelectChoice(k, v) for k, v in names.items()]
 
 
-class QuestionForm(FlaskForm):
+class QuestionForm(Form):
     title = StringField(_l("Title of your question"), filters=[_strip], validators=[
         DataRequired(_l("Enter a title for your question")),
         Length(max=questions.TITLE_MAX,
@@ -98,14 +98,14 @@ class QuestionForm(FlaskForm):
         return money_text(cents, self.bounds.currency)
 
 
-class ClarifyForm(FlaskForm):
+class ClarifyForm(Form):
     message = TextAreaField(_l("What should the answerer explain?"), filters=[_strip], validators=[
         DataRequired(_l("Write what you would like explained")),
         Length(max=questions.MESSAGE_MAX, message=_l(
             "Your message must be %(max)d characters or fewer", max=questions.MESSAGE_MAX))])
 
 
-class RejectForm(FlaskForm):
+class RejectForm(Form):
     reason = TextAreaField(_l("Why does the answer not help you?"), filters=[_strip],
                            validators=[
         DataRequired(_l("Tell us why you are rejecting the answer")),
@@ -113,7 +113,7 @@ class RejectForm(FlaskForm):
             "The reason must be %(max)d characters or fewer", max=questions.MESSAGE_MAX))])
 
 
-class RateForm(FlaskForm):
+class RateForm(Form):
     stars = RadioField(_l("How helpful was the answer?"), coerce=int, choices=[
         SelectChoice(5, _l("5 – very helpful")), SelectChoice(4, _l("4 – helpful")),
         SelectChoice(3, _l("3 – somewhat helpful")), SelectChoice(2, _l("2 – not very helpful")),
@@ -124,7 +124,7 @@ class RateForm(FlaskForm):
             "The comment must be %(max)d characters or fewer", max=questions.MESSAGE_MAX))])
 
 
-class TestPaymentForm(FlaskForm):
+class TestPaymentForm(Form):
     scenario = RadioField(
         _l("Which test payment?"),
         choices=[SelectChoice("succeeds", _l("The card succeeds")),
@@ -146,6 +146,7 @@ def _own_question(question_id: int) -> Question:
 
 @bp.route("/ask", methods=["GET", "POST"])
 @login_required
+@limiter.limit(limits.configured("ASK"), key_func=limits.user_or_address, methods=["POST"])
 def ask():
     """Write a question and set its price; payment comes next."""
     bounds = settings.current(db.session)
@@ -223,6 +224,7 @@ def accept(question_id: int):
 
 @bp.post("/questions/<int:question_id>/clarify")
 @login_required
+@limiter.limit(limits.configured("MESSAGE"), key_func=limits.user_or_address)
 def clarify(question_id: int):
     """Ask the answerer to explain more."""
     q = _own_question(question_id)
@@ -235,6 +237,7 @@ def clarify(question_id: int):
 
 @bp.post("/questions/<int:question_id>/reject")
 @login_required
+@limiter.limit(limits.configured("MESSAGE"), key_func=limits.user_or_address)
 def reject(question_id: int):
     """Reject the answer; the organizer reviews it."""
     q = _own_question(question_id)
@@ -247,6 +250,7 @@ def reject(question_id: int):
 
 @bp.post("/questions/<int:question_id>/rate")
 @login_required
+@limiter.limit(limits.configured("MESSAGE"), key_func=limits.user_or_address)
 def rate(question_id: int):
     """Rate a closed question's answer."""
     q = _own_question(question_id)
@@ -298,7 +302,7 @@ def question_status(question_id: int):
 
 @bp.get("/questions/<int:question_id>/pay")
 @login_required
-@limiter.limit("60 per hour")
+@limiter.limit(limits.configured("PAY"), key_func=limits.user_or_address)
 def pay(question_id: int):
     """Pay for a question: Stripe's card form, or the test-mode panel on localstripe."""
     q = _own_question(question_id)
@@ -342,7 +346,7 @@ def _authenticate_page(q: Question, intent, retry_url: str):
 
 @bp.post("/questions/<int:question_id>/pay/test")
 @login_required
-@limiter.limit("30 per hour")
+@limiter.limit(limits.configured("PAY"), key_func=limits.user_or_address)
 def pay_test(question_id: int):
     """Test mode: pay with a Stripe test card. Refused unless on localstripe without a live key."""
     if not gateway().test_panel_allowed:
@@ -374,7 +378,7 @@ def pay_test(question_id: int):
     return redirect(url_for("asker.question", question_id=q.id))
 
 
-class TipForm(FlaskForm):
+class TipForm(Form):
     amount = StringField(_l("Tip amount"), validators=[InputRequired(_l("Enter the tip amount"))])
 
     def __init__(self, currency: str, *args, **kwargs):
@@ -396,7 +400,7 @@ class TipForm(FlaskForm):
 
 @bp.post("/questions/<int:question_id>/tip")
 @login_required
-@limiter.limit("30 per hour")
+@limiter.limit(limits.configured("PAY"), key_func=limits.user_or_address)
 def tip(question_id: int):
     """Start a tip: 100 % of it goes to the answerer."""
     q = _own_question(question_id)
@@ -425,6 +429,7 @@ def _own_tip(tip_id: int) -> tuple[Tip, Question]:
 
 @bp.get("/tips/<int:tip_id>/pay")
 @login_required
+@limiter.limit(limits.configured("PAY"), key_func=limits.user_or_address)
 def pay_tip(tip_id: int):
     """Pay a tip (Stripe's card form, or the test panel)."""
     t, q = _own_tip(tip_id)
@@ -440,6 +445,7 @@ def pay_tip(tip_id: int):
 
 @bp.post("/tips/<int:tip_id>/pay/test")
 @login_required
+@limiter.limit(limits.configured("PAY"), key_func=limits.user_or_address)
 def pay_tip_test(tip_id: int):
     """Test mode: pay a tip with a Stripe test card."""
     if not gateway().test_panel_allowed:

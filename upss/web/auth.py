@@ -1,32 +1,93 @@
-"""Sign up, sign in, sign out."""
+"""Sign up, sign in, sign out (here and everywhere), and the account's preferences."""
 
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import (
+    Blueprint,
+    current_app,
+    flash,
+    redirect,
+    render_template,
+    request,
+    session,
+    url_for,
+)
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_babel import refresh
 from flask_login import current_user, login_required, login_user, logout_user
-from flask_wtf import FlaskForm
 from wtforms import BooleanField, EmailField, PasswordField, SelectField, StringField
 from wtforms.fields.choices import SelectChoice
-from wtforms.validators import Email, EqualTo, InputRequired, Length
+from wtforms.validators import Email, EqualTo, InputRequired, Length, ValidationError
 
-from .. import accounts
+from .. import accounts, sessions
 from ..extensions import db, limiter, login_manager
-from ..models import User
+from ..models import User, utcnow
+from . import limits
+from .inputs import Form
 
 bp = Blueprint("auth", __name__)
+
+#: The key of the server-side session's token in Flask's signed session cookie.
+SESSION_TOKEN = "upss_session"  # noqa: S105 - a key name, not a secret
 
 
 @login_manager.user_loader
 def load_user(user_id: str) -> User | None:
-    return db.session.get(User, int(user_id))
+    """The signed-in user, if this browser's session is still live (``upss.sessions``)."""
+    live = sessions.check(db.session, session.get(SESSION_TOKEN), int(user_id), utcnow(),
+                          sessions.Lifetimes.from_config(current_app.config))
+    if live is None:
+        for key in (SESSION_TOKEN, "_user_id", "_fresh", "_id"):
+            session.pop(key, None)
+        return None
+    return db.session.get(User, live.user_id)
 
 
-class SignUpForm(FlaskForm):
+@bp.before_app_request
+def check_session() -> None:
+    """Check (and renew) the session before the view runs, so a view never finds its user
+    signed out half-way, and the renewal is committed on its own."""
+    if request.endpoint == "static" or "_user_id" not in session:
+        return
+    current_user._get_current_object()
+    if db.session.dirty:
+        db.session.commit()
+
+
+def _start_session(user: User) -> None:
+    """Sign ``user`` in on this browser: a new server-side session and a fresh cookie."""
+    token = sessions.start(db.session, user, utcnow())
+    db.session.commit()
+    session.clear()  # nothing from before signing in is carried into the new session
+    session.permanent = True
+    session[SESSION_TOKEN] = token
+    login_user(user)
+
+
+def _password_rules(form, field) -> None:
+    problem = accounts.password_problem(field.data or "")
+    if problem:
+        raise ValidationError(PASSWORD_PROBLEMS[problem])
+
+
+#: What each password rule (``accounts.password_problem``) says to the person choosing one.
+PASSWORD_PROBLEMS = {
+    "length": _l("The password must be between %(min)d and %(max)d characters, not counting "
+                 "spaces at the start or end", min=accounts.PASSWORD_MIN,
+                 max=accounts.PASSWORD_MAX),
+    "repeated": _l("The password cannot be one character repeated. Try a few words you will "
+                   "remember"),
+    "sequence": _l("The password cannot be a run of letters or numbers like abcdefghij or "
+                   "1234567890. Try a few words you will remember"),
+    "common": _l("This is one of the most common passwords, so it is easy to guess. Try a few "
+                 "words you will remember"),
+}
+
+
+class SignUpForm(Form):
     name = StringField(_l("Your name"), validators=[
         InputRequired(_l("Enter your name")),
         Length(max=100, message=_l("Your name must be 100 characters or fewer"))])
@@ -35,16 +96,13 @@ class SignUpForm(FlaskForm):
         Length(max=254, message=_l("The e-mail address must be 254 characters or fewer")),
         Email(_l("Enter an e-mail address like name@example.com"), check_deliverability=False)])
     password = PasswordField(_l("Password"), validators=[
-        InputRequired(_l("Enter a password")),
-        Length(min=accounts.PASSWORD_MIN, max=accounts.PASSWORD_MAX,
-               message=_l("The password must be between %(min)d and %(max)d characters",
-                          min=accounts.PASSWORD_MIN, max=accounts.PASSWORD_MAX))])
+        InputRequired(_l("Enter a password")), _password_rules])
     confirm = PasswordField(_l("Password again"), validators=[
         InputRequired(_l("Enter the password again")),
         EqualTo("password", _l("The two passwords are not the same"))])
 
 
-class PreferencesForm(FlaskForm):
+class PreferencesForm(Form):
     locale = SelectField(_l("Language of the pages"), choices=[
         SelectChoice("", _l("The language of my browser")), SelectChoice("en", "English"),
         SelectChoice("nb", "Norsk bokmål"), SelectChoice("fi", "Suomi"),
@@ -53,7 +111,7 @@ class PreferencesForm(FlaskForm):
     high_contrast = BooleanField(_l("High contrast (light text on a black background)"))
 
 
-class SignInForm(FlaskForm):
+class SignInForm(Form):
     email = EmailField(_l("E-mail address"), validators=[
         InputRequired(_l("Enter your e-mail address"))])
     password = PasswordField(_l("Password"), validators=[InputRequired(_l("Enter your password"))])
@@ -68,7 +126,7 @@ def _safe_next(default: str) -> str:
 
 
 @bp.route("/sign-up", methods=["GET", "POST"])
-@limiter.limit("10 per minute; 50 per hour", methods=["POST"])
+@limiter.limit(limits.configured("SIGN_UP"), key_func=limits.client_address, methods=["POST"])
 def sign_up():
     """Create an asker account and sign in."""
     form = SignUpForm()
@@ -80,15 +138,17 @@ def sign_up():
             form.email.errors.append(_("An account with this e-mail address already exists. "
                                        "Sign in instead."))
         else:
-            db.session.commit()
-            login_user(user)
+            _start_session(user)
             flash(_("Your account is ready."))
-            return redirect(_safe_next(url_for("asker.ask")))
+            return limits.remember_device(redirect(_safe_next(url_for("asker.ask"))),
+                                          user.email)
     return render_template("auth/sign_up.html", form=form), 400 if form.errors else 200
 
 
 @bp.route("/sign-in", methods=["GET", "POST"])
-@limiter.limit("10 per minute; 100 per hour", methods=["POST"])
+@limiter.limit(limits.configured("SIGN_IN"), key_func=limits.client_address, methods=["POST"])
+@limiter.limit(limits.configured("SIGN_IN_ACCOUNT"), key_func=limits.account_tried,
+               methods=["POST"], exempt_when=limits.is_known_device)
 def sign_in():
     """Sign in with e-mail and password."""
     form = SignInForm()
@@ -96,8 +156,9 @@ def sign_in():
     if form.validate_on_submit():
         user = accounts.authenticate(db.session, form.email.data, form.password.data)
         if user is not None:
-            login_user(user)
-            return redirect(_safe_next(url_for("asker.my_questions")))
+            _start_session(user)
+            return limits.remember_device(
+                redirect(_safe_next(url_for("asker.my_questions"))), user.email)
         failed = True
     status = 400 if (form.errors or failed) else 200
     return render_template("auth/sign_in.html", form=form, failed=failed), status
@@ -106,10 +167,26 @@ def sign_in():
 @bp.post("/sign-out")
 @login_required
 def sign_out():
-    """Sign out (a POST with a CSRF token, so no other site can sign you out)."""
+    """Sign out (a POST with a CSRF token, so no other site can sign you out): this browser's
+    session ends, so a copy of its cookie no longer works either."""
+    sessions.end(db.session, session.get(SESSION_TOKEN), utcnow())
+    db.session.commit()
     logout_user()
+    session.clear()
     flash(_("You have signed out."))
     return redirect(url_for("main.home"))
+
+
+@bp.post("/sign-out-everywhere")
+@login_required
+def sign_out_everywhere():
+    """End every session of this account, on every device, this one included."""
+    sessions.end_all(db.session, current_user, utcnow())
+    db.session.commit()
+    logout_user()
+    session.clear()
+    flash(_("You have signed out on every device. Sign in again to go on."))
+    return redirect(url_for("auth.sign_in"))
 
 
 @bp.route("/account/preferences", methods=["GET", "POST"])
@@ -125,7 +202,10 @@ def preferences():
         refresh()  # the new language applies to this very response
         flash(_("Your preferences are saved."))
         return redirect(url_for("auth.preferences"))
-    return render_template("auth/preferences.html", form=form), 400 if form.errors else 200
+    other_sessions = sessions.other_session_count(db.session, current_user,
+                                                  session.get(SESSION_TOKEN))
+    return render_template("auth/preferences.html", form=form, other_sessions=other_sessions), \
+        400 if form.errors else 200
 
 
 @bp.app_context_processor

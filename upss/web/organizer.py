@@ -8,7 +8,6 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
-from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms import IntegerField, StringField
 from wtforms.validators import InputRequired, NumberRange, ValidationError
@@ -18,6 +17,7 @@ from ..extensions import db
 from ..models import AnswererApplication, AnswererProfile, AuditLog, Question, User, utcnow
 from . import role_required
 from .asker import LANGUAGE_NAMES, TOPIC_NAMES
+from .inputs import Form
 from .vetting_forms import ApproveForm, RejectApplicationForm
 
 bp = Blueprint("organizer", __name__, url_prefix="/organizer")
@@ -37,7 +37,7 @@ def _hours(label, maximum=24 * 30):
                                                    min=1, max=maximum))])
 
 
-class SettingsForm(FlaskForm):
+class SettingsForm(Form):
     timezone = StringField(_l("Timezone of the off-peak windows"),
                            validators=[InputRequired(_l("Enter a timezone"))])
     commission = StringField(_l("Commission, in per cent"),

@@ -6,7 +6,6 @@ from datetime import date
 
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
-from flask_wtf import FlaskForm
 from wtforms import (
     DateField,
     IntegerField,
@@ -21,6 +20,7 @@ from wtforms.validators import InputRequired, Length, NumberRange, ValidationErr
 
 from .. import money, settings
 from .asker import LANGUAGE_NAMES, TOPIC_NAMES, _strip
+from .inputs import Form
 
 
 class MultiCheckboxField(SelectMultipleField):
@@ -28,7 +28,7 @@ class MultiCheckboxField(SelectMultipleField):
     option_widget = widgets.CheckboxInput()
 
 
-class ApplicationForm(FlaskForm):
+class ApplicationForm(Form):
     basis = RadioField(_l("Why can you answer for UPSS?"), choices=[
         SelectChoice("age", _l("I am 65 or over")),
         SelectChoice("disability", _l("I live with a disability")),
@@ -106,7 +106,7 @@ class ApplicationForm(FlaskForm):
             raise ValidationError(_("Enter the name of the account holder"))
 
 
-class ApproveForm(FlaskForm):
+class ApproveForm(Form):
     method = StringField(_l("How did you verify the eligibility?"), filters=[_strip],
                          validators=[InputRequired(_l("Say how you verified the eligibility")),
                                      Length(max=200)])
@@ -115,6 +115,6 @@ class ApproveForm(FlaskForm):
     note = TextAreaField(_l("Note (optional)"), filters=[_strip], validators=[Length(max=2000)])
 
 
-class RejectApplicationForm(FlaskForm):
+class RejectApplicationForm(Form):
     reason = TextAreaField(_l("Reason, shown to the applicant"), filters=[_strip], validators=[
         InputRequired(_l("Give a reason")), Length(max=2000)])
