@@ -60,26 +60,27 @@ def holds_answer_lock(session: Session, user_id: int, now: datetime) -> bool:
 
 
 def check(session: Session, token: str | None, user_id: int, now: datetime,
-          lifetimes: Lifetimes) -> UserSession | None:
-    """The live session of ``user_id`` with this token (renewed), or None.
+          lifetimes: Lifetimes) -> tuple[UserSession | None, bool]:
+    """The live session of ``user_id`` with this token (renewed) or None; and whether
+    anything was changed for the caller to commit.
 
     A session that has become idle or too old is ended here, so it stays ended.
     """
     if not token:
-        return None
+        return None, False
     row = session.scalar(select(UserSession).where(UserSession.token_hash == _hash(token)))
     if row is None or row.user_id != user_id or row.ended_at is not None:
-        return None
+        return None, False
     if now - row.created_at > lifetimes.absolute:
         _end(row, "expired", now)
-        return None
+        return None, True
     if now - row.last_seen_at > lifetimes.idle and not holds_answer_lock(session, user_id, now):
         _end(row, "idle", now)
-        return None
+        return None, True
     if now - row.last_seen_at >= RENEW_EVERY:
         row.last_seen_at = now
-    session.flush()
-    return row
+        return row, True
+    return row, False
 
 
 def _end(row: UserSession, reason: str, now: datetime) -> None:

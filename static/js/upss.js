@@ -120,6 +120,10 @@ function setUpAutosave() {
         lastSaved = body.get("answer");
         const time = new Date().toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"});
         status.textContent = status.dataset.savedText.replace("%(time)s", time);
+      } else if (response.status === 400 &&
+                 (response.headers.get("Content-Type") || "").includes("json")) {
+        /* The server said what is wrong with the text (e.g. an invisible control character). */
+        status.textContent = (await response.json()).error || status.dataset.notSavedText;
       } else {
         status.textContent = status.dataset.notSavedText;
       }

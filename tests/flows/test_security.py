@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
-from sqlalchemy import select, text
+from sqlalchemy import select, text, update
 
 from tests.conftest import (
     CSRF_RE,
@@ -336,6 +336,26 @@ def test_a_copied_cookie_is_refused_after_sign_out(app, client, make_user):
         assert db.session.scalar(select(UserSession.end_reason)) == "signed_out"
 
 
+def test_any_request_renews_the_session(app, client, make_user):
+    """A plain GET (no other write) renews an idle session, and the renewal is stored."""
+    _, email, password = make_user()
+    sign_in(client, email, password)
+    with app.app_context():
+        row = db.session.scalar(select(UserSession))
+        row.last_seen_at -= timedelta(minutes=100)
+        db.session.commit()
+    assert client.get("/questions").status_code == 200
+    with app.app_context():
+        seen = db.session.scalar(select(UserSession.last_seen_at))
+        assert datetime.now(UTC) - seen < timedelta(minutes=1)
+        db.session.execute(update(UserSession).values(
+            last_seen_at=datetime.now(UTC) - timedelta(minutes=121)))
+        db.session.commit()
+    assert client.get("/questions").status_code == 302  # idle for longer than 120 minutes
+    with app.app_context():
+        assert db.session.scalar(select(UserSession.end_reason)) == "idle"
+
+
 def test_sessions_end_when_idle_or_old_but_never_during_an_answer_lock(app, world):
     """Idle for longer than the setting: ended; the same while holding an answer lock: kept
     (and renewed); older than the absolute lifetime: ended whatever happens."""
@@ -351,11 +371,11 @@ def test_sessions_end_when_idle_or_old_but_never_during_an_answer_lock(app, worl
         idle_token = sessions.start(db.session, user, now)
         db.session.commit()
         assert sessions.check(db.session, idle_token, answerer, now + timedelta(minutes=29),
-                              lifetimes) is not None
+                              lifetimes)[0] is not None
         later = now + timedelta(minutes=29) + timedelta(minutes=31)
-        assert sessions.check(db.session, idle_token, answerer, later, lifetimes) is None
+        assert sessions.check(db.session, idle_token, answerer, later, lifetimes) == (None, True)
         db.session.commit()
-        assert sessions.check(db.session, idle_token, answerer, now, lifetimes) is None
+        assert sessions.check(db.session, idle_token, answerer, now, lifetimes) == (None, False)
 
         token = sessions.start(db.session, user, now)
         question = db.session.get(Question, q)
@@ -363,12 +383,12 @@ def test_sessions_end_when_idle_or_old_but_never_during_an_answer_lock(app, worl
         db.session.commit()
         lock_ends = question.lock_expires_at
         assert lock_ends > now + timedelta(minutes=31)
-        kept = sessions.check(db.session, token, answerer, lock_ends - timedelta(minutes=1),
-                              lifetimes)
+        kept, _ = sessions.check(db.session, token, answerer,
+                                 lock_ends - timedelta(minutes=1), lifetimes)
         assert kept is not None and kept.last_seen_at == lock_ends - timedelta(minutes=1)
         db.session.commit()
-        assert sessions.check(db.session, token, answerer, now + timedelta(hours=12, seconds=1),
-                              lifetimes) is None
+        assert sessions.check(db.session, token, answerer,
+                              now + timedelta(hours=12, seconds=1), lifetimes)[0] is None
         db.session.commit()
         assert db.session.scalars(select(UserSession.end_reason).order_by(
             UserSession.id)).all() == ["idle", "expired"]
@@ -384,9 +404,9 @@ def test_end_other_sessions_keeps_the_current_one(app, make_user):
         assert sessions.other_session_count(db.session, user, keep) == 2
         assert sessions.end_other_sessions(db.session, user, keep, now) == 2
         db.session.commit()
-        assert sessions.check(db.session, keep, user_id, now, lifetimes) is not None
-        assert sessions.check(db.session, other1, user_id, now, lifetimes) is None
-        assert sessions.check(db.session, other2, user_id, now, lifetimes) is None
+        assert sessions.check(db.session, keep, user_id, now, lifetimes)[0] is not None
+        assert sessions.check(db.session, other1, user_id, now, lifetimes)[0] is None
+        assert sessions.check(db.session, other2, user_id, now, lifetimes)[0] is None
 
 
 def test_preferences_page_offers_sign_out_everywhere(app, make_user):

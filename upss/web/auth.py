@@ -8,6 +8,7 @@ from flask import (
     Blueprint,
     current_app,
     flash,
+    g,
     redirect,
     render_template,
     request,
@@ -37,8 +38,9 @@ SESSION_TOKEN = "upss_session"  # noqa: S105 - a key name, not a secret
 @login_manager.user_loader
 def load_user(user_id: str) -> User | None:
     """The signed-in user, if this browser's session is still live (``upss.sessions``)."""
-    live = sessions.check(db.session, session.get(SESSION_TOKEN), int(user_id), utcnow(),
-                          sessions.Lifetimes.from_config(current_app.config))
+    live, changed = sessions.check(db.session, session.get(SESSION_TOKEN), int(user_id),
+                                   utcnow(), sessions.Lifetimes.from_config(current_app.config))
+    g.upss_session_changed = changed
     if live is None:
         for key in (SESSION_TOKEN, "_user_id", "_fresh", "_id"):
             session.pop(key, None)
@@ -53,7 +55,7 @@ def check_session() -> None:
     if request.endpoint == "static" or "_user_id" not in session:
         return
     current_user._get_current_object()
-    if db.session.dirty:
+    if g.pop("upss_session_changed", False):
         db.session.commit()
 
 
