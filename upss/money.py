@@ -34,11 +34,20 @@ def minor_units(currency: str) -> int:
     return get_currency_precision(currency)
 
 
+#: The largest amount UPSS stores (the largest 32-bit integer of cents, over 21 million euros):
+#: larger prices, ceilings and settings are refused when they are typed, not by the database.
+MAX_AMOUNT_CENTS = 2**31 - 1
+
+
+class AmountTooLarge(ValueError):
+    """The amount is above ``MAX_AMOUNT_CENTS``."""
+
+
 def parse_amount(text: str, currency: str) -> int:
     """Parse what a person typed ("12", "12.50", "12,50", "€ 12.5") into minor units.
 
     Raises ``ValueError`` for anything that is not a plain positive amount with at most the
-    currency's number of decimals.
+    currency's number of decimals, ``AmountTooLarge`` above ``MAX_AMOUNT_CENTS``.
     """
     cleaned = (text or "").strip().replace("€", "").replace("\u00a0", "").replace(" ", "")
     cleaned = cleaned.upper().removeprefix(currency.upper()).removesuffix(currency.upper())
@@ -53,6 +62,8 @@ def parse_amount(text: str, currency: str) -> int:
     scaled = value.scaleb(minor_units(currency))
     if scaled != scaled.to_integral_value():
         raise ValueError("too many decimals")
+    if scaled > MAX_AMOUNT_CENTS:
+        raise AmountTooLarge("too large")
     return int(scaled)
 
 

@@ -10,6 +10,7 @@ from flask import current_app
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from . import money
 from .models import OffPeakWindow, OrganizerSettings, utcnow
 
 WEEKDAYS = 7
@@ -140,13 +141,16 @@ def save(session: Session, new: Settings) -> Settings:
 def _check(s: Settings) -> None:
     try:
         ZoneInfo(s.timezone)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder, a long name
         raise InvalidSetting("timezone", f"unknown timezone {s.timezone!r}") from None
     if not 0 <= s.commission_bps <= 10_000:
         raise InvalidSetting("commission_bps", "commission must be 0 to 10000 basis points")
     if not 0 < s.price_min_cents <= s.price_max_cents:
         raise InvalidSetting("price_max_cents", "the lowest price must be above 0 and not "
                                                 "above the highest")
+    for name in ("price_max_cents", "large_price_cents"):
+        if getattr(s, name) > money.MAX_AMOUNT_CENTS:
+            raise InvalidSetting(name, f"{name} is larger than UPSS stores")
     for f in fields(s):
         value = getattr(s, f.name)
         if f.name.endswith(("_hours", "_days", "_per_tick")) and (type(value) is not int

@@ -14,7 +14,7 @@ from datetime import date, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import audit
+from . import audit, money
 from .models import LANGUAGES, AnswererApplication, AnswererProfile, User
 from .payouts import InvalidIBAN, validate_iban
 from .questions import TOPICS
@@ -63,8 +63,10 @@ def check(data: ApplicationData, today: date) -> ApplicationData:
         raise VettingError("unknown topic", "topics")
     if not 1 <= data.daily_limit <= 50:
         raise VettingError("daily limit must be 1 to 50", "daily_limit")
-    if data.yearly_ceiling_cents is not None and data.yearly_ceiling_cents <= 0:
-        raise VettingError("the yearly ceiling must be above zero", "yearly_ceiling")
+    if data.yearly_ceiling_cents is not None and not (
+            0 < data.yearly_ceiling_cents <= money.MAX_AMOUNT_CENTS):
+        raise VettingError("the yearly ceiling must be above zero and not too large",
+                           "yearly_ceiling")
     iban = data.iban
     if data.payout_method == "sepa":
         try:

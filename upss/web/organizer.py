@@ -10,7 +10,7 @@ from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from sqlalchemy import select
 from wtforms import IntegerField, StringField
-from wtforms.validators import InputRequired, NumberRange, ValidationError
+from wtforms.validators import InputRequired, Length, NumberRange, ValidationError
 
 from .. import connect, money, payments, payouts, questions, settings, vetting
 from ..extensions import db
@@ -39,7 +39,9 @@ def _hours(label, maximum=24 * 30):
 
 class SettingsForm(Form):
     timezone = StringField(_l("Timezone of the off-peak windows"),
-                           validators=[InputRequired(_l("Enter a timezone"))])
+                           validators=[InputRequired(_l("Enter a timezone")),
+                                       Length(max=64, message=_l(
+                                           "Enter a timezone like Europe/Oslo"))])
     commission = StringField(_l("Commission, in per cent"),
                              validators=[InputRequired(_l("Enter the commission"))])
     price_min = StringField(_l("Lowest price"), validators=[InputRequired(_l("Enter a price"))])
@@ -63,6 +65,8 @@ class SettingsForm(Form):
     def _money(self, field, key):
         try:
             self.parsed[key] = money.parse_amount(field.data, self.currency)
+        except money.AmountTooLarge:
+            raise ValidationError(_("That amount is too large")) from None
         except ValueError:
             raise ValidationError(_("Enter an amount like 12.50")) from None
         if self.parsed[key] <= 0:
@@ -93,7 +97,7 @@ class SettingsForm(Form):
         from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
         try:
             ZoneInfo(field.data.strip())
-        except (ZoneInfoNotFoundError, ValueError):
+        except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder, too long
             raise ValidationError(_("Enter a timezone like Europe/Oslo")) from None
 
 

@@ -85,6 +85,8 @@ class ApplicationForm(Form):
             return
         try:
             self.ceiling_cents = money.parse_amount(field.data, self.currency)
+        except money.AmountTooLarge:
+            raise ValidationError(_("That amount is too large")) from None
         except ValueError:
             raise ValidationError(_("Enter the amount as a number, like 5000")) from None
         if self.ceiling_cents <= 0:
