@@ -37,7 +37,9 @@ and tips credit it). ``run_batch(now)`` pays what is *eligible*:
 * **SEPA.** The answerer's IBAN is checked with schwifty; the ledger posts ``payout:<id>``:
   payable (debit) → ``bank_clearing`` (credit); the payout is ``awaiting_bank`` until the
   organizer marks the batch's file sent (``mark_sepa_sent``). All SEPA payouts of a batch form
-  ONE pain.001.001.03 file (sepaxml), validated against its XSD before it is stored.
+  ONE pain.001.001.03 file (sepaxml), validated against its XSD before it is stored. Every
+  name and remittance text in it is reduced to the EPC basic Latin character set first
+  (``epc_text``): the XSD accepts any Unicode, but banks need only accept that set.
 * **Failures are posted and reversed.** A payout that was refused (Stripe refuses the transfer,
   the bank returns a SEPA transfer) keeps its ``payout:<id>`` posting and gets the reversing
   transaction ``payout:<id>:reversal``. The payable balance ends where it was, and the account
@@ -58,6 +60,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
+import unicodedata
 import xml.etree.ElementTree as ET  # noqa: S405 - only parses pain.001 files UPSS wrote itself
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -70,6 +73,7 @@ from schwifty.exceptions import SchwiftyException
 from sepaxml import SepaTransfer
 from sqlalchemy import case, func, select, text
 from sqlalchemy.orm import Session
+from text_unidecode import unidecode  # installed with sepaxml, which runs it on these fields too
 
 from . import ledger, settings
 from .installation import idempotency_key, installation_id
@@ -131,6 +135,54 @@ def validate_iban(text: str) -> str:
         return IBAN(text or "").compact
     except SchwiftyException as exc:
         raise InvalidIBAN(f"{text!r} is not a valid IBAN: {exc}") from exc
+
+
+#: The EPC basic Latin character set (EPC217-08), the only characters every SEPA bank must
+#: accept in a pain.001 file.
+EPC_CHARACTERS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                           "/-?:().,'+ ")
+#: Longest creditor and debtor name (Nm) that EPC's SCT implementation guidelines allow; the
+#: XSD's own limit is 140.
+SEPA_NAME_LENGTH = 70
+#: Longest unstructured remittance text (Ustrd), the XSD's Max140Text.
+SEPA_REMITTANCE_LENGTH = 140
+#: Latin letters that NFKD does not split into a base letter and a combining mark.
+_LATIN_LETTERS = str.maketrans({
+    "ø": "o", "Ø": "O", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ß": "ss", "ẞ": "SS",
+    "đ": "d", "Đ": "D", "ð": "d", "Ð": "D", "þ": "th", "Þ": "TH", "ł": "l", "Ł": "L",
+    "ı": "i", "ħ": "h", "Ħ": "H", "ŧ": "t", "Ŧ": "T",
+})
+#: Signs outside the set that keep a meaning in it; any other character becomes a space.
+_SIGNS = str.maketrans({"&": "+", "@": "(at)", '"': "'", "[": "(", "]": ")", "{": "(",
+                        "}": ")"})
+
+
+def epc_text(value: str, max_length: int) -> str:
+    """``value`` reduced to the EPC basic Latin character set of EPC217-08 ("SEPA
+    Requirements for an Extended Character Set"): ``a-z A-Z 0-9 / - ? : ( ) . , ' +`` and
+    space, the set every SEPA bank must accept; at most ``max_length`` characters.
+
+    * Latin letters lose their diacritics (NFKD, combining marks dropped: é → e, č → c,
+      å → a); the letters NFKD keeps whole map to base letters (ø → o, æ → ae, ß → ss,
+      ł → l, đ/ð → d, œ → oe, þ → th).
+    * Other scripts are transliterated with text-unidecode (Cyrillic, Greek, CJK...:
+      Иван → Ivan, 北京 → Bei Jing), as sepaxml itself does to these fields.
+    * ``&`` → ``+``, ``@`` → ``(at)``, ``"`` → ``'``, brackets and braces → parentheses;
+      every other character outside the set (``< > = _ ! * %``, control characters,
+      emoji...) becomes a space.
+    * Runs of spaces collapse to one, the ends are stripped, and the text is cut at
+      ``max_length`` (then stripped again).
+
+    The result may be empty (nothing usable in ``value``): the caller chooses a fallback,
+    since the XSD needs at least one character.
+    """
+    text = unicodedata.normalize("NFKD", value or "")
+    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    text = text.translate(_LATIN_LETTERS)
+    text = "".join(ch if ch.isascii() else unidecode(ch) for ch in text)
+    text = text.translate(_SIGNS)
+    text = "".join(ch if ch in EPC_CHARACTERS else " " for ch in text)
+    return " ".join(text.split())[:max_length].rstrip()
 
 
 def _owed(session: Session, now: datetime, settled_before_days: int,
@@ -259,7 +311,7 @@ def _sepa_file(payments: list[tuple[Payout, str]], currency: str, now: datetime)
     """One pain.001.001.03 credit-transfer file for ``(payout, creditor name)`` pairs."""
     cfg = current_app.config
     transfer = SepaTransfer({
-        "name": cfg["UPSS_ORGANIZER_NAME"],
+        "name": epc_text(cfg["UPSS_ORGANIZER_NAME"], SEPA_NAME_LENGTH) or "UPSS",
         "IBAN": cfg["UPSS_ORGANIZER_IBAN"],
         "BIC": cfg["UPSS_ORGANIZER_BIC"],
         "batch": True,
@@ -267,12 +319,15 @@ def _sepa_file(payments: list[tuple[Payout, str]], currency: str, now: datetime)
     }, schema="pain.001.001.03")
     for payout, name in payments:
         transfer.add_payment({
-            "name": name,
+            # A name with nothing left in the EPC set (only emoji, say) still needs one.
+            "name": (epc_text(name, SEPA_NAME_LENGTH)
+                     or f"UPSS answerer {payout.answerer_id}"),
             "IBAN": payout.iban,
             "amount": payout.amount_cents,  # sepaxml takes integer cents
             "currency": payout.currency,
             "execution_date": now.date(),
-            "description": f"UPSS payout {payout.id}",
+            "description": epc_text(f"UPSS payout {payout.id}", SEPA_REMITTANCE_LENGTH),
+            # EPC characters already; MsgId and PmtInfId (sepaxml's) are digits, hex and "-".
             "endtoend_id": f"UPSS-PAYOUT-{payout.id}",
         })
     return transfer.export(validate=True).decode("utf-8")
