@@ -335,15 +335,18 @@ def _sepa_file(payments: list[tuple[Payout, str]], currency: str, now: datetime)
 
 def run_batch(session: Session, now: datetime, *, created_by: User | None = None,
               settled_before_days: int = 14, minimum_cents: int = 1000) -> PayoutBatch | None:
-    """Phase 1: pay every eligible answerer who can be paid, once; None (and nothing created)
-    if nobody is due. Connect payouts are left ``sending`` for ``send_transfers``, after the
+    """Phase 1: pay every eligible answerer who can be paid, once (never ``created_by``
+    themselves); None (and nothing created) if nobody is due. Connect payouts are left ``sending`` for ``send_transfers``, after the
     caller's commit. Raises ``LedgerCheckFailed`` (nothing created) if the ledger around the
     payable accounts does not verify."""
     _lock(session)
     currency = settings.current(session).currency
     owed = _owed(session, now, settled_before_days)
+    # Separation of duties: an organizer who also answers is never in a batch they run;
+    # another organizer's batch (or the scheduler's) pays them.
     due = {user_id: cents for user_id, (cents, cur) in owed.items()
-           if cents >= minimum_cents and cur == currency}
+           if cents >= minimum_cents and cur == currency
+           and (created_by is None or user_id != created_by.id)}
     profiles = {p.user_id: p for p in session.scalars(
         select(AnswererProfile).where(AnswererProfile.user_id.in_(list(due))))
         if _hold_reason(p, now) is None} if due else {}

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from . import ledger, money, settings
+from . import access, ledger, money, settings
 from .models import (
     LANGUAGES,
     AnswerDraft,
@@ -52,6 +52,11 @@ TRANSITIONS: dict[str, tuple[frozenset[str], str]] = {
     #: The whole payment was refunded at Stripe (in its Dashboard) before it was split.
     "refund_at_stripe": (frozenset({"queued", "offered", "claimed", "answered", "clarifying",
                                     "disputed"}), "refunded"),
+    #: The answerer was suspended: offers and claims go back to the queue (drafts are kept),
+    #: and a clarification they can no longer reply to goes to the organizer.
+    "withdraw_offer": (frozenset({"offered"}), "queued"),
+    "withdraw_claim": (frozenset({"claimed"}), "queued"),
+    "withdraw_clarification": (frozenset({"clarifying"}), "disputed"),
 }
 
 #: Topics an asker can choose; stored by key, shown translated.
@@ -81,6 +86,14 @@ class NotYourQuestion(QuestionError):
 
 class NotYourOffer(QuestionError):
     """The question is not offered to or claimed by this answerer (or the offer ran out)."""
+
+
+class Suspended(QuestionError):
+    """The answerer is suspended: they may not pick up, answer or reply any more."""
+
+
+class ConflictOfInterest(QuestionError):
+    """An organizer may not decide a dispute about a question they asked or answered."""
 
 
 class InvalidText(QuestionError):
@@ -226,6 +239,11 @@ def offer(session: Session, question: Question, answerer: User, now: datetime,
     return made
 
 
+def _check_active(session: Session, answerer: User) -> None:
+    if not access.is_active_answerer(session, answerer):
+        raise Suspended(f"answerer {answerer.id} is not an active answerer")
+
+
 def claim(session: Session, question: Question, answerer: User, now: datetime) -> None:
     """The answerer picks up a question offered to them; it is theirs until the lock expires.
 
@@ -234,6 +252,7 @@ def claim(session: Session, question: Question, answerer: User, now: datetime) -
     """
     if question.status == "offered" and question.answerer_id != answerer.id:
         raise NotYourOffer(f"question {question.id} is not offered to you")
+    _check_active(session, answerer)
     rules = settings.current(session)
     lock = now + timedelta(hours=rules.lock_hours_for(question.price_cents))
     try:
@@ -277,14 +296,38 @@ def expire_lock(session: Session, question: Question, now: datetime) -> None:
                 guard=(Question.lock_expires_at <= now,))
 
 
+def withdraw_from_answerer(session: Session, answerer: User, now: datetime,
+                           actor: User | None) -> list[int]:
+    """The answerer was suspended; returns the questions that changed. The one rule for their
+    work in progress: open offers and claims go back to the queue for someone else (their
+    draft stays saved, for them and the organizer); a clarification they can no longer reply
+    to goes to the organizer to decide, as a rejected answer would. Sent answers stay."""
+    changed = []
+    held = session.scalars(select(Question).where(
+        Question.answerer_id == answerer.id,
+        Question.status.in_(("offered", "claimed", "clarifying"))).order_by(Question.id)).all()
+    note = "the answerer was suspended"
+    for question in held:
+        if question.status == "offered":
+            _transition(session, question, "withdraw_offer", at=now, actor=actor, note=note,
+                        answerer_id=None, offer_expires_at=None)
+            _resolve_offer(session, question, answerer.id, "withdrawn", now)
+        elif question.status == "claimed":
+            _transition(session, question, "withdraw_claim", at=now, actor=actor, note=note,
+                        answerer_id=None, lock_expires_at=None)
+        else:
+            _transition(session, question, "withdraw_clarification", at=now, actor=actor,
+                        note=note, dispute_reason="The answerer was suspended before they could "
+                        "reply to the asker's question.")
+        changed.append(question.id)
+    session.flush()
+    return changed
+
+
 def has_worked_on(session: Session, question: Question, answerer: User) -> bool:
-    """Whether ``answerer`` holds, or once claimed, ``question``."""
-    if question.answerer_id == answerer.id and question.status in (
-            "offered", "claimed", "answered", "clarifying", "closed", "disputed"):
-        return True
-    return session.scalar(select(Offer.id).where(
-        Offer.question_id == question.id, Offer.answerer_id == answerer.id,
-        Offer.outcome == "claimed").limit(1)) is not None
+    """Whether ``answerer`` holds, or once claimed, ``question`` (see ``access``)."""
+    return bool(access.relations(session, question, answerer)
+                & {"answerer", "former_answerer"})
 
 
 def save_draft(session: Session, question: Question, answerer: User, body: str,
@@ -319,6 +362,7 @@ def post_answer(session: Session, question: Question, answerer: User, body: str,
     save_draft(session, question, answerer, body, now)
     if question.answerer_id != answerer.id:
         raise NotYourOffer(f"question {question.id} is not claimed by you")
+    _check_active(session, answerer)
     _transition(session, question, "post_answer", at=now, actor=answerer, answer_body=body,
                 answered_at=now, lock_expires_at=None,
                 guard=(Question.answerer_id == answerer.id,))
@@ -340,6 +384,7 @@ def reply_clarification(session: Session, question: Question, answerer: User, bo
     """The answerer explains more; the auto-accept clock starts again."""
     if question.answerer_id != answerer.id:
         raise NotYourOffer(f"question {question.id} was not answered by you")
+    _check_active(session, answerer)
     body = _text(body, ANSWER_MAX, "reply")
     _transition(session, question, "reply_clarification", at=now, actor=answerer, answered_at=now)
     session.add(Message(question_id=question.id, author_id=answerer.id,
@@ -381,9 +426,17 @@ def reject(session: Session, question: Question, asker: User, reason: str,
     _transition(session, question, "reject", at=now, actor=asker, dispute_reason=reason)
 
 
+def check_may_decide(question: Question, organizer: User) -> None:
+    """Separation of duties: nobody decides a dispute about a question they asked or
+    answered."""
+    if organizer.id in (question.asker_id, question.answerer_id):
+        raise ConflictOfInterest(f"user {organizer.id} is a party to question {question.id}")
+
+
 def uphold_dispute(session: Session, question: Question, organizer: User,
                    now: datetime) -> None:
     """The organizer finds the answer fair: the question closes and the payment is split."""
+    check_may_decide(question, organizer)
     _transition(session, question, "uphold_dispute", at=now, actor=organizer, closed_at=now)
     settle(session, question)
 
@@ -399,6 +452,8 @@ def refund(session: Session, question: Question, action: str, actor: User | None
     """
     if action not in ("refund_at_deadline", "refund_dispute", "cancel"):
         raise ValueError(f"{action} is not a refund")
+    if action == "refund_dispute" and actor is not None:
+        check_may_decide(question, actor)
     guard = (Question.deadline_at <= now,) if action == "refund_at_deadline" else ()
     _transition(session, question, action, at=now, actor=actor,
                 actor_kind="user" if actor else "scheduler", note=note, closed_at=now,

@@ -14,8 +14,8 @@ from datetime import date, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import audit, money
-from .models import LANGUAGES, AnswererApplication, AnswererProfile, User
+from . import audit, money, questions
+from .models import LANGUAGES, AnswererApplication, AnswererProfile, User, utcnow
 from .payouts import InvalidIBAN, validate_iban
 from .questions import TOPICS
 
@@ -105,15 +105,23 @@ def apply(session: Session, user: User, data: ApplicationData, now: datetime
     return application
 
 
-def _pending(application: AnswererApplication) -> None:
+def may_decide(application: AnswererApplication, organizer: User) -> bool:
+    """Whether ``organizer`` may approve or reject ``application`` now."""
+    return application.status == "pending" and application.user_id != organizer.id
+
+
+def _decidable(application: AnswererApplication, organizer: User) -> None:
+    """Pending, and not the organizer's own (nobody decides their own application)."""
     if application.status != "pending":
         raise VettingError(f"this application is already {application.status}")
+    if application.user_id == organizer.id:
+        raise VettingError("you cannot decide your own application: another organizer must")
 
 
 def approve(session: Session, application: AnswererApplication, organizer: User, *,
             method: str, verified_on: date, note: str, now: datetime) -> AnswererProfile:
     """Approve: record how eligibility was verified and make the applicant an answerer."""
-    _pending(application)
+    _decidable(application, organizer)
     method = (method or "").strip()
     if not method:
         raise VettingError("say how eligibility was verified", "method")
@@ -147,7 +155,7 @@ def approve(session: Session, application: AnswererApplication, organizer: User,
 def reject(session: Session, application: AnswererApplication, organizer: User, *,
            reason: str, now: datetime) -> None:
     """Reject with a reason the applicant can read."""
-    _pending(application)
+    _decidable(application, organizer)
     reason = (reason or "").strip()
     if not reason:
         raise VettingError("give a reason", "reason")
@@ -161,8 +169,10 @@ def reject(session: Session, application: AnswererApplication, organizer: User, 
 
 
 def set_suspended(session: Session, answerer: User, organizer: User, suspended: bool,
-                  reason: str = "") -> None:
-    """Suspend (no more offers) or reinstate an answerer."""
+                  reason: str = "", now: datetime | None = None) -> None:
+    """Suspend or reinstate an answerer. Suspension takes effect at once: no more offers,
+    claims, answers or replies, and their work in progress is handed back
+    (``questions.withdraw_from_answerer``)."""
     profile = session.get(AnswererProfile, answerer.id)
     if profile is None:
         raise VettingError("not an answerer")
@@ -171,6 +181,11 @@ def set_suspended(session: Session, answerer: User, organizer: User, suspended: 
     before = audit.snapshot(profile, _PROFILE_FIELDS)
     profile.active = not suspended
     session.flush()
+    withdrawn = []
+    if suspended:
+        withdrawn = questions.withdraw_from_answerer(session, answerer, now or utcnow(),
+                                                     organizer)
     audit.record(session, organizer, "suspend answerer" if suspended else "reinstate answerer",
                  f"user:{answerer.id}", before,
-                 {**audit.snapshot(profile, _PROFILE_FIELDS), "reason": reason})
+                 {**audit.snapshot(profile, _PROFILE_FIELDS), "reason": reason,
+                  **({"questions_withdrawn": withdrawn} if withdrawn else {})})

@@ -10,7 +10,7 @@ from sqlalchemy import or_, select
 from wtforms import TextAreaField
 from wtforms.validators import DataRequired, Length
 
-from .. import connect, money, payouts, questions, reports, settings, vetting
+from .. import access, connect, money, payouts, questions, reports, settings, vetting
 from .. import earnings as earnings_service
 from ..extensions import db, limiter
 from ..models import AnswererApplication, AnswererProfile, Offer, Payout, Question, utcnow
@@ -22,6 +22,9 @@ from .vetting_forms import ApplicationForm
 
 bp = Blueprint("answerer", __name__, url_prefix="/answer")
 
+
+SUSPENDED = _l("Your account is suspended, so you cannot pick up or send answers now. "
+               "Anything you typed is kept as a draft.")
 
 #: Only answerers; everyone else gets 403.
 answerer_required = role_required("is_answerer")
@@ -42,9 +45,10 @@ class ReplyForm(Form):
 
 
 def _visible_question(question_id: int) -> Question:
-    """A question this answerer may see: offered to, claimed or answered by them."""
+    """A question this answerer may see (``access.visible_to``); 404 for any other."""
     question = db.session.get(Question, question_id)
-    if question is None or not questions.has_worked_on(db.session, question, current_user):
+    if question is None or not access.visible_to(db.session, question, current_user,
+                                                 as_="answerer"):
         abort(404)
     return question
 
@@ -91,6 +95,10 @@ def claim(question_id: int):
     except questions.NotYourOffer:
         db.session.rollback()
         flash(_("This offer has run out, so the question has gone back to the queue."), "error")
+        return redirect(url_for("answerer.queue"))
+    except questions.Suspended:
+        db.session.rollback()
+        flash(SUSPENDED, "error")
         return redirect(url_for("answerer.queue"))
     except questions.InvalidTransition:
         db.session.rollback()
@@ -140,6 +148,10 @@ def question(question_id: int):
         if form.validate():
             try:
                 questions.post_answer(db.session, q, current_user, form.answer.data, utcnow())
+            except questions.Suspended:
+                db.session.commit()  # keeps the text as a draft
+                flash(SUSPENDED, "error")
+                return redirect(url_for("answerer.question", question_id=q.id))
             except (questions.NotYourOffer, questions.InvalidTransition):
                 db.session.commit()  # keeps the text as a draft
                 flash(_("The time to answer this question has run out, so it was not sent. "
@@ -164,6 +176,7 @@ def question(question_id: int):
     if not form.answer.data:
         form.answer.data = questions.draft_for(db.session, q, current_user)
     return render_template("answerer/question.html", question=q, form=form,
+                           actions=access.allowed_actions(db.session, q, current_user),
                            reply_form=reply_form, share=_share(q),
                            language_name=LANGUAGE_NAMES.get(q.language, q.language),
                            topic_name=TOPIC_NAMES.get(q.topic, q.topic)), status

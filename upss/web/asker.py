@@ -14,7 +14,7 @@ from wtforms import RadioField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, ValidationError
 
-from .. import money, payments, questions, settings
+from .. import access, money, payments, questions, settings
 from ..extensions import db, limiter
 from ..models import Question, Tip, utcnow
 from ..stripe_gateway import CardDeclined, GatewayError, gateway
@@ -137,9 +137,7 @@ def _own_question(question_id: int) -> Question:
     question = db.session.get(Question, question_id)
     if question is None:
         abort(404)
-    try:
-        questions.check_owner(question, current_user)
-    except questions.NotYourQuestion:
+    if not access.visible_to(db.session, question, current_user, as_="asker"):
         abort(404)  # do not reveal that someone else's question exists
     return question
 
@@ -185,6 +183,7 @@ def _render_question(q: Question, status: int = 200, **forms):
     forms["tips"] = db.session.scalars(select(Tip).where(Tip.question_id == q.id)
                                        .order_by(Tip.id)).all()
     return render_template("asker/question.html", question=q,
+                           actions=access.allowed_actions(db.session, q, current_user),
                            language_name=LANGUAGE_NAMES.get(q.language, q.language),
                            topic_name=TOPIC_NAMES.get(q.topic, q.topic),
                            tip_min=payments.TIP_MIN_CENTS, tip_max=payments.TIP_MAX_CENTS,

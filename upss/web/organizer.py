@@ -12,7 +12,7 @@ from sqlalchemy import select
 from wtforms import IntegerField, StringField
 from wtforms.validators import InputRequired, Length, NumberRange, ValidationError
 
-from .. import connect, money, payments, payouts, questions, settings, vetting
+from .. import access, connect, money, payments, payouts, questions, settings, vetting
 from ..extensions import db
 from ..models import AnswererApplication, AnswererProfile, AuditLog, Question, User, utcnow
 from . import role_required
@@ -168,7 +168,8 @@ def disputes():
     """Answers the askers rejected, waiting for a decision."""
     rows = db.session.scalars(select(Question).where(Question.status == "disputed")
                               .order_by(Question.id)).all()
-    return render_template("organizer/disputes.html", questions=rows)
+    return render_template("organizer/disputes.html", questions=rows, decidable={
+        q.id for q in rows if access.may_decide_dispute(db.session, q, current_user)})
 
 
 @bp.post("/disputes/<int:question_id>/<decision>")
@@ -183,6 +184,10 @@ def decide(question_id: int, decision: str):
             questions.uphold_dispute(db.session, q, current_user, utcnow())
         else:
             payments.refund_question(db.session, q, "refund_dispute", current_user, utcnow())
+    except questions.ConflictOfInterest:
+        db.session.rollback()
+        flash(_("You asked or answered this question, so another organizer must decide it."),
+              "error")
     except questions.InvalidTransition:
         db.session.rollback()
         flash(_("This dispute was already decided."), "error")
@@ -207,7 +212,8 @@ def _application_page(application, approve_form=None, reject_form=None, status=2
         "organizer/application.html", application=application,
         approve_form=approve_form or ApproveForm(prefix="a"),
         reject_form=reject_form or RejectApplicationForm(prefix="r"),
-        language_names=LANGUAGE_NAMES, topic_names=TOPIC_NAMES), status
+        language_names=LANGUAGE_NAMES, topic_names=TOPIC_NAMES,
+        decidable=vetting.may_decide(application, current_user)), status
 
 
 @bp.route("/applications/<int:application_id>", methods=["GET", "POST"])
@@ -263,7 +269,8 @@ def suspend_or_reinstate(user_id: int, action: str):
     if answerer is None or action not in ("suspend", "reinstate"):
         abort(404)
     try:
-        vetting.set_suspended(db.session, answerer, current_user, action == "suspend")
+        vetting.set_suspended(db.session, answerer, current_user, action == "suspend",
+                              now=utcnow())
     except vetting.VettingError:
         abort(404)
     db.session.commit()
