@@ -87,5 +87,14 @@ def _sqlite_pragmas(dbapi_connection, connection_record):
 
 @event.listens_for(Engine, "begin")
 def _sqlite_begin(conn):
+    """SQLite: every transaction takes the write lock when it begins (``BEGIN IMMEDIATE``).
+
+    With a plain ``BEGIN`` a transaction that read first and writes later fails at once with
+    "database is locked" if another one wrote in between (its snapshot is stale, and waiting
+    cannot help): two tabs or a double click got a 500. Taking the lock up front makes
+    concurrent requests wait for each other (``busy_timeout``) instead; WAL readers outside
+    a transaction are not blocked. SQLite is for one machine and modest traffic; PostgreSQL
+    has row locks for the rest.
+    """
     if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("BEGIN")
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -36,6 +36,13 @@ def installation_id(session: Session) -> str:
     if engine in _known:
         return _known[engine]
     query = select(Installation.installation_id).where(Installation.id == 1)
+    # Read in the caller's transaction: on SQLite it may hold the write lock, which a second
+    # connection would wait for in vain. Only a missing row (a database the migrations did not
+    # fill) is created on a connection of its own, committed before it is used.
+    value = session.scalar(query)
+    if value is not None:
+        _known[engine] = value
+        return value
     with engine.connect() as conn:
         value = conn.scalar(query)
         if value is None:

@@ -68,6 +68,8 @@ def payment_for(session: Session, question: Question, asker: User) -> PaymentInt
     """
     questions.check_owner(question, asker)
     if question.status == "draft":
+        questions.lock(session, question)  # concurrent first opens: one creates, all share it
+    if question.status == "draft":
         try:
             with session.begin_nested():
                 intent = _new_payment_intent(session, question)
@@ -96,6 +98,8 @@ def pay_with_test_card(session: Session, question: Question, asker: User,
     resending after a timeout gets Stripe's first answer back. A declined card records
     ``payment_error`` and raises ``CardDeclined``; the question stays payable.
     """
+    questions.check_owner(question, asker)
+    questions.lock(session, question)  # a double click confirms once; the second sees it paid
     intent = payment_for(session, question, asker)
     if question.status != "awaiting_payment" or intent.status in PAID_OR_PAYING:
         return intent
@@ -132,6 +136,12 @@ def start_tip(session: Session, question: Question, asker: User, amount_cents: i
         raise InvalidTip("only an accepted answer can be tipped")
     if type(amount_cents) is not int or not TIP_MIN_CENTS <= amount_cents <= TIP_MAX_CENTS:
         raise InvalidTip("tip amount out of range")
+    questions.lock(session, question)
+    waiting = session.scalar(select(Tip).where(
+        Tip.question_id == question.id, Tip.status == "awaiting_payment",
+        Tip.amount_cents == amount_cents).order_by(Tip.id.desc()).limit(1))
+    if waiting is not None and waiting.payment_intent_id:
+        return waiting  # the same tip started again (a double click, a second tab)
     tip = Tip(question_id=question.id, answerer_id=question.answerer_id,
               amount_cents=amount_cents, currency=question.currency)
     session.add(tip)
@@ -394,7 +404,10 @@ def _payment_succeeded(session: Session, intent: PaymentIntent) -> str:
         log.error("payment %s amount %s %s does not match question %s", intent.id,
                   intent.amount, intent.currency, question.id)
         return "ignored: amount does not match the question"
-    questions.confirm_payment(session, question, intent.id)
+    try:
+        questions.confirm_payment(session, question, intent.id)
+    except questions.InvalidTransition:
+        return f"ignored: question already {question.status}"  # applied by a concurrent request
     return "applied: question queued"
 
 

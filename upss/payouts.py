@@ -336,9 +336,10 @@ def _sepa_file(payments: list[tuple[Payout, str]], currency: str, now: datetime)
 def run_batch(session: Session, now: datetime, *, created_by: User | None = None,
               settled_before_days: int = 14, minimum_cents: int = 1000) -> PayoutBatch | None:
     """Phase 1: pay every eligible answerer who can be paid, once (never ``created_by``
-    themselves); None (and nothing created) if nobody is due. Connect payouts are left ``sending`` for ``send_transfers``, after the
-    caller's commit. Raises ``LedgerCheckFailed`` (nothing created) if the ledger around the
-    payable accounts does not verify."""
+    themselves); None (and nothing created) if nobody is due. Connect payouts are left
+    ``sending`` for ``send_transfers``, after the caller's commit. Raises
+    ``LedgerCheckFailed`` (nothing created) if the ledger around the payable accounts does not
+    verify."""
     _lock(session)
     currency = settings.current(session).currency
     owed = _owed(session, now, settled_before_days)

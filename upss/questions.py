@@ -137,6 +137,24 @@ def _transition(session: Session, question: Question, action: str, *, actor: Use
     session.refresh(question)
 
 
+def lock(session: Session, question: Question) -> Question:
+    """Hold ``question``'s row until the transaction ends (PostgreSQL ``FOR UPDATE``; on
+    SQLite every transaction already holds the database's write lock) and read it afresh, so
+    concurrent requests about one question (two tabs, a double click) run one after another.
+    """
+    session.execute(select(Question.id).where(Question.id == question.id).with_for_update())
+    session.refresh(question)
+    return question
+
+
+def already_done(session: Session, question: Question, action: str, actor: User) -> bool:
+    """Whether ``action`` is the question's last change and ``actor`` made it: a repeated
+    request (a double click, a second tab) then succeeded already and can say so."""
+    last = session.scalar(select(QuestionEvent).where(QuestionEvent.question_id == question.id)
+                          .order_by(QuestionEvent.id.desc()).limit(1))
+    return last is not None and last.action == action and last.actor_id == actor.id
+
+
 def check_owner(question: Question, user: User) -> None:
     """Raise NotYourQuestion unless ``user`` asked ``question``."""
     if question.asker_id != user.id:
@@ -336,6 +354,7 @@ def save_draft(session: Session, question: Question, answerer: User, body: str,
     if not has_worked_on(session, question, answerer):
         raise NotYourOffer(f"question {question.id} is not yours to answer")
     body = (body or "")[:ANSWER_MAX]
+    lock(session, question)  # two saves at once (a double click, autosave) write one draft
     draft = session.get(AnswerDraft, (question.id, answerer.id))
     if draft is None:
         draft = AnswerDraft(question_id=question.id, answerer_id=answerer.id)

@@ -261,6 +261,7 @@ def test_reconciliation_matches_transfers_and_sepa_files_amount_by_amount(
     earn(app, world, connected, 2500)
     earn(app, world, by_bank, 3000)
     now = later()
+    account = _account(app, connected)  # read first: SQLite allows one writing session
     with app.test_request_context():
         made = payouts.run_batch(db.session, now)
         db.session.commit()
@@ -270,7 +271,7 @@ def test_reconciliation_matches_transfers_and_sepa_files_amount_by_amount(
         assert before.sepa_differences == []
         assert not [d for d in before.transfer_differences if d.startswith("payout ")]
         stranger = app.extensions["upss_stripe"].create_transfer(
-            amount_cents=777, currency="EUR", destination=_account(app, connected),
+            amount_cents=777, currency="EUR", destination=account,
             transfer_group="not-a-payout", metadata={},
             idempotency_key=f"test-stranger-{uuid.uuid4()}")
         made.sepa_xml = made.sepa_xml.replace(">27.00<", ">72.00<")

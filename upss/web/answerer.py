@@ -102,6 +102,9 @@ def claim(question_id: int):
         return redirect(url_for("answerer.queue"))
     except questions.InvalidTransition:
         db.session.rollback()
+        if questions.already_done(db.session, question, "claim", current_user):
+            flash(_("The question is yours to answer."))  # a double click: the first won
+            return redirect(url_for("answerer.question", question_id=question.id))
         flash(_("This question is no longer offered to you."), "error")
         return redirect(url_for("answerer.queue"))
     db.session.commit()
@@ -154,6 +157,9 @@ def question(question_id: int):
                 return redirect(url_for("answerer.question", question_id=q.id))
             except (questions.NotYourOffer, questions.InvalidTransition):
                 db.session.commit()  # keeps the text as a draft
+                if questions.already_done(db.session, q, "post_answer", current_user):
+                    flash(_("Your answer has been sent. Thank you!"))  # a double click
+                    return redirect(url_for("answerer.queue"))
                 flash(_("The time to answer this question has run out, so it was not sent. "
                         "Your text is saved as a draft."), "error")
                 return redirect(url_for("answerer.question", question_id=q.id))

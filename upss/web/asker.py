@@ -197,13 +197,20 @@ def question(question_id: int):
     return _render_question(_own_question(question_id))
 
 
-def _act(q: Question, fn, *args, done: str):
-    """Run a question service for the asker, commit, and come back to the question."""
+def _act(q: Question, fn, *args, action: str, done: str):
+    """Run a question service for the asker, commit, and come back to the question.
+
+    If the question has moved on because this asker's own identical request got there
+    first (a double click, a second tab), the answer is the same "done" page, not an error.
+    """
     try:
         fn(db.session, q, current_user, *args, utcnow())
     except questions.InvalidTransition:
         db.session.rollback()
-        flash(_("That is not possible any more: the question has moved on."), "error")
+        if questions.already_done(db.session, q, action, current_user):
+            flash(done)
+        else:
+            flash(_("That is not possible any more: the question has moved on."), "error")
     except GatewayError:
         db.session.rollback()
         flash(PAYMENT_UNAVAILABLE, "error")
@@ -217,7 +224,7 @@ def _act(q: Question, fn, *args, done: str):
 @login_required
 def accept(question_id: int):
     """Accept the answer: the answerer is paid their share."""
-    return _act(_own_question(question_id), questions.accept,
+    return _act(_own_question(question_id), questions.accept, action="accept",
                 done=_("Thank you. The answer is accepted and the answerer will be paid."))
 
 
@@ -230,7 +237,7 @@ def clarify(question_id: int):
     form = ClarifyForm(prefix="c")
     if not form.validate():
         return _render_question(q, 400, clarify_form=form)
-    return _act(q, questions.ask_clarification, form.message.data,
+    return _act(q, questions.ask_clarification, form.message.data, action="ask_clarification",
                 done=_("Your message has been sent to the answerer."))
 
 
@@ -243,7 +250,7 @@ def reject(question_id: int):
     form = RejectForm(prefix="r")
     if not form.validate():
         return _render_question(q, 400, reject_form=form)
-    return _act(q, questions.reject, form.reason.data,
+    return _act(q, questions.reject, form.reason.data, action="reject",
                 done=_("The organizer will review the answer and decide."))
 
 
@@ -270,7 +277,7 @@ def rate(question_id: int):
 @login_required
 def cancel(question_id: int):
     """Withdraw a paid question that is still waiting, with a full refund."""
-    return _act(_own_question(question_id), payments.cancel,
+    return _act(_own_question(question_id), payments.cancel, action="cancel",
                 done=_("Your question is withdrawn and your money is being refunded."))
 
 
@@ -309,6 +316,9 @@ def pay(question_id: int):
         return redirect(url_for("asker.question", question_id=q.id))
     try:
         intent = payments.payment_for(db.session, q, current_user)
+    except payments.AlreadyPaid:  # paid in another tab meanwhile
+        db.session.rollback()
+        return redirect(url_for("asker.question", question_id=q.id))
     except GatewayError:
         db.session.rollback()
         return render_template("asker/pay_unavailable.html", question=q,
@@ -360,6 +370,9 @@ def pay_test(question_id: int):
         return _pay_page(q, intent, form, 400)
     try:
         intent = payments.pay_with_test_card(db.session, q, current_user, form.scenario.data)
+    except payments.AlreadyPaid:  # a double click: the first click paid
+        db.session.rollback()
+        return redirect(url_for("asker.question", question_id=q.id))
     except CardDeclined:
         db.session.commit()  # keep the recorded reason
         flash(_("Your card was declined. No money was taken. You can try again."), "error")
