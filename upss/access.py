@@ -31,8 +31,8 @@ ACTIONS = frozenset({
     # the asker's
     "pay", "cancel", "accept", "clarify", "reject", "rate", "tip", "receipt",
     # the answerer's
-    "claim", "decline", "see_lock", "write_answer", "send_answer", "reply", "see_answer",
-    "see_thread",
+    "claim", "decline", "see_lock", "extend_lock", "write_answer", "send_answer", "reply",
+    "see_answer", "see_thread",
     # the organizer's
     "decide_dispute",
 })
@@ -105,7 +105,9 @@ def actions_for(status: str, relations_: frozenset[str], *, active_answerer: boo
         if status == "claimed":
             allowed |= {"see_lock", "write_answer"}
             if active_answerer:
-                allowed.add("send_answer")
+                # Whether the lock may be extended *now* (how often, the deadline) is the
+                # question service's rule: ``questions.lock_time``.
+                allowed |= {"send_answer", "extend_lock"}
         if status == "clarifying" and active_answerer:
             allowed.add("reply")
         if status in _ANSWERED_STATES:

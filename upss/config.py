@@ -112,6 +112,14 @@ def from_environment(instance_path: str, environ=None) -> dict:
         "REMEMBER_COOKIE_SECURE": _bool(environ, "UPSS_SECURE_COOKIES", False),
         "REMEMBER_COOKIE_HTTPONLY": True,
         "WTF_CSRF_ENABLED": True,
+        #: No time limit on form tokens. Flask-WTF checks every POST against this one limit
+        #: (default 3600 s) before any view runs, so an answer typed for longer than it - an
+        #: answer lock lasts hours - came back as a bare 400. The token is bound to the
+        #: session instead: it is a signature of a random value kept in the session, which
+        #: signing in or out replaces, and the session has its own lifetimes (upss/sessions.py:
+        #: UPSS_SESSION_IDLE_MINUTES without a request, never while the user holds an answer
+        #: lock, and UPSS_SESSION_MAX_HOURS in any case).
+        "WTF_CSRF_TIME_LIMIT": None,
         #: Largest request body (bytes); larger ones get 413 before they are read. The Stripe
         #: webhook keeps its own, smaller, limit.
         "MAX_CONTENT_LENGTH": _int(environ, "UPSS_MAX_REQUEST_BYTES", 1_000_000),

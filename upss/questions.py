@@ -9,13 +9,22 @@ never both win: the loser's UPDATE matches no row and raises ``InvalidTransition
 writes a ``QuestionEvent`` (who, when, from, to). Functions here flush and never commit; the
 request, job or CLI command that called them owns the transaction, which is what makes
 "payment confirmed + ledger posted + status changed" a single commit.
+
+Time to answer (WCAG 2.2.1, time adjustable): a claim is the answerer's until its lock
+expires, or until the asker's deadline if that comes first (then the question is refunded).
+The answerer may extend the lock (:func:`extend_lock`) at most ``MAX_LOCK_EXTENSIONS`` times
+per claim, each time by half the lock hours the question got when it was claimed, never past
+the deadline. An extension changes no state: it is a guarded UPDATE of ``lock_expires_at``
+alone, recorded as a ``QuestionEvent`` with ``action="extend_lock"`` from and to ``claimed``
+(those rows are what is counted). :func:`lock_time` tells a page the same rule.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from . import access, ledger, money, settings
@@ -66,6 +75,16 @@ BODY_MAX = 5000
 ANSWER_MAX = 20000
 MESSAGE_MAX = 2000
 
+#: How often one claim's lock may be extended; each extension adds half the question's lock
+#: hours (``settings.lock_hours_for``), and never goes past the asker's deadline.
+MAX_LOCK_EXTENSIONS = 2
+#: An extension the deadline would cut shorter than this is not offered at all.
+MIN_LOCK_EXTENSION = timedelta(minutes=15)
+#: The answer page warns this long before the answerer's time runs out...
+LOCK_WARNING = timedelta(minutes=15)
+#: ...and once more, urgently, this long before.
+LOCK_FINAL_WARNING = timedelta(minutes=5)
+
 
 class QuestionError(Exception):
     """Base class of refusals by the question service."""
@@ -98,6 +117,21 @@ class ConflictOfInterest(QuestionError):
 
 class InvalidText(QuestionError):
     """An answer, clarification or reason is empty or too long."""
+
+
+class LockNotExtended(QuestionError):
+    """The answerer's time cannot be extended; ``reason`` says why (see ``EXTENSION_REFUSALS``).
+    """
+
+    def __init__(self, question_id: int, reason: str):
+        super().__init__(f"question {question_id}: lock not extended ({reason})")
+        self.reason = reason
+
+
+#: Why a lock cannot be extended: "not_yours" (not claimed by this answerer), "expired" (the
+#: lock ran out), "limit" (``MAX_LOCK_EXTENSIONS`` used), "deadline" (the asker's deadline
+#: leaves less than ``MIN_LOCK_EXTENSION``), "changed" (it changed while we looked).
+EXTENSION_REFUSALS = ("not_yours", "expired", "limit", "deadline", "changed")
 
 
 class InvalidQuestion(QuestionError):
@@ -148,10 +182,12 @@ def lock(session: Session, question: Question) -> Question:
 
 
 def already_done(session: Session, question: Question, action: str, actor: User) -> bool:
-    """Whether ``action`` is the question's last change and ``actor`` made it: a repeated
+    """Whether ``action`` is the question's last change of state and ``actor`` made it: a repeated
     request (a double click, a second tab) then succeeded already and can say so."""
-    last = session.scalar(select(QuestionEvent).where(QuestionEvent.question_id == question.id)
-                          .order_by(QuestionEvent.id.desc()).limit(1))
+    last = session.scalar(select(QuestionEvent).where(
+        QuestionEvent.question_id == question.id,
+        QuestionEvent.from_status != QuestionEvent.to_status)  # not an extension of a lock
+        .order_by(QuestionEvent.id.desc()).limit(1))
     return last is not None and last.action == action and last.actor_id == actor.id
 
 
@@ -312,6 +348,131 @@ def expire_lock(session: Session, question: Question, now: datetime) -> None:
     _transition(session, question, "expire_lock", at=now, actor=None, actor_kind="scheduler",
                 answerer_id=None, lock_expires_at=None,
                 guard=(Question.lock_expires_at <= now,))
+
+
+def lock_extension(question: Question, rules: settings.Settings) -> timedelta:
+    """What one extension adds: half the lock hours the question gets (``lock_hours_for``)."""
+    return timedelta(hours=rules.lock_hours_for(question.price_cents)) / 2
+
+
+def extended_lock_until(question: Question, extensions_used: int, rules: settings.Settings,
+                        now: datetime) -> tuple[datetime | None, str | None]:
+    """The rule on plain values: the lock's new expiry if it may be extended now, else None and
+    the reason (one of ``EXTENSION_REFUSALS``)."""
+    lock = question.lock_expires_at
+    if question.status != "claimed" or lock is None:
+        return None, "not_yours"
+    if lock <= now:
+        return None, "expired"
+    if extensions_used >= MAX_LOCK_EXTENSIONS:
+        return None, "limit"
+    until = lock + lock_extension(question, rules)
+    if question.deadline_at is not None:
+        until = min(until, question.deadline_at)
+    if until - lock < MIN_LOCK_EXTENSION:
+        return None, "deadline"
+    return until, None
+
+
+def extensions_used(session: Session, question: Question) -> int:
+    """How often the current claim's lock was extended (events since the latest claim)."""
+    claimed = select(func.max(QuestionEvent.id)).where(
+        QuestionEvent.question_id == question.id, QuestionEvent.action == "claim"
+    ).scalar_subquery()
+    return session.scalar(select(func.count()).select_from(QuestionEvent).where(
+        QuestionEvent.question_id == question.id, QuestionEvent.action == "extend_lock",
+        QuestionEvent.id > func.coalesce(claimed, 0)))
+
+
+@dataclass(frozen=True)
+class LockTime:
+    """The answerer's time on a claimed question, as the answer page shows it."""
+
+    #: When the time ends: the lock's expiry, or the asker's deadline if that is sooner.
+    ends_at: datetime
+    #: Time left (never negative).
+    left: timedelta
+    #: "none", "warn" (at most ``LOCK_WARNING`` left), "final" (``LOCK_FINAL_WARNING``) or
+    #: "over".
+    warning: str
+    extensions_used: int
+    extensions_left: int
+    #: What an extension would add now, and until when; None if it cannot be extended...
+    extension: timedelta | None
+    extend_until: datetime | None
+    #: ...and why not (one of ``EXTENSION_REFUSALS``).
+    refusal: str | None
+
+    @property
+    def can_extend(self) -> bool:
+        return self.extend_until is not None
+
+
+def lock_time(question: Question, extensions_used: int, rules: settings.Settings,
+              now: datetime) -> LockTime:
+    """The time left on ``question``'s lock and whether it may be extended (no database)."""
+    ends_at = question.lock_expires_at
+    if question.deadline_at is not None and (ends_at is None or question.deadline_at < ends_at):
+        ends_at = question.deadline_at
+    ends_at = ends_at or now
+    left = max(ends_at - now, timedelta(0))
+    if left <= timedelta(0):
+        warning = "over"
+    elif left <= LOCK_FINAL_WARNING:
+        warning = "final"
+    elif left <= LOCK_WARNING:
+        warning = "warn"
+    else:
+        warning = "none"
+    until, refusal = extended_lock_until(question, extensions_used, rules, now)
+    return LockTime(ends_at=ends_at, left=left, warning=warning,
+                    extensions_used=extensions_used,
+                    extensions_left=max(MAX_LOCK_EXTENSIONS - extensions_used, 0),
+                    extension=until - question.lock_expires_at if until else None,
+                    extend_until=until, refusal=refusal)
+
+
+def lock_time_for(session: Session, question: Question, now: datetime) -> LockTime:
+    """:func:`lock_time` with the extensions used and the settings read from the database."""
+    return lock_time(question, extensions_used(session, question), settings.current(session),
+                     now)
+
+
+def extend_lock(session: Session, question: Question, answerer: User,
+                now: datetime) -> datetime:
+    """Give the answerer more time on the question they hold; returns the new lock expiry.
+
+    Refused (``LockNotExtended``) unless the question is claimed by ``answerer``, the lock has
+    not run out, fewer than ``MAX_LOCK_EXTENSIONS`` extensions were used and the deadline
+    leaves room; ``Suspended`` if the answerer is suspended. The UPDATE is guarded by the lock
+    expiry that was read, so of two concurrent extensions only one counts.
+    """
+    if question.status != "claimed" or question.answerer_id != answerer.id:
+        raise LockNotExtended(question.id, "not_yours")
+    _check_active(session, answerer)
+    lock = question.lock_expires_at
+    until, refusal = extended_lock_until(question, extensions_used(session, question),
+                                         settings.current(session), now)
+    if refusal:
+        raise LockNotExtended(question.id, refusal)
+    result = session.execute(
+        update(Question)
+        .where(Question.id == question.id, Question.status == "claimed",
+               Question.answerer_id == answerer.id, Question.lock_expires_at == lock,
+               Question.lock_expires_at > now)
+        .values(lock_expires_at=until)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        session.refresh(question)
+        raise LockNotExtended(question.id, "changed")
+    session.add(QuestionEvent(
+        question_id=question.id, actor_id=answerer.id, actor_kind="user", action="extend_lock",
+        from_status="claimed", to_status="claimed", at=now,
+        note=f"lock extended from {lock.isoformat()} to {until.isoformat()}"))
+    session.flush()
+    session.refresh(question)
+    return until
 
 
 def withdraw_from_answerer(session: Session, answerer: User, now: datetime,

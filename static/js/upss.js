@@ -8,6 +8,7 @@ document.addEventListener("DOMContentLoaded", () => {
 
   followQuestionStatus();
   setUpAutosave();
+  setUpLockTime();
   setUpAskDraft();
   setUpReadAloud();
   setUpThreeDSecure();
@@ -90,7 +91,27 @@ function setUpCardForm() {
 }
 
 /* The answer is saved as it is typed: to the server every few seconds, and to this browser
-   at once, so neither an expired lock nor an expired sign-in loses a word. */
+   at once, so neither an expired lock nor an expired sign-in loses a word. The browser's copy
+   remembers whether the server has it too: a copy the server never got is put back when the
+   page is opened again (after signing in again, say); one it got is not (the server's draft
+   may be newer, from another computer). */
+function readLocalDraft(key) {
+  let raw = null;
+  try { raw = window.localStorage.getItem(key); } catch (e) { return null; }
+  if (!raw) return null;
+  try {
+    const stored = JSON.parse(raw);
+    if (stored && typeof stored.text === "string") return stored;
+  } catch (e) { /* an older copy: the text alone */ }
+  return {text: raw, saved: false, legacy: true};
+}
+
+function writeLocalDraft(key, text, saved) {
+  try {
+    window.localStorage.setItem(key, JSON.stringify({text: text, saved: saved}));
+  } catch (e) { /* storage may be disabled or full */ }
+}
+
 function setUpAutosave() {
   const form = document.getElementById("answer-form");
   if (!form) return;
@@ -100,46 +121,139 @@ function setUpAutosave() {
   const key = form.dataset.draftKey;
   let timer = null;
   let lastSaved = text.value;
+  let restored = false;
 
-  try {
-    const local = window.localStorage.getItem(key);
-    if (local && local !== text.value && local.length > text.value.length) {
-      text.value = local;
-      status.textContent = status.dataset.restoredText;
-    }
-  } catch (e) { /* storage may be disabled */ }
+  const local = readLocalDraft(key);
+  if (local && local.text && local.text !== text.value &&
+      (local.legacy ? local.text.length > text.value.length : !local.saved)) {
+    text.value = local.text;
+    status.textContent = status.dataset.restoredText;
+    restored = true;
+    timer = window.setTimeout(() => save(), 1500);  /* the server never got it: send it now */
+  }
+
+  const signedOut = (response) => {
+    if (response.status === 401) return true;
+    if (!response.redirected) return false;
+    try {
+      return new URL(response.url).pathname === status.dataset.signInPath;
+    } catch (e) { return false; }
+  };
 
   const save = async () => {
     timer = null;
     if (text.value === lastSaved) return;
     const body = new URLSearchParams({csrf_token: token, answer: text.value});
+    let response;
     try {
-      const response = await fetch(form.dataset.draftUrl, {method: "POST", body: body,
-                                                           credentials: "same-origin"});
-      if (response.ok && response.headers.get("Content-Type").includes("json")) {
-        lastSaved = body.get("answer");
-        const time = new Date().toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"});
-        status.textContent = status.dataset.savedText.replace("%(time)s", time);
-      } else if (response.status === 400 &&
-                 (response.headers.get("Content-Type") || "").includes("json")) {
-        /* The server said what is wrong with the text (e.g. an invisible control character). */
-        status.textContent = (await response.json()).error || status.dataset.notSavedText;
-      } else {
-        status.textContent = status.dataset.notSavedText;
-      }
+      response = await fetch(form.dataset.draftUrl, {
+        method: "POST", body: body, credentials: "same-origin",
+        headers: {Accept: "application/json"}});
     } catch (e) {
       status.textContent = status.dataset.offlineText;
+      return;
+    }
+    const type = response.headers.get("Content-Type") || "";
+    if (signedOut(response)) {
+      /* The sign-in page: the session ended on the server. */
+      status.textContent = status.dataset.signedOutText;
+    } else if (response.ok && type.includes("json")) {
+      lastSaved = body.get("answer");
+      if (text.value === lastSaved) writeLocalDraft(key, lastSaved, true);
+      const time = new Date().toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"});
+      const saved = status.dataset.savedText.replace("%(time)s", time);
+      /* Right after putting text back, say both, so the first message is not lost. */
+      status.textContent = restored ? `${status.dataset.restoredText} ${saved}` : saved;
+      restored = false;
+    } else if (response.status === 400 && type.includes("json")) {
+      /* The server says what went wrong: the form's token no longer matches (signed out, or
+         signed in again since the page was opened), or something in the text itself (e.g. an
+         invisible control character). */
+      let data = {};
+      try { data = await response.json(); } catch (e) { /* not JSON after all */ }
+      if (data.reason === "signed_out") status.textContent = status.dataset.signedOutText;
+      else if (data.reason === "expired") status.textContent = status.dataset.expiredText;
+      else status.textContent = data.error || status.dataset.notSavedText;
+    } else if (response.status === 400) {
+      status.textContent = status.dataset.expiredText;
+    } else {
+      status.textContent = status.dataset.notSavedText;
     }
   };
 
   text.addEventListener("input", () => {
-    try { window.localStorage.setItem(key, text.value); } catch (e) { /* ignore */ }
+    writeLocalDraft(key, text.value, false);
     if (timer) window.clearTimeout(timer);
     timer = window.setTimeout(save, 1500);
   });
   form.addEventListener("submit", () => {
     if (timer) window.clearTimeout(timer);
   });
+}
+
+/* The time left to answer, counted down every few seconds; a warning is announced (a live
+   region) when the time is nearly up, and again, urgently, just before the end. The count uses
+   the seconds left when the page was made, so a wrong clock on this computer does not matter. */
+function setUpLockTime() {
+  const box = document.getElementById("lock-time");
+  if (!box) return;
+  const leftText = document.getElementById("lock-time-left");
+  const polite = document.getElementById("lock-warning");
+  const urgent = document.getElementById("lock-alert");
+  const ends = Date.now() + Number(box.dataset.secondsLeft) * 1000;
+  const warnAt = Number(box.dataset.warnSeconds);
+  const finalAt = Number(box.dataset.finalSeconds);
+  const locale = document.documentElement.lang || undefined;
+  let level = box.dataset.level;
+
+  const unit = (value, name) => new Intl.NumberFormat(
+    locale, {style: "unit", unit: name, unitDisplay: "long"}).format(value);
+  const duration = (seconds) => {
+    const minutes = Math.floor(seconds / 60);
+    if (minutes < 1) return box.dataset.lessThanMinute;
+    const parts = [];
+    if (minutes >= 60) parts.push(unit(Math.floor(minutes / 60), "hour"));
+    if (minutes % 60) parts.push(unit(minutes % 60, "minute"));
+    try {
+      return new Intl.ListFormat(locale, {type: "unit", style: "long"}).format(parts);
+    } catch (e) { return parts.join(" "); }
+  };
+  const notice = (region, message, label, urgently) => {
+    const wrapper = document.createElement("div");
+    wrapper.className = urgently ? "notice notice--error" : "notice";
+    const p = document.createElement("p");
+    if (label) {
+      const strong = document.createElement("strong");
+      strong.textContent = label;
+      p.append(strong, " ");
+    }
+    p.append(message);
+    wrapper.append(p);
+    region.replaceChildren(wrapper);
+  };
+
+  const tick = () => {
+    const seconds = Math.max(0, Math.round((ends - Date.now()) / 1000));
+    const now = seconds <= 0 ? "over" : seconds <= finalAt ? "final"
+      : seconds <= warnAt ? "warn" : "none";
+    leftText.textContent = now === "over" ? box.dataset.overText
+      : box.dataset.leftText.replace("%(duration)s", duration(seconds));
+    if (now === level) return;
+    level = now;
+    const warning = box.dataset.warningText.replace("%(duration)s", duration(seconds));
+    if (now === "warn") {
+      urgent.replaceChildren();
+      notice(polite, warning, "", false);
+    } else if (now === "final") {
+      polite.replaceChildren();
+      notice(urgent, warning, box.dataset.warningLabel, true);
+    } else if (now === "over") {
+      polite.replaceChildren();
+      notice(urgent, box.dataset.overText, "", true);
+    }
+  };
+  tick();
+  window.setInterval(tick, 15000);
 }
 
 /* The ask form keeps what was typed in this browser until the question reaches payment. */

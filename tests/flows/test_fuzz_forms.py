@@ -431,6 +431,7 @@ def answerer_forms(app, world) -> list[FormSpec]:
     made = Questions(app, world, answerer, asker)
     to_claim, to_decline = made.offered(), made.offered()
     to_save, to_send, to_reply = made.claimed(), made.claimed(), made.clarifying()
+    to_extend = made.claimed()
     client, token = login(app, answerer, "/answer/queue")
     applicant_client, applicant_token = login(app, applicant, "/answer/apply")
 
@@ -471,6 +472,10 @@ def answerer_forms(app, world) -> list[FormSpec]:
                  token=token),
         FormSpec("answerer: autosave the draft", f"/answer/questions/{to_save}/draft",
                  {"answer": "Half an answer"}, client=client, token=token),
+        # The "add time" button of the answer form: the text comes along and is saved.
+        FormSpec("answerer: add time", f"/answer/questions/{to_extend}/extend",
+                 {"a-answer": "Half an answer"}, other={"action": "extend"}, client=client,
+                 token=token),
         send,
         reply,
         button("answerer: set up payouts with Stripe", "/answer/earnings/connect", client,

@@ -3,11 +3,20 @@
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import wraps
 
+from babel.lists import format_list
+from babel.units import format_unit
 from flask import Flask, abort, g, render_template, request
-from flask_babel import format_timedelta, get_locale
+from flask_babel import (
+    format_datetime,
+    format_time,
+    format_timedelta,
+    get_locale,
+    to_user_timezone,
+)
+from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import AnonymousUserMixin, current_user, login_required
 from flask_wtf.csrf import CSRFError
@@ -61,6 +70,28 @@ def money_text(cents: int, currency: str) -> str:
     return money.format_money(cents, currency, reader_locale())
 
 
+def duration_text(left: timedelta) -> str:
+    """A time span in hours and whole minutes, in the reader's language: "3 hours, 20 minutes"
+    (CLDR units, as the answer page's script writes them with ``Intl``)."""
+    minutes = int(left.total_seconds() // 60)
+    if minutes < 1:
+        return _("less than a minute")
+    locale = reader_locale()
+    hours, minutes = divmod(minutes, 60)
+    parts = [format_unit(value, unit, length="long", locale=locale)
+             for value, unit in ((hours, "duration-hour"), (minutes, "duration-minute")) if value]
+    return format_list(parts, style="unit", locale=locale)
+
+
+def until_text(moment: datetime, now: datetime | None = None) -> str:
+    """A clock time in the reader's time zone: just the time if it is on the same day as
+    ``now``, else the date too."""
+    today = to_user_timezone(now or datetime.now(moment.tzinfo)).date()
+    if to_user_timezone(moment).date() == today:
+        return format_time(moment, "short")
+    return format_datetime(moment, "short")
+
+
 def role_required(flag: str):
     """A view decorator: signed in, and ``current_user.<flag>`` true; otherwise 403."""
     def decorator(view):
@@ -109,12 +140,14 @@ def _forget_database_state() -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from . import answerer, asker, audit, auth, limits, main, organizer, webhooks
+    from . import answerer, asker, audit, auth, expired_forms, limits, main, organizer, webhooks
 
     for module in (main, auth, asker, answerer, organizer, audit, webhooks):
         app.register_blueprint(module.bp)
 
     app.jinja_env.filters["money"] = money_text
+    app.jinja_env.filters["duration"] = duration_text
+    app.jinja_env.filters["until"] = until_text
     app.jinja_env.globals["status_label"] = lambda status: STATUS_LABELS.get(status, status)
 
     @app.context_processor
@@ -145,8 +178,10 @@ def register_blueprints(app: Flask) -> None:
 
     @app.errorhandler(CSRFError)
     def csrf_error(exc):
-        return error_page(400, _l("This form had expired or was not sent from this site. "
-                                  "Go back, reload the page and send it again."))
+        """Nothing is done; what was typed comes back (``expired_forms``)."""
+        return expired_forms.expired_form_response(lambda: error_page(400, _l(
+            "This form had expired or was not sent from this site. Go back, reload the page "
+            "and send it again.")))
 
     @app.after_request
     def security_headers(response):

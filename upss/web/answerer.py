@@ -15,7 +15,7 @@ from .. import earnings as earnings_service
 from ..extensions import db, limiter
 from ..models import AnswererApplication, AnswererProfile, Offer, Payout, Question, utcnow
 from ..stripe_gateway import GatewayError
-from . import limits, money_text, role_required
+from . import duration_text, limits, money_text, role_required, until_text
 from .asker import LANGUAGE_NAMES, TOPIC_NAMES, _strip
 from .inputs import REFUSED_MESSAGE, Form, refused_fields
 from .vetting_forms import ApplicationForm
@@ -25,6 +25,18 @@ bp = Blueprint("answerer", __name__, url_prefix="/answer")
 
 SUSPENDED = _l("Your account is suspended, so you cannot pick up or send answers now. "
                "Anything you typed is kept as a draft.")
+
+#: Why the answerer's time was not extended (``questions.EXTENSION_REFUSALS``).
+EXTENSION_REFUSED = {
+    "not_yours": _l("This question is no longer yours to answer, so there is no time to "
+                    "extend."),
+    "expired": _l("Your time to answer this question has already run out, so it cannot be "
+                  "extended. Your text is kept as a draft."),
+    "limit": _l("You have already had all the extra time this question allows."),
+    "deadline": _l("The asker's deadline leaves no room for more time."),
+    "changed": _l("Your time could not be extended just now. Check the time left and try "
+                  "again."),
+}
 
 #: Only answerers; everyone else gets 403.
 answerer_required = role_required("is_answerer")
@@ -181,11 +193,46 @@ def question(question_id: int):
         status = 400
     if not form.answer.data:
         form.answer.data = questions.draft_for(db.session, q, current_user)
-    return render_template("answerer/question.html", question=q, form=form,
-                           actions=access.allowed_actions(db.session, q, current_user),
+    actions = access.allowed_actions(db.session, q, current_user)
+    now = utcnow()
+    lock = questions.lock_time_for(db.session, q, now) if "see_lock" in actions else None
+    return render_template("answerer/question.html", question=q, form=form, actions=actions,
+                           lock=lock, now=now, refusals=EXTENSION_REFUSED,
+                           warn_seconds=int(questions.LOCK_WARNING.total_seconds()),
+                           final_seconds=int(questions.LOCK_FINAL_WARNING.total_seconds()),
                            reply_form=reply_form, share=_share(q),
                            language_name=LANGUAGE_NAMES.get(q.language, q.language),
                            topic_name=TOPIC_NAMES.get(q.topic, q.topic)), status
+
+
+@bp.post("/questions/<int:question_id>/extend")
+@answerer_required
+@limiter.limit(limits.configured("CLAIM"), key_func=limits.user_or_address)
+def extend_lock(question_id: int):
+    """More time to answer. The button is part of the answer form, so the text typed so far
+    comes along: it is saved as the draft first, whatever happens to the request for time."""
+    q = _visible_question(question_id)
+    now = utcnow()
+    typed = request.form.get("a-answer")
+    if typed is not None and "a-answer" not in refused_fields():
+        try:
+            questions.save_draft(db.session, q, current_user, typed, now)
+        except questions.NotYourOffer:
+            pass
+    before = q.lock_expires_at
+    try:
+        until = questions.extend_lock(db.session, q, current_user, now)
+    except questions.Suspended:
+        db.session.commit()  # keeps the draft
+        flash(SUSPENDED, "error")
+    except questions.LockNotExtended as refused:
+        db.session.commit()  # keeps the draft; the refusal changed nothing else
+        flash(EXTENSION_REFUSED[refused.reason], "error")
+    else:
+        db.session.commit()
+        flash(_("You have %(extra)s more. The question is yours until %(time)s.",
+                extra=duration_text(until - before), time=until_text(until, now)))
+    return redirect(url_for("answerer.question", question_id=q.id))
 
 
 @bp.post("/questions/<int:question_id>/draft")
