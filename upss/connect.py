@@ -7,7 +7,8 @@ bears losses) and the ``transfers`` capability requested; ``account_links.create
 ``account.updated`` event, which Stripe sends to the platform's *Connect* webhook endpoint
 (its own signing secret, ``UPSS_STRIPE_CONNECT_WEBHOOK_SECRET``). An answerer is paid only when
 the account's ``transfers`` capability is active (``AnswererProfile.connect_payouts_enabled``).
-Like every service, these functions flush and never commit.
+Like every service, these functions flush and never commit. ``GatewayError`` (Stripe did not
+answer or refused) is re-exported for pages: an error they show, imported from here.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from sqlalchemy.orm import Session
 from .installation import idempotency_key
 from .models import AnswererProfile, User, utcnow
 from .stripe_gateway import ConnectAccount, WebhookEvent, gateway, read_account
+from .stripe_gateway import GatewayError as GatewayError  # an error pages show: re-exported
 
 #: What an answerer's Connect set-up is, for pages (translated there).
 STATES = ("not_connect", "not_set_up", "details_needed", "payouts_enabled")

@@ -8,11 +8,24 @@ in one commit (the caller's); the status guard and the ledger key ``payment:<Pay
 make a repeat do nothing. Every webhook event is also stored once by its id (``StripeEvent``).
 The amount always comes from the stored question, never from a form. Every idempotency key
 starts with the installation id (``upss.installation``).
+
+Pages reach Stripe only through this module (and ``connect``, ``payouts``):
+
+* **Errors pages show**, re-exported from the Stripe boundary so a page never imports it:
+  ``GatewayError`` (Stripe did not answer or refused; ``outcome_unknown`` when a charge may
+  have gone through), ``CardDeclined`` (the card was refused) and ``InvalidWebhook`` (a webhook
+  whose signature or content is wrong). They are the very same classes, so ``except`` clauses
+  here and in the pages catch the same errors.
+* **What pages read from Stripe's settings**: ``checkout_settings()`` (publishable key,
+  Stripe.js URL, test panel, origins for the CSP header), ``tip_payment_intent()`` (a tip's
+  PaymentIntent for the pay page), ``receive_webhook()`` (signature check of a webhook).
+* **Money the asker's receipt shows**: ``receipt()`` (the split of the price, and paid tips).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from flask import current_app
@@ -20,10 +33,13 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import connect, ledger, questions, stripe_money
+from . import connect, ledger, money, questions, stripe_money
 from .installation import idempotency_key
 from .models import Question, StripeEvent, Tip, User, utcnow
-from .stripe_gateway import CardDeclined, GatewayError, PaymentIntent, WebhookEvent, gateway
+from .stripe_gateway import CardDeclined as CardDeclined  # errors pages show: re-exported
+from .stripe_gateway import GatewayError as GatewayError
+from .stripe_gateway import InvalidWebhook as InvalidWebhook
+from .stripe_gateway import PaymentIntent, WebhookEvent, gateway
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +136,59 @@ def pay_with_test_card(session: Session, question: Question, asker: User,
         raise
 
 
+@dataclass(frozen=True)
+class CheckoutSettings:
+    """What the pay pages and the security headers need to know about Stripe (read from the
+    gateway on every call, so a replaced gateway is seen at once)."""
+
+    publishable_key: str
+    #: Where the pay page loads Stripe.js from: localstripe's stand-in, or Stripe's own.
+    js_url: str
+    #: The test-mode pay panel exists only on localstripe and never with a live key.
+    test_panel_allowed: bool
+    js_origin: str
+    api_origin: str
+    #: Where Stripe's hosted Connect onboarding lives (a form may redirect there).
+    onboarding_origin: str
+
+
+def checkout_settings() -> CheckoutSettings:
+    """Stripe's settings as pages and templates use them (the attribute names are the
+    gateway's, so templates read ``stripe.js_url`` and ``stripe.publishable_key`` as before)."""
+    stripe = gateway()
+    return CheckoutSettings(
+        publishable_key=stripe.publishable_key, js_url=stripe.js_url,
+        test_panel_allowed=stripe.test_panel_allowed, js_origin=stripe.js_origin,
+        api_origin=stripe.api_origin, onboarding_origin=stripe.onboarding_origin)
+
+
+def receive_webhook(payload: bytes, signature_header: str | None, *,
+                    connect: bool = False) -> WebhookEvent:
+    """Verify a webhook's ``Stripe-Signature`` and read its event; ``InvalidWebhook`` if the
+    signature or the content is wrong. ``connect``: it came to the Connect endpoint, which has
+    its own signing secret. Nothing is stored: ``handle_webhook_event`` applies the event."""
+    return gateway().parse_webhook(payload, signature_header, connect=connect)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The asker's receipt of a paid question: the price split at its frozen commission."""
+
+    payout_cents: int
+    commission_cents: int
+    #: The question's paid tips, in id order (all of each goes to the answerer).
+    tips: list[Tip]
+
+
+def receipt(session: Session, question: Question) -> Receipt:
+    """The answerer's share and the commission of ``question``'s price (``money.split`` at the
+    commission frozen at payment), and its paid tips. Only for a paid question."""
+    payout, commission = money.split(question.price_cents, question.commission_bps)
+    tips = session.scalars(select(Tip).where(Tip.question_id == question.id,
+                                             Tip.status == "paid")).all()
+    return Receipt(payout_cents=payout, commission_cents=commission, tips=list(tips))
+
+
 TIP_MIN_CENTS = 100
 TIP_MAX_CENTS = 10_000
 
@@ -152,6 +221,11 @@ def start_tip(session: Session, question: Question, asker: User, amount_cents: i
     tip.payment_intent_id = intent.id
     session.flush()
     return tip
+
+
+def tip_payment_intent(tip: Tip) -> PaymentIntent:
+    """The PaymentIntent a tip is paid with, as Stripe has it now (for the pay page)."""
+    return gateway().retrieve_payment_intent(tip.payment_intent_id)
 
 
 def pay_tip_with_test_card(session: Session, tip: Tip, scenario: str) -> PaymentIntent:

@@ -45,6 +45,10 @@ and tips credit it). ``run_batch(now)`` pays what is *eligible*:
   transaction ``payout:<id>:reversal``. The payable balance ends where it was, and the account
   statement shows the attempt and its undo next to the failed Payout row.
 
+The organizer's Payouts page uses ``run_batch_audited``, ``mark_sepa_sent_audited`` and
+``mark_sepa_settled_audited``: the same, plus the audit-log row of each (``upss.audit``).
+``GatewayError`` is re-exported for pages (an error they show).
+
 Like every service, ``run_batch`` flushes and never commits. ``send_transfers`` and
 ``resolve_unfinished`` own their transactions, because the Stripe call must sit between two
 commits: the row and its key are stored before the call, and its outcome after it.
@@ -75,7 +79,7 @@ from sqlalchemy import case, func, select, text
 from sqlalchemy.orm import Session
 from text_unidecode import unidecode  # installed with sepaxml, which runs it on these fields too
 
-from . import ledger, settings
+from . import audit, ledger, settings
 from .installation import idempotency_key, installation_id
 from .models import (
     AnswererProfile,
@@ -87,7 +91,8 @@ from .models import (
     Question,
     User,
 )
-from .stripe_gateway import GatewayError, Transfer, gateway
+from .stripe_gateway import GatewayError as GatewayError  # an error pages show: re-exported
+from .stripe_gateway import Transfer, gateway
 
 log = logging.getLogger(__name__)
 
@@ -381,6 +386,22 @@ def run_batch(session: Session, now: datetime, *, created_by: User | None = None
     return batch
 
 
+def run_batch_audited(session: Session, now: datetime, organizer: User) -> PayoutBatch | None:
+    """``run_batch`` as the organizer's Payouts page runs it ("Run a payout batch now"): with
+    the configured age and minimum (``UPSS_PAYOUT_AFTER_DAYS``, ``UPSS_PAYOUT_MINIMUM_CENTS``,
+    as the weekly job), never paying ``organizer``, and an audit-log row for the batch made.
+    None (nothing recorded) if nobody is due; ``LedgerCheckFailed`` as ``run_batch``."""
+    cfg = current_app.config
+    batch = run_batch(session, now, created_by=organizer,
+                      settled_before_days=cfg["UPSS_PAYOUT_AFTER_DAYS"],
+                      minimum_cents=cfg["UPSS_PAYOUT_MINIMUM_CENTS"])
+    if batch is not None:
+        audit.record(session, organizer, "run payout batch", f"payout_batch:{batch.id}",
+                     {}, {"payouts": len(batch.payouts),
+                          "total_cents": sum(p.amount_cents for p in batch.payouts)})
+    return batch
+
+
 def send_transfers(session: Session, now: datetime, batch_id: int | None = None) -> int:
     """Phase 2: send every ``sending`` Connect payout (of ``batch_id``, or all) that has not
     been tried yet, each between two commits; returns how many were sent. Owns its
@@ -510,6 +531,27 @@ def mark_sepa_sent(session: Session, batch: PayoutBatch, organizer: User, now: d
     session.flush()
     session.refresh(batch, ["payouts"])
     return changed
+
+
+def mark_sepa_sent_audited(session: Session, batch: PayoutBatch, organizer: User,
+                           now: datetime) -> int:
+    """``mark_sepa_sent`` with its audit-log row (when the file was marked sent, before and
+    after), as the organizer's Payouts page does it."""
+    before = {"sepa_marked_sent_at": batch.sepa_marked_sent_at}
+    changed = mark_sepa_sent(session, batch, organizer, now)
+    audit.record(session, organizer, "mark SEPA file sent", f"payout_batch:{batch.id}",
+                 before, {"sepa_marked_sent_at": batch.sepa_marked_sent_at})
+    return changed
+
+
+def mark_sepa_settled_audited(session: Session, batch: PayoutBatch, organizer: User,
+                              now: datetime) -> int:
+    """``mark_sepa_settled`` with its audit-log row, as the organizer's Payouts page does it;
+    ``PayoutError`` (nothing recorded) if the file was not marked sent."""
+    total = mark_sepa_settled(session, batch, organizer, now)
+    audit.record(session, organizer, "mark SEPA file settled", f"payout_batch:{batch.id}",
+                 {}, {"sepa_settled_at": batch.sepa_settled_at, "total_cents": total})
+    return total
 
 
 def mark_sepa_settled(session: Session, batch: PayoutBatch, organizer: User,

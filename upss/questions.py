@@ -572,6 +572,15 @@ def reply_clarification(session: Session, question: Question, answerer: User, bo
     session.flush()
 
 
+def answerer_share(session: Session, question: Question) -> int:
+    """The answerer's share of the price in cents, as ``settle`` will split it: at the
+    question's frozen commission, or (not paid yet) at the current settings' commission."""
+    bps = question.commission_bps if question.commission_bps is not None else (
+        settings.current(session).commission_bps)
+    payout, _commission = money.split(question.price_cents, bps)
+    return payout
+
+
 def settle(session: Session, question: Question) -> ledger.LedgerTransaction:
     """Split the escrow: the answerer's share to their payable account, the rest commission."""
     payout, commission = money.split(question.price_cents, question.commission_bps)

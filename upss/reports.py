@@ -19,6 +19,10 @@ Design overview
   inline SVG: the numbers are stated in each picture's description, series differ by dash
   pattern and marker as well as colour, and every label comes from the (translated) caller.
 
+* **The ledger page.** ``ledger_overview()`` is the trial balance and the hash-chain check
+  (``ledger.trial_balance``, ``ledger.verify``); ``cached_balance()`` is an account's cached
+  balance in its normal sign, next to its statement, so pages never call the ledger.
+
 Money is integer cents throughout. Nothing here writes: functions take a session and only
 read from it.
 """
@@ -37,6 +41,7 @@ from markupsafe import Markup, escape
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from . import ledger
 from .models import (
     LedgerAccount,
     LedgerEntry,
@@ -114,6 +119,27 @@ def statement(session: Session, account_name: str) -> Statement:
         ))
     return Statement(account=account.name, type=account.type, currency=account.currency,
                      rows=rows, closing_balance_cents=running)
+
+
+def cached_balance(session: Session, found: Statement) -> int:
+    """The account's cached balance (``ledger.balance``) in its normal sign: it equals the
+    statement's closing balance unless the ledger is broken."""
+    return normal_balance(found.type, ledger.balance(session, found.account))
+
+
+@dataclass(frozen=True)
+class LedgerOverview:
+    """The organizer's ledger page: every account's balance, and the chain check."""
+
+    trial_balance: list[ledger.TrialBalanceRow]
+    verification: ledger.VerifyReport
+
+
+def ledger_overview(session: Session) -> LedgerOverview:
+    """The trial balance (``ledger.trial_balance``) and the verification of the whole hash
+    chain and every cached balance (``ledger.verify``)."""
+    rows = ledger.trial_balance(session)
+    return LedgerOverview(trial_balance=rows, verification=ledger.verify(session))
 
 
 # --------------------------------------------------------------------------- CSV exports

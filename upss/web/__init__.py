@@ -22,9 +22,8 @@ from flask_login import AnonymousUserMixin, current_user, login_required
 from flask_wtf.csrf import CSRFError
 from sqlalchemy import inspect as sa_inspect
 
-from .. import money
+from .. import money, payments
 from ..extensions import db
-from ..stripe_gateway import gateway
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +188,7 @@ def register_blueprints(app: Flask) -> None:
             # Pages show personal data and carry form tokens; downloads are statements.
             # Nothing but the static files may be kept by a browser or a proxy.
             response.headers["Cache-Control"] = "no-store"
-        stripe = gateway()
+        stripe = payments.checkout_settings()
         stripe_origin, api_origin = stripe.js_origin, stripe.api_origin
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("X-Frame-Options", "DENY")

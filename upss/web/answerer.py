@@ -10,11 +10,10 @@ from sqlalchemy import or_, select
 from wtforms import TextAreaField
 from wtforms.validators import DataRequired, Length
 
-from .. import access, connect, money, payouts, questions, reports, settings, vetting
+from .. import access, connect, payouts, questions, reports, settings, vetting
 from .. import earnings as earnings_service
 from ..extensions import db, limiter
 from ..models import AnswererApplication, AnswererProfile, Offer, Payout, Question, utcnow
-from ..stripe_gateway import GatewayError
 from . import duration_text, limits, money_text, role_required, until_text
 from .asker import LANGUAGE_NAMES, TOPIC_NAMES, _strip
 from .inputs import REFUSED_MESSAGE, Form, refused_fields
@@ -90,10 +89,7 @@ def queue():
 
 def _share(question: Question) -> str:
     """The answerer's share of the price, split at the question's frozen commission."""
-    bps = question.commission_bps if question.commission_bps is not None else (
-        settings.current(db.session).commission_bps)
-    payout, _commission = money.split(question.price_cents, bps)
-    return money_text(payout, question.currency)
+    return money_text(questions.answerer_share(db.session, question), question.currency)
 
 
 @bp.post("/questions/<int:question_id>/claim")
@@ -324,7 +320,7 @@ def _onboarding_redirect():
             refresh_url=url_for("answerer.connect_refresh", _external=True))
     except connect.NotAConnectAnswerer:
         abort(404)
-    except GatewayError:
+    except connect.GatewayError:
         db.session.rollback()
         flash(_("We could not reach Stripe. Nothing was changed; please try again in a few "
                 "minutes."), "error")
@@ -355,7 +351,7 @@ def connect_return():
         now_state = connect.refresh(db.session, current_user)
     except connect.NotAConnectAnswerer:
         abort(404)
-    except GatewayError:
+    except connect.GatewayError:
         db.session.rollback()
         flash(_("We could not reach Stripe to check your account. It will show here once "
                 "Stripe tells us."), "error")

@@ -17,7 +17,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, ValidationEr
 from .. import access, money, payments, questions, settings
 from ..extensions import db, limiter
 from ..models import Question, Tip, utcnow
-from ..stripe_gateway import CardDeclined, GatewayError, gateway
+from ..payments import CardDeclined, GatewayError
 from . import STATUS_LABELS, limits, money_text, reader_locale
 from .inputs import Form
 
@@ -288,12 +288,10 @@ def receipt(question_id: int):
     q = _own_question(question_id)
     if q.paid_at is None:
         abort(404)
-    payout, commission = money.split(q.price_cents, q.commission_bps)
-    tips = db.session.scalars(select(Tip).where(Tip.question_id == q.id,
-                                                Tip.status == "paid")).all()
+    split = payments.receipt(db.session, q)
     rate = (Decimal(q.commission_bps) / 100).normalize()
-    return render_template("asker/receipt.html", question=q, payout=payout,
-                           commission=commission, tips=tips,
+    return render_template("asker/receipt.html", question=q, payout=split.payout_cents,
+                           commission=split.commission_cents, tips=split.tips,
                            rate=format_decimal(rate, locale=reader_locale()) + " %")
 
 
@@ -331,7 +329,7 @@ def pay(question_id: int):
 
 def _pay_page(q: Question, intent, form, status: int = 200, tip: Tip | None = None):
     """The pay page, for a question or for a tip on it."""
-    stripe = gateway()
+    stripe = payments.checkout_settings()
     if tip is None:
         urls = {"test_url": url_for("asker.pay_test", question_id=q.id),
                 "return_url": url_for("asker.question", question_id=q.id)}
@@ -349,7 +347,7 @@ def _pay_page(q: Question, intent, form, status: int = 200, tip: Tip | None = No
 
 def _authenticate_page(q: Question, intent, retry_url: str):
     return render_template("asker/authenticate.html", question=q, intent=intent,
-                           stripe=gateway(), retry_url=retry_url,
+                           stripe=payments.checkout_settings(), retry_url=retry_url,
                            return_url=url_for("asker.question", question_id=q.id))
 
 
@@ -358,7 +356,7 @@ def _authenticate_page(q: Question, intent, retry_url: str):
 @limiter.limit(limits.configured("PAY"), key_func=limits.user_or_address)
 def pay_test(question_id: int):
     """Test mode: pay with a Stripe test card. Refused unless on localstripe without a live key."""
-    if not gateway().test_panel_allowed:
+    if not payments.checkout_settings().test_panel_allowed:
         abort(404)
     q = _own_question(question_id)
     if q.status not in ("draft", "awaiting_payment"):
@@ -448,7 +446,7 @@ def pay_tip(tip_id: int):
     if t.status != "awaiting_payment":
         return redirect(url_for("asker.question", question_id=q.id))
     try:
-        intent = gateway().retrieve_payment_intent(t.payment_intent_id)
+        intent = payments.tip_payment_intent(t)
     except GatewayError:
         return render_template("asker/pay_unavailable.html", question=q,
                                message=PAYMENT_UNAVAILABLE), 503
@@ -460,15 +458,14 @@ def pay_tip(tip_id: int):
 @limiter.limit(limits.configured("PAY"), key_func=limits.user_or_address)
 def pay_tip_test(tip_id: int):
     """Test mode: pay a tip with a Stripe test card."""
-    if not gateway().test_panel_allowed:
+    if not payments.checkout_settings().test_panel_allowed:
         abort(404)
     t, q = _own_tip(tip_id)
     form = TestPaymentForm()
     if t.status != "awaiting_payment":
         return redirect(url_for("asker.question", question_id=q.id))
     if not form.validate_on_submit():
-        return _pay_page(q, gateway().retrieve_payment_intent(t.payment_intent_id), form, 400,
-                         tip=t)
+        return _pay_page(q, payments.tip_payment_intent(t), form, 400, tip=t)
     try:
         intent = payments.pay_tip_with_test_card(db.session, t, form.scenario.data)
     except CardDeclined:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from flask import Blueprint, Response, abort, current_app, flash, redirect, render_template, url_for
+from flask import Blueprint, Response, abort, flash, redirect, render_template, url_for
 from flask_babel import gettext as _
 from flask_login import current_user
 from sqlalchemy import select
 
-from .. import audit, ledger, payouts, reports, settings, stripe_money
+from .. import payouts, reports, settings, stripe_money
 from .. import reconciliation as reconciliation_service
 from ..extensions import db
 from ..models import PayoutBatch, utcnow
@@ -23,8 +23,9 @@ bp = Blueprint("audit", __name__, url_prefix="/organizer")
 @organizer_required
 def ledger_page():
     """Trial balance and the hash-chain verification."""
-    return render_template("organizer/ledger.html", rows=ledger.trial_balance(db.session),
-                           report=ledger.verify(db.session))
+    overview = reports.ledger_overview(db.session)
+    return render_template("organizer/ledger.html", rows=overview.trial_balance,
+                           report=overview.verification)
 
 
 
@@ -37,8 +38,7 @@ def statement(account: str):
     except KeyError:
         abort(404)
     return render_template("organizer/statement.html", statement=found,
-                           cached=reports.normal_balance(found.type,
-                                                         ledger.balance(db.session, account)))
+                           cached=reports.cached_balance(db.session, found))
 
 
 @bp.get("/ledger/entries.csv")
@@ -62,12 +62,9 @@ def payouts_page():
 @organizer_required
 def run_payouts():
     """Run a payout batch now (the weekly job does the same)."""
-    cfg = current_app.config
     now = utcnow()
     try:
-        batch = payouts.run_batch(db.session, now, created_by=current_user,
-                                  settled_before_days=cfg["UPSS_PAYOUT_AFTER_DAYS"],
-                                  minimum_cents=cfg["UPSS_PAYOUT_MINIMUM_CENTS"])
+        batch = payouts.run_batch_audited(db.session, now, current_user)
     except payouts.LedgerCheckFailed as exc:
         db.session.rollback()
         flash(_("Nothing was paid: the ledger does not verify around the accounts this batch "
@@ -78,9 +75,6 @@ def run_payouts():
         db.session.rollback()
         flash(_("Nobody is due a payout right now."))
         return redirect(url_for("audit.payouts"))
-    audit.record(db.session, current_user, "run payout batch", f"payout_batch:{batch.id}",
-                 {}, {"payouts": len(batch.payouts),
-                      "total_cents": sum(p.amount_cents for p in batch.payouts)})
     db.session.commit()
     payouts.send_transfers(db.session, now, batch.id)
     flash(_("Payout batch %(id)d is made.", id=batch.id))
@@ -110,10 +104,7 @@ def sepa_file(batch_id: int):
 def mark_sent(batch_id: int):
     """The organizer has given the SEPA file to the bank."""
     batch = _batch(batch_id)
-    before = {"sepa_marked_sent_at": batch.sepa_marked_sent_at}
-    payouts.mark_sepa_sent(db.session, batch, current_user, utcnow())
-    audit.record(db.session, current_user, "mark SEPA file sent", f"payout_batch:{batch.id}",
-                 before, {"sepa_marked_sent_at": batch.sepa_marked_sent_at})
+    payouts.mark_sepa_sent_audited(db.session, batch, current_user, utcnow())
     db.session.commit()
     flash(_("Batch %(id)d is marked as sent to the bank.", id=batch.id))
     return redirect(url_for("audit.payouts"))
@@ -125,11 +116,9 @@ def mark_settled(batch_id: int):
     """The bank has paid the batch's SEPA file."""
     batch = _batch(batch_id)
     try:
-        total = payouts.mark_sepa_settled(db.session, batch, current_user, utcnow())
+        payouts.mark_sepa_settled_audited(db.session, batch, current_user, utcnow())
     except payouts.PayoutError:
         abort(409)
-    audit.record(db.session, current_user, "mark SEPA file settled", f"payout_batch:{batch.id}",
-                 {}, {"sepa_settled_at": batch.sepa_settled_at, "total_cents": total})
     db.session.commit()
     flash(_("Batch %(id)d is marked as paid by the bank.", id=batch.id))
     return redirect(url_for("audit.payouts"))

@@ -8,7 +8,6 @@ from flask import Blueprint, jsonify, request
 
 from .. import payments
 from ..extensions import commit_retrying_disconnect, csrf, db
-from ..stripe_gateway import InvalidWebhook, gateway
 
 bp = Blueprint("webhooks", __name__)
 log = logging.getLogger(__name__)
@@ -36,9 +35,9 @@ def _receive(connect: bool):
     if len(payload) > MAX_PAYLOAD:
         return jsonify(error="payload too large"), 400
     try:
-        event = gateway().parse_webhook(payload, request.headers.get("Stripe-Signature"),
-                                        connect=connect)
-    except InvalidWebhook as exc:
+        event = payments.receive_webhook(payload, request.headers.get("Stripe-Signature"),
+                                         connect=connect)
+    except payments.InvalidWebhook as exc:
         log.warning("refused a Stripe %swebhook: %s", "Connect " if connect else "", exc)
         return jsonify(error="invalid webhook"), 400
     outcome = commit_retrying_disconnect(
