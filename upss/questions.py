@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from . import access, ledger, money, settings
+from . import access, audit, ledger, money, settings
 from .models import (
     LANGUAGES,
     AnswerDraft,
@@ -628,6 +628,9 @@ def uphold_dispute(session: Session, question: Question, organizer: User,
     check_may_decide(question, organizer)
     _transition(session, question, "uphold_dispute", at=now, actor=organizer, closed_at=now)
     settle(session, question)
+    audit.record(session, organizer, "uphold dispute", f"question:{question.id}",
+                 {"status": "disputed"}, {"status": question.status,
+                                          "answerer_id": question.answerer_id})
 
 
 def refund(session: Session, question: Question, action: str, actor: User | None,
@@ -649,6 +652,10 @@ def refund(session: Session, question: Question, action: str, actor: User | None
                 offer_expires_at=None, lock_expires_at=None, guard=guard,
                 refund_status="requested", refund_requested_at=now, refund_failure=None)
     _resolve_offer(session, question, None, "withdrawn", now)
+    if action == "refund_dispute":
+        audit.record(session, actor, "refund dispute", f"question:{question.id}",
+                     {"status": "disputed"}, {"status": question.status,
+                                              "refund_cents": question.price_cents})
     session.flush()
 
 

@@ -26,8 +26,8 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import ledger, stripe_money
-from .models import LedgerEntry, LedgerTransaction, Payout, ReconciliationRun
+from . import audit, ledger, stripe_money
+from .models import LedgerEntry, LedgerTransaction, Payout, ReconciliationRun, User
 from .stripe_gateway import BalanceMove, GatewayError, gateway
 
 #: At most this many balance transactions are checked in one run; the rest wait for the next.
@@ -109,16 +109,22 @@ def differences(run: ReconciliationRun) -> list[Difference]:
     return [Difference(**item) for item in json.loads(run.differences)]
 
 
-def reconcile_with_stripe(session: Session, now: datetime, max_moves: int = MAX_MOVES) -> str:
+def reconcile_with_stripe(session: Session, now: datetime, max_moves: int = MAX_MOVES,
+                          actor: User | None = None) -> str:
     """Job: check the balance transactions Stripe made since the last run (at most
     ``max_moves``; the next run goes on from there); store the run. The two balances are
-    compared only when the run has caught up with Stripe."""
+    compared only when the run has caught up with Stripe. Run by an organizer (``actor``), it
+    is in the audit log: it may post fees to the ledger."""
     previous = session.scalar(select(ReconciliationRun).where(
         ReconciliationRun.error.is_(None), ReconciliationRun.finished_at.is_not(None))
         .order_by(ReconciliationRun.id.desc()))
     since = previous.checked_through if previous else 0
     run = ReconciliationRun(started_at=now, checked_through=since)
     session.add(run)
+    if actor is not None:
+        session.flush()
+        audit.record(session, actor, "reconcile with Stripe", f"reconciliation:{run.id}",
+                     {"checked_through": since}, {"max_moves": max_moves})
     found: list[Difference] = []
     try:
         # From the last second checked again: moves made in that second after the last run.

@@ -10,8 +10,8 @@ from flask import current_app
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from . import money
-from .models import OffPeakWindow, OrganizerSettings, utcnow
+from . import audit, money
+from .models import OffPeakWindow, OrganizerSettings, User, utcnow
 
 WEEKDAYS = 7
 _WINDOW_RE = re.compile(r"^\s*(\d{1,2})[:.](\d{2})\s*[-–]\s*(\d{1,2})[:.](\d{2})\s*$")
@@ -121,9 +121,11 @@ def current(session: Session) -> Settings:
     return Settings(**values, windows=windows)
 
 
-def save(session: Session, new: Settings) -> Settings:
-    """Store ``new`` as the settings in force (checked first); returns what is stored."""
+def save(session: Session, new: Settings, actor: User | None = None) -> Settings:
+    """Store ``new`` as the settings in force (checked first); returns what is stored. The
+    audit log gets the settings before and after (``actor``: who changed them)."""
     _check(new)
+    before = _audit_view(current(session))
     row = session.scalar(select(OrganizerSettings).order_by(OrganizerSettings.id).limit(1))
     if row is None:
         row = OrganizerSettings()
@@ -135,7 +137,16 @@ def save(session: Session, new: Settings) -> Settings:
     for w in new.windows:
         session.add(OffPeakWindow(weekday=w.weekday, start_minute=w.start, end_minute=w.end))
     session.flush()
-    return current(session)
+    stored = current(session)
+    audit.record(session, actor, "change settings", "settings", before, _audit_view(stored))
+    return stored
+
+
+def _audit_view(s: Settings) -> dict:
+    """The settings as the audit log shows them (windows as "day start-end" lines)."""
+    view = {f.name: getattr(s, f.name) for f in fields(s) if f.name != "windows"}
+    view["windows"] = [f"{w.weekday} {w.start}-{w.end}" for w in s.windows]
+    return view
 
 
 def _check(s: Settings) -> None:

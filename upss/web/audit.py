@@ -147,7 +147,8 @@ def reconciliation():
 def reconcile_now():
     """Check what Stripe moved since the last run, now (the job does the same; a press checks
     at most 100 movements, so the page answers quickly: press again for more)."""
-    reconciliation_service.reconcile_with_stripe(db.session, utcnow(), max_moves=100)
+    reconciliation_service.reconcile_with_stripe(db.session, utcnow(), max_moves=100,
+                                                 actor=current_user)
     db.session.commit()
     return redirect(url_for("audit.reconciliation"))
 

@@ -150,7 +150,7 @@ def settings_page():
             **{k: form[k].data for k in ("offer_hours", "lock_hours", "lock_hours_large",
                                          "deadline_hours", "auto_accept_days", "urgent_hours",
                                          "release_cap_per_tick")})
-        settings.save(db.session, new)
+        settings.save(db.session, new, actor=current_user)
         db.session.commit()
         flash(_("The settings are saved. Questions already paid keep the commission and "
                 "deadline they were paid with."))
