@@ -17,8 +17,9 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from . import config as config_module
 from .extensions import babel, csrf, db, login_manager, migrate
+from .models import LANGUAGES
 
-SUPPORTED_LOCALES = ("en", "nb", "fi", "sv", "sl")
+SUPPORTED_LOCALES = LANGUAGES
 
 
 def create_app(config: dict | None = None) -> Flask:

@@ -7,7 +7,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from .models import User
+from .models import LANGUAGES, User
 
 PASSWORD_MIN = 10
 PASSWORD_MAX = 128
@@ -81,7 +81,7 @@ def sign_up(session: Session, *, email: str, name: str, password: str) -> User:
 def update_preferences(session: Session, user: User, *, locale: str, large_text: bool,
                        high_contrast: bool) -> None:
     """Remember the user's language and display preferences."""
-    if locale not in ("", "en", "nb", "fi", "sv", "sl"):
+    if locale not in ("", *LANGUAGES):
         raise ValueError(f"unknown locale {locale!r}")
     user.locale, user.large_text, user.high_contrast = locale, bool(large_text), bool(
         high_contrast)

@@ -50,7 +50,11 @@ QUESTION_STATES = (
     "draft", "awaiting_payment", "queued", "offered", "claimed", "answered",
     "clarifying", "closed", "disputed", "refunded",
 )
-LANGUAGES = ("en", "nb", "fi", "sv", "sl")
+#: The languages of UPSS: of its pages, of questions and of answerers. The one list (codes and
+#: each language's own name); a new language is added here and in ``translations/``.
+LANGUAGE_NAMES = {"en": "English", "nb": "Norsk bokmål", "fi": "Suomi", "sv": "Svenska",
+                  "sl": "Slovenščina"}
+LANGUAGES = tuple(LANGUAGE_NAMES)
 
 
 class User(UserMixin, db.Model):

@@ -16,15 +16,13 @@ from wtforms.validators import DataRequired, InputRequired, Length, ValidationEr
 
 from .. import access, money, payments, questions, settings
 from ..extensions import db, limiter
-from ..models import Question, Tip, utcnow
+from ..models import LANGUAGE_NAMES, Question, Tip, utcnow
 from ..payments import CardDeclined, GatewayError
 from . import STATUS_LABELS, limits, money_text, reader_locale
 from .inputs import Form
 
 bp = Blueprint("asker", __name__)
 
-LANGUAGE_NAMES = {"en": "English", "nb": "Norsk bokmål", "fi": "Suomi", "sv": "Svenska",
-                  "sl": "Slovenščina"}
 TOPIC_NAMES = {
     "everyday": _l("Everyday life"), "health": _l("Health and care"),
     "home": _l("Home and garden"), "money": _l("Money and benefits"),

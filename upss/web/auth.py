@@ -25,7 +25,7 @@ from wtforms.validators import Email, EqualTo, InputRequired, Length, Validation
 
 from .. import accounts, sessions
 from ..extensions import db, limiter, login_manager
-from ..models import User, utcnow
+from ..models import LANGUAGE_NAMES, User, utcnow
 from . import limits
 from .inputs import Form
 
@@ -106,9 +106,8 @@ class SignUpForm(Form):
 
 class PreferencesForm(Form):
     locale = SelectField(_l("Language of the pages"), choices=[
-        SelectChoice("", _l("The language of my browser")), SelectChoice("en", "English"),
-        SelectChoice("nb", "Norsk bokmål"), SelectChoice("fi", "Suomi"),
-        SelectChoice("sv", "Svenska"), SelectChoice("sl", "Slovenščina")])
+        SelectChoice("", _l("The language of my browser")),
+        *(SelectChoice(code, name) for code, name in LANGUAGE_NAMES.items())])
     large_text = BooleanField(_l("Larger text"))
     high_contrast = BooleanField(_l("High contrast (light text on a black background)"))
 
