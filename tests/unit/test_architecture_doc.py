@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from tests.unit.test_settings_documented import RecordingEnviron
 from upss import config, jobs, questions
 from upss.models import QUESTION_STATES
 
@@ -133,22 +134,6 @@ def test_every_scheduler_job_has_its_line_with_its_function_and_interval():
             f"job {job.id} runs every {job.weekly or job.ticks} (ticks), the document: {row[1]!r}")
     extra = sorted(set(rows) - {job.id for job in jobs.JOBS})
     assert not extra, f"the Jobs section lists jobs that do not exist: {extra}"
-
-
-class RecordingEnviron(dict):
-    """An environment that remembers every variable asked for."""
-
-    def __init__(self, **values):
-        super().__init__(**values)
-        self.asked: set[str] = set()
-
-    def get(self, key, default=None):
-        self.asked.add(key)
-        return super().get(key, default)
-
-    def __getitem__(self, key):
-        self.asked.add(key)
-        return super().__getitem__(key)
 
 
 def test_every_setting_config_reads_is_in_the_settings_section(tmp_path):
