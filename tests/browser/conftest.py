@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,31 @@ def screenshot(page, name: str) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{re.sub(r'[^a-z0-9-]+', '-', name)}.png"),
                     full_page=True)
+
+
+def sign_in(page, base: str | None, email: str) -> None:
+    """Fill in and send the sign-in form (opened at ``base`` unless it is already shown)."""
+    if base is not None:
+        page.goto(base + "/sign-in")
+    page.locator("#email").fill(email)
+    page.locator("#password").fill("correct horse 9")
+    with page.expect_navigation():
+        page.get_by_role("button", name="Sign in", exact=True).click()
+
+
+def claimed(world, answerer: int, lock_in: timedelta | None = None) -> int:
+    """A paid question offered to and picked up by ``answerer`` now (its lock ending in
+    ``lock_in`` if given); returns its id."""
+    from upss import questions, release
+    from upss.extensions import db
+    from upss.models import Question
+
+    now = datetime.now(UTC)
+    q = world.paid_question(paid_at=now)
+    world.run(release.release_due_questions, now, ignore_window=True)
+    world.act(questions.claim, q, answerer, now)
+    if lock_in is not None:
+        with world.app.app_context():
+            db.session.get(Question, q).lock_expires_at = now + lock_in
+            db.session.commit()
+    return q

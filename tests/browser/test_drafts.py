@@ -6,15 +6,7 @@ from datetime import UTC, datetime
 
 from playwright.sync_api import expect
 
-from upss import questions, release
-
-
-def sign_in(page, base, email):
-    page.goto(base + "/sign-in")
-    page.locator("#email").fill(email)
-    page.locator("#password").fill("correct horse 9")
-    page.locator("form button[type=submit]").click()
-    page.wait_for_load_state()
+from tests.browser.conftest import claimed, sign_in
 
 
 def test_ask_form_comes_back_after_leaving_the_page(page, live_server, world):
@@ -32,9 +24,7 @@ def test_ask_form_comes_back_after_leaving_the_page(page, live_server, world):
 
 def test_answer_typed_after_the_session_expired_is_kept(page, live_server, world):
     answerer = world.answerer()
-    q = world.paid_question(paid_at=datetime.now(UTC))
-    world.run(release.release_due_questions, datetime.now(UTC), ignore_window=True)
-    world.act(questions.claim, q, answerer, datetime.now(UTC))
+    q = claimed(world, answerer)
     sign_in(page, live_server, f"answerer{answerer}@example.org")
     page.goto(f"{live_server}/answer/questions/{q}")
     page.context.clear_cookies()  # the session runs out while the answerer types

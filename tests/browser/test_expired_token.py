@@ -15,35 +15,12 @@ from datetime import UTC, datetime, timedelta
 
 from playwright.sync_api import expect
 
-from tests.browser.conftest import screenshot
+from tests.browser.conftest import claimed, screenshot, sign_in
 from tests.browser.keyboard import activate
-from upss import questions, release
 from upss.extensions import db
 from upss.models import Question
 
 FIRST, SECOND = "Open the settings app. ", "Then choose Accounts and sign out."
-
-
-def sign_in(page, base: str | None, email: str) -> None:
-    """Fill in and send the sign-in form (opened at ``base`` unless it is already shown)."""
-    if base is not None:
-        page.goto(base + "/sign-in")
-    page.locator("#email").fill(email)
-    page.locator("#password").fill("correct horse 9")
-    with page.expect_navigation():
-        page.get_by_role("button", name="Sign in", exact=True).click()
-
-
-def claimed(world, app, answerer: int, lock_in: timedelta | None = None) -> int:
-    now = datetime.now(UTC)
-    q = world.paid_question(paid_at=now)
-    world.run(release.release_due_questions, now, ignore_window=True)
-    world.act(questions.claim, q, answerer, now)
-    if lock_in is not None:
-        with app.app_context():
-            db.session.get(Question, q).lock_expires_at = now + lock_in
-            db.session.commit()
-    return q
 
 
 def sent_answer(app, q: int) -> tuple[str, str | None]:
@@ -56,7 +33,7 @@ def test_an_answer_sent_with_an_expired_token_is_kept_and_then_sent(
         page, live_server, app, world, a11y):
     answerer = world.answerer()
     email = f"answerer{answerer}@example.org"
-    q = claimed(world, app, answerer)
+    q = claimed(world, answerer)
     sign_in(page, live_server, email)
     page.goto(f"{live_server}/answer/questions/{q}")
     status = page.locator("#draft-status")
@@ -103,7 +80,7 @@ def test_signed_out_while_typing_the_answer_comes_back_after_signing_in(
         page, live_server, app, world, a11y):
     answerer = world.answerer()
     email = f"answerer{answerer}@example.org"
-    q = claimed(world, app, answerer)
+    q = claimed(world, answerer)
     sign_in(page, live_server, email)
     page.goto(f"{live_server}/answer/questions/{q}")
     page.context.clear_cookies()  # the session is gone while the answerer types
@@ -129,7 +106,7 @@ def test_signed_out_while_typing_the_answer_comes_back_after_signing_in(
 def test_the_time_left_counts_down_warns_and_can_be_extended_by_keyboard(
         page, live_server, app, world, a11y):
     answerer = world.answerer()
-    q = claimed(world, app, answerer, lock_in=timedelta(minutes=16))
+    q = claimed(world, answerer, lock_in=timedelta(minutes=16))
     sign_in(page, live_server, f"answerer{answerer}@example.org")
     page.clock.install()  # the page's clock, driven from here; the server's is real
     page.goto(f"{live_server}/answer/questions/{q}")

@@ -7,13 +7,11 @@ Browsers send a textarea's line breaks as CR LF when a form is submitted; the in
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from playwright.sync_api import expect
 
+from tests.browser.conftest import claimed
 from tests.browser.keyboard import activate, submit_with_enter, type_into
 from tests.conftest import wait_until
-from upss import questions, release
 from upss.extensions import db
 from upss.models import AnswerDraft, Question
 
@@ -47,9 +45,7 @@ def stored_draft(app, question_id: int, answerer_id: int) -> str | None:
 def test_multi_line_answer_typed_in_the_browser_is_stored_with_lf_only(
         page, live_server, app, world):
     answerer = world.answerer()
-    q = world.paid_question(paid_at=datetime.now(UTC))
-    world.run(release.release_due_questions, datetime.now(UTC), ignore_window=True)
-    world.act(questions.claim, q, answerer, datetime.now(UTC))
+    q = claimed(world, answerer)
 
     sign_in_by_keyboard(page, live_server, f"answerer{answerer}@example.org")
     page.goto(f"{live_server}/answer/questions/{q}")
