@@ -6,9 +6,10 @@ import click
 from flask.cli import AppGroup
 from sqlalchemy import select
 
-from . import accounts, ledger, money
+from . import accounts, money, statements, vetting
 from .extensions import db
 from .models import LANGUAGES, AnswererProfile, User
+from .vetting import BASES
 
 upss_cli = AppGroup("upss", help="UPSS commands.")
 
@@ -46,7 +47,8 @@ def seed_demo() -> None:
 @upss_cli.command("verify-ledger")
 def verify_ledger() -> None:
     """Print the trial balance and verify the hash chain and cached balances."""
-    rows = ledger.trial_balance(db.session)
+    overview = statements.ledger_overview(db.session)
+    rows = overview.trial_balance
     width = max([len(r.account) for r in rows] + [7])
     click.echo(f"{'account':<{width}}  {'type':<9}  {'debit':>14}  {'credit':>14}")
     totals: dict[str, list[int]] = {}
@@ -60,7 +62,7 @@ def verify_ledger() -> None:
     for currency, (debit, credit) in totals.items():
         click.echo(f"{'total':<{width}}  {'':<9}  {money.to_decimal(debit, currency):>14}  "
                    f"{money.to_decimal(credit, currency):>14}  {currency}")
-    report = ledger.verify(db.session)
+    report = overview.verification
     click.echo(f"{report.transactions} transactions, {report.accounts} accounts checked")
     if report.ok:
         click.echo("ledger OK: hash chain intact, every transaction balanced, "
@@ -76,9 +78,9 @@ def verify_ledger() -> None:
 def reconcile_full() -> None:
     """Compare Stripe's whole history (payments, refunds, transfers) and the SEPA files with
     the ledger. Slow on a long history: the scheduled job checks only what is new."""
-    from . import payouts
+    from . import reconciliation
 
-    result = payouts.reconcile(db.session)
+    result = reconciliation.reconcile_full_history(db.session)
     db.session.rollback()
     for title, items in (("payments missing from the ledger", result.missing_in_ledger),
                          ("ledger payments missing at Stripe", result.missing_at_stripe),
@@ -107,27 +109,50 @@ def release_now() -> None:
 
 @upss_cli.command("make-answerer")
 @click.argument("email")
+@click.option("--by", "organizer_email", required=True,
+              help="e-mail of the organizer who checked the person's eligibility")
+@click.option("--basis", type=click.Choice(BASES), required=True,
+              help="65 or over (age), living with a disability, or both")
+@click.option("--birth-year", type=int, help="needed for the age basis")
+@click.option("--method", required=True, help="how eligibility was checked (goes to the audit log)")
 @click.option("--languages", default="en", show_default=True, help="comma-separated codes")
 @click.option("--daily-limit", default=5, show_default=True)
-@click.option("--open-offer-limit", default=2, show_default=True)
-def make_answerer(email: str, languages: str, daily_limit: int, open_offer_limit: int) -> None:
-    """Mark an existing user as an answerer (until vetting exists)."""
+def make_answerer(email: str, organizer_email: str, basis: str, birth_year: int | None,
+                  method: str, languages: str, daily_limit: int) -> None:
+    """Vet an existing user as an answerer from the command line: an application is stored and
+    approved by the named organizer through ``vetting``, so the same rules apply and the audit
+    log records the decision. Payouts go through Stripe Connect, set up by the answerer."""
+    from datetime import date
+
+    from .models import utcnow
+
+    person = _user(email)
+    organizer = _user(organizer_email)
+    if not organizer.is_organizer:
+        raise click.ClickException(f"{organizer.email} is not an organizer")
+    codes = tuple(c.strip() for c in languages.split(",") if c.strip())
+    now = utcnow()
+    data = vetting.ApplicationData(
+        basis=basis, birth_year=birth_year, languages=codes, topics=(),
+        available_from_minute=0, available_until_minute=24 * 60, daily_limit=daily_limit,
+        yearly_ceiling_cents=None, payout_method="connect", iban=None, account_holder=None)
+    try:
+        application = vetting.apply(db.session, person, data, now)
+        vetting.approve(db.session, application, organizer, method=method,
+                        verified_on=date.today(), note="approved with flask upss make-answerer",
+                        now=now)
+    except vetting.VettingError as exc:
+        db.session.rollback()
+        raise click.ClickException(str(exc)) from None
+    db.session.commit()
+    click.echo(f"{person.email} is now an answerer ({application.languages})")
+
+
+def _user(email: str) -> User:
     user = db.session.scalar(select(User).where(User.email == accounts.normalise_email(email)))
     if user is None:
         raise click.ClickException(f"no user with e-mail {email}")
-    codes = [c.strip() for c in languages.split(",") if c.strip()]
-    unknown = [c for c in codes if c not in LANGUAGES]
-    if unknown or not codes:
-        raise click.ClickException(f"unknown language(s): {', '.join(unknown) or 'none given'}")
-    profile = db.session.get(AnswererProfile, user.id) or AnswererProfile(user_id=user.id)
-    profile.languages = ",".join(codes)
-    profile.daily_limit = daily_limit
-    profile.open_offer_limit = open_offer_limit
-    profile.active = True
-    db.session.add(profile)
-    user.is_answerer = True
-    db.session.commit()
-    click.echo(f"{user.email} is now an answerer ({profile.languages})")
+    return user
 
 
 @upss_cli.command("scheduler")

@@ -187,7 +187,7 @@ def from_environment(instance_path: str, environ=None) -> dict:
         "UPSS_DEADLINE_HOURS": _int(environ, "UPSS_DEADLINE_HOURS", 72),
         "UPSS_AUTO_ACCEPT_DAYS": _int(environ, "UPSS_AUTO_ACCEPT_DAYS", 3),
         "UPSS_URGENT_HOURS": _int(environ, "UPSS_URGENT_HOURS", 12),
-        "UPSS_RELEASE_CAP_PER_TICK": _int(environ, "UPSS_RELEASE_CAP_PER_TICK", 5),
+        "UPSS_RELEASE_MAX_PER_RUN": _int(environ, "UPSS_RELEASE_MAX_PER_RUN", 5),
         # Payouts: who pays (the SEPA file's debtor), and when money is old enough to pay out.
         "UPSS_ORGANIZER_NAME": environ.get("UPSS_ORGANIZER_NAME", "UPSS Organizer"),
         "UPSS_ORGANIZER_IBAN": environ.get("UPSS_ORGANIZER_IBAN", "NO9386011117947"),

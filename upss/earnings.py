@@ -11,7 +11,7 @@ from flask import current_app
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from . import ledger, payouts, settings
+from . import ledger, payouts, settings, statements
 from .models import AnswererProfile, LedgerAccount, LedgerEntry, LedgerTransaction, Payout, User
 
 #: The weekly payout batch runs on Mondays (weekday 0) at 09:00 in the organizer's timezone.
@@ -39,7 +39,7 @@ def year_start(now: datetime, zone: ZoneInfo) -> datetime:
 def income_since(session: Session, answerer_ids, since: datetime) -> dict[int, int]:
     """Answerer id -> cents credited to their payable account since ``since``: their share of
     settled questions and tips. A reversed payout gives money back; it is not income."""
-    names = {f"payable:answerer:{i}": i for i in answerer_ids}
+    names = {ledger.payable_account(i): i for i in answerer_ids}
     rows = session.execute(
         select(LedgerAccount.name, func.sum(-LedgerEntry.amount_cents))
         .join(LedgerEntry, LedgerEntry.account_id == LedgerAccount.id)
@@ -63,7 +63,7 @@ def next_payout_date(now: datetime, zone: ZoneInfo) -> date:
 def summary(session: Session, answerer: User, now: datetime) -> Earnings:
     """The numbers of the answerer's earnings page."""
     rules = settings.current(session)
-    account = f"payable:answerer:{answerer.id}"
+    account = ledger.payable_account(answerer.id)
     owed = -ledger.balance(session, account)
     cfg = current_app.config
     payable_now = payouts.eligible_amounts(
@@ -88,3 +88,11 @@ def run_weekly_payouts(session: Session, now: datetime):
     if batch is not None:
         payouts.send_transfers(session, now, batch.id)
     return batch
+
+
+def statement(session: Session, answerer: User) -> statements.Statement | None:
+    """Every movement on the answerer's payable account, or None before their first one."""
+    try:
+        return statements.statement(session, ledger.payable_account(answerer.id))
+    except KeyError:
+        return None

@@ -11,6 +11,8 @@ from sqlalchemy import MetaData
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase
 
+from .dbtypes import UTCDateTime
+
 #: Named constraints, so Alembic migrations are the same on SQLite and PostgreSQL.
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -30,8 +32,6 @@ db = SQLAlchemy(model_class=Base)
 
 def _render_item(type_, obj, autogen_context):
     """Render the app's own column types as plain SQLAlchemy types in migrations."""
-    from .models import UTCDateTime
-
     if type_ == "type" and isinstance(obj, UTCDateTime):
         return "sa.DateTime(timezone=True)"
     return False

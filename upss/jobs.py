@@ -28,8 +28,9 @@ log = logging.getLogger(__name__)
 class Job:
     id: str
     func: Callable
-    #: Run every ``ticks`` scheduler ticks (UPSS_SCHEDULER_TICK_SECONDS, default 60 s)...
-    ticks: int = 0
+    #: Run every ``every_ticks`` scheduler ticks, that is every ``every_ticks`` ×
+    #: ``UPSS_SCHEDULER_TICK_SECONDS`` seconds (60 by default: 5 is every 5 minutes)...
+    every_ticks: int = 0
     #: ...or weekly at (weekday, hour) in the organizer's timezone.
     weekly: tuple[int, int] | None = None
 
@@ -94,6 +95,6 @@ def build_scheduler(app: Flask, lease: Lease) -> BlockingScheduler:
             scheduler.add_job(run_job, "cron", day_of_week=job.weekly[0], hour=job.weekly[1],
                               timezone=zone, **common)
         else:
-            scheduler.add_job(run_job, "interval", seconds=tick * job.ticks,
+            scheduler.add_job(run_job, "interval", seconds=tick * job.every_ticks,
                               next_run_time=start + timedelta(milliseconds=50 * n), **common)
     return scheduler

@@ -45,13 +45,44 @@ GENESIS_HASH = "0" * 64
 #: Key of the PostgreSQL advisory lock that serialises posting (one chain head at a time).
 POSTING_LOCK_KEY = 0x0055_5053_5301
 
-_ACCOUNT_PATTERNS = (
-    (re.compile(r"stripe_balance|payouts_in_transit|bank_clearing|bank|disputed_funds"),
-     "asset"),
-    (re.compile(r"escrow:question:\d+|payable:answerer:\d+"), "liability"),
-    (re.compile(r"commission"), "revenue"),
-    (re.compile(r"stripe_fees|losses"), "expense"),
-)
+# Account names: every name is built and read here, nowhere else.
+STRIPE_BALANCE = "stripe_balance"  #: asset: Stripe's available and pending balance
+PAYOUTS_IN_TRANSIT = "payouts_in_transit"  #: asset: Stripe payouts on their way to the bank
+BANK = "bank"  #: asset: the organizer's bank account
+BANK_CLEARING = "bank_clearing"  #: asset: SEPA files sent, not yet settled by the bank
+DISPUTED_FUNDS = "disputed_funds"  #: asset: what the card network holds during a dispute
+COMMISSION = "commission"  #: revenue: the organizer's share
+STRIPE_FEES = "stripe_fees"  #: expense: Stripe's fees
+LOSSES = "losses"  #: expense: what the organizer bears of refunds and lost disputes
+_ESCROW = "escrow:question:"
+_PAYABLE = "payable:answerer:"
+#: SQL ``LIKE`` pattern matching every answerer's payable account.
+PAYABLE_ACCOUNTS_LIKE = _PAYABLE + "%"
+
+
+def escrow_account(question_id: int) -> str:
+    """The liability account holding a paid question's money until it is split or refunded."""
+    return f"{_ESCROW}{int(question_id)}"
+
+
+def payable_account(answerer_id: int) -> str:
+    """The liability account of what UPSS owes answerer ``answerer_id``."""
+    return f"{_PAYABLE}{int(answerer_id)}"
+
+
+def answerer_of(account_name: str) -> int | None:
+    """The answerer id of a payable account's name, or None for any other account."""
+    if account_name.startswith(_PAYABLE) and account_name[len(_PAYABLE):].isdigit():
+        return int(account_name[len(_PAYABLE):])
+    return None
+
+
+_ACCOUNT_TYPES = {
+    STRIPE_BALANCE: "asset", PAYOUTS_IN_TRANSIT: "asset", BANK: "asset",
+    BANK_CLEARING: "asset", DISPUTED_FUNDS: "asset", COMMISSION: "revenue",
+    STRIPE_FEES: "expense", LOSSES: "expense",
+}
+_NUMBERED_ACCOUNTS = re.compile(f"(?:{re.escape(_ESCROW)}|{re.escape(_PAYABLE)})[0-9]+")
 
 
 class LedgerError(Exception):
@@ -72,9 +103,10 @@ class IdempotencyConflict(LedgerError):
 
 def account_type(name: str) -> str:
     """The type (asset, liability, revenue, expense) of account ``name``, or InvalidEntry."""
-    for pattern, kind in _ACCOUNT_PATTERNS:
-        if pattern.fullmatch(name):
-            return kind
+    if name in _ACCOUNT_TYPES:
+        return _ACCOUNT_TYPES[name]
+    if _NUMBERED_ACCOUNTS.fullmatch(name):
+        return "liability"
     raise InvalidEntry(f"unknown account {name!r}")
 
 

@@ -9,40 +9,20 @@ from sqlalchemy import (
     BigInteger,
     CheckConstraint,
     Date,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
     String,
     Text,
-    TypeDecorator,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from .dbtypes import UTCDateTime
 from .extensions import db
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-class UTCDateTime(TypeDecorator):
-    """A timezone-aware UTC datetime on every database (SQLite stores it naive)."""
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value, dialect):
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetimes are not stored; use an aware UTC datetime")
-        return value.astimezone(UTC)
-
-    def process_result_value(self, value, dialect):
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 #: The question states of DESIGN.md; ``upss.questions`` is the only code that changes them.
@@ -126,8 +106,9 @@ class OrganizerSettings(db.Model):
     auto_accept_days: Mapped[int] = mapped_column(Integer, default=3)
     #: A question with less than this many hours left is offered even outside a window.
     urgent_hours: Mapped[int] = mapped_column(Integer, default=12)
-    #: At most this many offers per release tick, so a window's work is spread out.
-    release_cap_per_tick: Mapped[int] = mapped_column(Integer, default=5)
+    #: At most this many offers per run of the ``release`` job (``upss.jobs``), so a window's
+    #: work is spread out.
+    release_max_per_run: Mapped[int] = mapped_column(Integer, default=5)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

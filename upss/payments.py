@@ -454,8 +454,8 @@ def _tip_succeeded(session: Session, intent: PaymentIntent) -> str:
         return "ignored: amount does not match the tip"
     tip.status, tip.paid_at, tip.payment_error = "paid", utcnow(), None
     ledger.post(session, f"payment:{intent.id}", f"Tip {tip.id} for question "
-                f"{tip.question_id}", [("stripe_balance", tip.amount_cents),
-                                       (f"payable:answerer:{tip.answerer_id}",
+                f"{tip.question_id}", [(ledger.STRIPE_BALANCE, tip.amount_cents),
+                                       (ledger.payable_account(tip.answerer_id),
                                         -tip.amount_cents)], tip.currency)
     return "applied: tip paid"
 

@@ -253,8 +253,8 @@ def confirm_payment(session: Session, question: Question, payment_intent_id: str
                 deadline_at=now + timedelta(hours=rules.deadline_hours))
     return ledger.post(
         session, f"payment:{payment_intent_id}", f"Payment for question {question.id}",
-        [("stripe_balance", question.price_cents),
-         (f"escrow:question:{question.id}", -question.price_cents)],
+        [(ledger.STRIPE_BALANCE, question.price_cents),
+         (ledger.escrow_account(question.id), -question.price_cents)],
         question.currency,
     )
 
@@ -503,7 +503,7 @@ def withdraw_from_answerer(session: Session, answerer: User, now: datetime,
     return changed
 
 
-def has_worked_on(session: Session, question: Question, answerer: User) -> bool:
+def holds_or_held(session: Session, question: Question, answerer: User) -> bool:
     """Whether ``answerer`` holds, or once claimed, ``question`` (see ``access``)."""
     return bool(access.relations(session, question, answerer)
                 & {"answerer", "former_answerer"})
@@ -512,7 +512,7 @@ def has_worked_on(session: Session, question: Question, answerer: User) -> bool:
 def save_draft(session: Session, question: Question, answerer: User, body: str,
                now: datetime) -> AnswerDraft:
     """Keep what the answerer has typed so far, even after their lock has run out."""
-    if not has_worked_on(session, question, answerer):
+    if not holds_or_held(session, question, answerer):
         raise NotYourOffer(f"question {question.id} is not yours to answer")
     body = (body or "")[:ANSWER_MAX]
     lock(session, question)  # two saves at once (a double click, autosave) write one draft
@@ -584,9 +584,9 @@ def answerer_share(session: Session, question: Question) -> int:
 def settle(session: Session, question: Question) -> ledger.LedgerTransaction:
     """Split the escrow: the answerer's share to their payable account, the rest commission."""
     payout, commission = money.split(question.price_cents, question.commission_bps)
-    entries = [(f"escrow:question:{question.id}", question.price_cents),
-               (f"payable:answerer:{question.answerer_id}", -payout),
-               ("commission", -commission)]
+    entries = [(ledger.escrow_account(question.id), question.price_cents),
+               (ledger.payable_account(question.answerer_id), -payout),
+               (ledger.COMMISSION, -commission)]
     return ledger.post(session, f"settle:question:{question.id}",
                        f"Answer to question {question.id} accepted",
                        [(name, amount) for name, amount in entries if amount], question.currency)

@@ -2,10 +2,11 @@
 
 Design overview
 ---------------
-Paid questions are not answered live. The scheduler calls ``release_due_questions(now)`` every
-tick; inside an off-peak window it offers queued questions, oldest paid first, each to one
-answerer, at most ``release_cap_per_tick`` per tick, so a window's work is spread over the
-window instead of landing at its first minute. Outside a window only *urgent* questions are
+Paid questions are not answered live. The scheduler's ``release`` job calls
+``release_due_questions(now)`` every few minutes (``upss.jobs``); inside an off-peak window it
+offers queued questions, oldest paid first, each to one answerer, at most
+``release_max_per_run`` per run, so a window's work is spread over the window instead of
+landing at its first minute. Outside a window only *urgent* questions are
 offered: those with less than ``urgent_hours`` left before their deadline.
 
 An answerer is eligible for a question when they are an active answerer, not its asker, speak
@@ -146,7 +147,7 @@ def release_due_questions(session: Session, now: datetime, *,
     candidates = load_candidates(session, now, rules)
     made: list[Offer] = []
     for question in queued:
-        if len(made) >= rules.release_cap_per_tick:
+        if len(made) >= rules.release_max_per_run:
             break
         pool = [c for c in candidates if c.can_take(question, now)]
         if not pool:

@@ -47,7 +47,7 @@ class Settings:
     deadline_hours: int = 72
     auto_accept_days: int = 3
     urgent_hours: int = 12
-    release_cap_per_tick: int = 5
+    release_max_per_run: int = 5
     windows: tuple[Window, ...] = ()
 
     @property
@@ -61,7 +61,7 @@ class Settings:
 
 _STORED = ("currency", "price_min_cents", "price_max_cents", "commission_bps", "timezone",
            "offer_hours", "lock_hours", "lock_hours_large", "large_price_cents",
-           "deadline_hours", "auto_accept_days", "urgent_hours", "release_cap_per_tick")
+           "deadline_hours", "auto_accept_days", "urgent_hours", "release_max_per_run")
 
 
 class InvalidSetting(ValueError):
@@ -103,7 +103,7 @@ def _defaults() -> dict:
         "deadline_hours": cfg["UPSS_DEADLINE_HOURS"],
         "auto_accept_days": cfg["UPSS_AUTO_ACCEPT_DAYS"],
         "urgent_hours": cfg["UPSS_URGENT_HOURS"],
-        "release_cap_per_tick": cfg["UPSS_RELEASE_CAP_PER_TICK"],
+        "release_max_per_run": cfg["UPSS_RELEASE_MAX_PER_RUN"],
     }
 
 

@@ -102,9 +102,9 @@ def loss_entries(session: Session, target: Question | Tip, amount: int) -> list[
 
     remaining = amount
     if isinstance(target, Question):
-        held = -ledger.balance(session, f"escrow:question:{target.id}")
+        held = -ledger.balance(session, ledger.escrow_account(target.id))
         from_escrow = min(remaining, max(held, 0))
-        debit(f"escrow:question:{target.id}", from_escrow)
+        debit(ledger.escrow_account(target.id), from_escrow)
         remaining -= from_escrow
         settled = ledger.posted(session, f"settle:question:{target.id}") is not None
         share, commission = (money.split(remaining, target.commission_bps or 0) if settled
@@ -112,13 +112,13 @@ def loss_entries(session: Session, target: Question | Tip, amount: int) -> list[
         answerer_id = target.answerer_id if settled else None
     else:
         share, commission, answerer_id = remaining, 0, target.answerer_id
-    debit("commission", commission)
+    debit(ledger.COMMISSION, commission)
     if answerer_id is not None:
-        owed = -ledger.balance(session, f"payable:answerer:{answerer_id}")
+        owed = -ledger.balance(session, ledger.payable_account(answerer_id))
         back = min(share, max(owed, 0))
-        debit(f"payable:answerer:{answerer_id}", back)
+        debit(ledger.payable_account(answerer_id), back)
         share -= back
-    debit("losses", share)
+    debit(ledger.LOSSES, share)
     return list(debits.items())
 
 
@@ -164,7 +164,7 @@ def _apply_refund(session: Session, target: Question | Tip, refund: Refund) -> s
     ledger.post(session, key, f"Refund {refund.id} made at Stripe (question "
                 f"{_question_id(target)})",
                 loss_entries(session, target, refund.amount)
-                + [("stripe_balance", -refund.amount)], refund.currency)
+                + [(ledger.STRIPE_BALANCE, -refund.amount)], refund.currency)
     return f"refund {refund.id} after settlement"
 
 
@@ -177,8 +177,8 @@ def post_refund(session: Session, question: Question, refund: Refund) -> None:
     if ledger.posted(session, f"refund:{refund.id}") is None:
         question.refunded_cents += refund.amount
     ledger.post(session, f"refund:{refund.id}", f"Refund of question {question.id}",
-                [(f"escrow:question:{question.id}", refund.amount),
-                 ("stripe_balance", -refund.amount)], refund.currency)
+                [(ledger.escrow_account(question.id), refund.amount),
+                 (ledger.STRIPE_BALANCE, -refund.amount)], refund.currency)
     session.flush()
 
 
@@ -214,7 +214,7 @@ def sync_dispute(session: Session, dispute_id: str) -> str:
         ledger.post(session, f"dispute:{dispute.id}:lost",
                     f"Dispute {dispute.id} lost (question {_question_id(target)})",
                     loss_entries(session, target, withdrawn)
-                    + [("disputed_funds", -withdrawn)], dispute.currency)
+                    + [(ledger.DISPUTED_FUNDS, -withdrawn)], dispute.currency)
         outcome += ", loss booked"
     if any(moved):
         outcome += ", money moved"
@@ -240,8 +240,8 @@ def _post_dispute_move(session: Session, dispute: Dispute, move: BalanceMove) ->
     key = f"dispute-move:{move.id}"
     if ledger.posted(session, key) is not None or not move.amount:
         return False
-    entries = [("disputed_funds", -move.amount), ("stripe_fees", move.fee),
-               ("stripe_balance", move.net)]
+    entries = [(ledger.DISPUTED_FUNDS, -move.amount), (ledger.STRIPE_FEES, move.fee),
+               (ledger.STRIPE_BALANCE, move.net)]
     ledger.post(session, key, f"Dispute {dispute.id}: "
                 f"{'money withdrawn' if move.amount < 0 else 'money reinstated'}",
                 [(account, cents) for account, cents in entries if cents], move.currency)
@@ -265,7 +265,7 @@ def post_fee(session: Session, move: BalanceMove) -> str:
     if not move.fee or ledger.posted(session, key) is not None:
         return "ignored: fee already posted" if move.fee else "ignored: no fee"
     ledger.post(session, key, f"Stripe fee on {move.source}",
-                [("stripe_fees", move.fee), ("stripe_balance", -move.fee)], move.currency)
+                [(ledger.STRIPE_FEES, move.fee), (ledger.STRIPE_BALANCE, -move.fee)], move.currency)
     return "applied: fee posted"
 
 
@@ -286,7 +286,8 @@ def _transfer_reversed(session: Session, event: WebhookEvent) -> str:
         return "ignored: reversal already posted"
     ledger.post(session, f"{prefix}{transfer.amount_reversed}",
                 f"Payout {payout.id}: transfer {transfer.id} reversed at Stripe",
-                [("stripe_balance", delta), (f"payable:answerer:{payout.answerer_id}", -delta)],
+                [(ledger.STRIPE_BALANCE, delta),
+                 (ledger.payable_account(payout.answerer_id), -delta)],
                 transfer.currency)
     if transfer.amount_reversed >= payout.amount_cents:
         payout.status = "failed"
@@ -310,12 +311,12 @@ def _payout_event(session: Session, event: WebhookEvent) -> str:
                         currency)
             done.append(what)
 
-    once("", [("payouts_in_transit", amount), ("stripe_balance", -amount)], "made")
+    once("", [(ledger.PAYOUTS_IN_TRANSIT, amount), (ledger.STRIPE_BALANCE, -amount)], "made")
     if payout.status == "paid":
-        once(":paid", [("bank", amount), ("payouts_in_transit", -amount)], "paid")
+        once(":paid", [(ledger.BANK, amount), (ledger.PAYOUTS_IN_TRANSIT, -amount)], "paid")
     elif payout.status in ("failed", "canceled"):
-        source = "bank" if ledger.posted(session, key + ":paid") else "payouts_in_transit"
-        once(":returned", [("stripe_balance", amount), (source, -amount)], payout.status)
+        source = ledger.BANK if ledger.posted(session, key + ":paid") else ledger.PAYOUTS_IN_TRANSIT
+        once(":returned", [(ledger.STRIPE_BALANCE, amount), (source, -amount)], payout.status)
     return "applied: payout " + ", ".join(done) if done else "ignored: payout already posted"
 
 

@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 
 from . import audit, money, questions
 from .models import LANGUAGES, AnswererApplication, AnswererProfile, User, utcnow
-from .payouts import InvalidIBAN, validate_iban
 from .questions import TOPICS
+from .sepa import InvalidIBAN, validate_iban
 
 MINIMUM_AGE = 65
 BASES = ("age", "disability", "both")

@@ -19,7 +19,7 @@ VARIANTS = {"en": ("en", False, False), "fi": ("fi", False, False),
 
 @pytest.fixture
 def app_config(app_config):
-    return {**app_config, "UPSS_PAYOUT_AFTER_DAYS": 0, "UPSS_RELEASE_CAP_PER_TICK": 10}
+    return {**app_config, "UPSS_PAYOUT_AFTER_DAYS": 0, "UPSS_RELEASE_MAX_PER_RUN": 10}
 
 
 @pytest.fixture

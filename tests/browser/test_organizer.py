@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import screenshot
-from upss import payouts, questions, release, vetting
+from upss import questions, release, sepa, vetting
 from upss.extensions import db
 from upss.models import AnswererProfile, User
 
@@ -90,8 +90,8 @@ def test_organizer_vets_pays_out_and_audits(page, live_server, world, app, a11y)
     with page.expect_download() as download_info:
         page.get_by_role("link", name="Download the bank file (SEPA XML)").click()
     xml = open(download_info.value.path(), encoding="utf-8").read()
-    payouts.validate_pain001(xml)
-    assert payouts.sepa_total_cents(xml) == 6750
+    sepa.validate_pain001(xml)
+    assert sepa.sepa_total_cents(xml) == 6750
     page.get_by_role("button", name="Mark the bank file as sent").click()
     expect(page.get_by_text("Sent to the bank on")).to_be_visible()
 

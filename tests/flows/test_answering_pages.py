@@ -160,7 +160,7 @@ def test_organizer_settings_page_saves_windows_and_rules(app, world, client):
     data = {"timezone": "Europe/Helsinki", "commission": "12.5", "price_min": "5",
             "price_max": "150", "offer_hours": "6", "lock_hours": "3", "lock_hours_large": "9",
             "large_price": "120", "deadline_hours": "48", "auto_accept_days": "2",
-            "urgent_hours": "10", "release_cap_per_tick": "7",
+            "urgent_hours": "10", "release_max_per_run": "7",
             **{f"window_{d}": "22:00-07:00" for d in range(5)},
             "window_5": "", "window_6": "09:00-12:00, 20:00-23:00"}
     response = submit(client, "/organizer/settings", data)
@@ -170,7 +170,7 @@ def test_organizer_settings_page_saves_windows_and_rules(app, world, client):
         s = settings.current(db.session)
     assert (s.timezone, s.commission_bps, s.price_min_cents, s.price_max_cents) == (
         "Europe/Helsinki", 1250, 500, 15000)
-    assert (s.offer_hours, s.lock_hours_for(12000), s.deadline_hours, s.release_cap_per_tick) == (
+    assert (s.offer_hours, s.lock_hours_for(12000), s.deadline_hours, s.release_max_per_run) == (
         6, 9, 48, 7)
     assert [(w.weekday, w.start, w.end) for w in s.windows if w.weekday >= 5] == [
         (6, 540, 720), (6, 1200, 1380)]

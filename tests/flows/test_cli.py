@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy import func, select
 
 from tests.conftest import POSTGRES_ADMIN_URL, _base_config
 from upss import create_app, ledger
@@ -94,18 +95,42 @@ def test_db_upgrade_from_empty_matches_the_models(empty_database, localstripe_ur
         db.engine.dispose()
 
 
-def test_make_answerer_marks_a_user_and_refuses_unknown_languages(app, runner, make_user):
-    from upss.models import AnswererProfile, User
+def test_make_answerer_goes_through_vetting_and_the_audit_log(app, runner, make_user):
+    """The command applies and approves through ``vetting``: its rules hold (known languages,
+    the age basis needs a birth year of someone 65 or over, an organizer decides) and the
+    decision is in the audit log."""
+    from upss.models import AnswererApplication, AnswererProfile, AuditLog, User
 
     user_id, email, _ = make_user()
-    assert runner.invoke(args=["upss", "make-answerer", email, "--languages", "fi,xx"]
-                         ).exit_code != 0
-    assert runner.invoke(args=["upss", "make-answerer", "nobody@example.org"]).exit_code != 0
-    result = runner.invoke(args=["upss", "make-answerer", email.upper(), "--languages", "fi,sv"])
+    organizer_id, organizer_email, _ = make_user("organizer")
+    vetted = ["upss", "make-answerer", email, "--by", organizer_email, "--method", "met in person"]
+    refused = [
+        ([*vetted, "--basis", "disability", "--languages", "fi,xx"], "known language"),
+        ([*vetted, "--basis", "age"], "birth year"),
+        ([*vetted, "--basis", "age", "--birth-year", "1990"], "65 or over"),
+        (["upss", "make-answerer", "nobody@example.org", "--by", organizer_email, "--method",
+          "x", "--basis", "disability"], "no user"),
+        (["upss", "make-answerer", email, "--by", email, "--method", "x", "--basis",
+          "disability"], "not an organizer"),
+    ]
+    for args, reason in refused:
+        result = runner.invoke(args=args)
+        assert result.exit_code != 0 and reason in result.output, (args, result.output)
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(AnswererApplication)) == 0
+
+    result = runner.invoke(args=[*vetted, "--basis", "age", "--birth-year", "1950",
+                                 "--languages", "fi,sv"])
     assert result.exit_code == 0 and "is now an answerer (fi,sv)" in result.output
     with app.app_context():
         assert db.session.get(User, user_id).is_answerer
         assert db.session.get(AnswererProfile, user_id).language_list == ["fi", "sv"]
+        application = db.session.scalar(select(AnswererApplication))
+        assert (application.status, application.decided_by_id,
+                application.verification_method) == ("approved", organizer_id, "met in person")
+        entry = db.session.scalar(select(AuditLog).where(
+            AuditLog.target == f"application:{application.id}"))
+        assert entry.actor_id == organizer_id and entry.action == "approve application"
 
 
 def test_reconcile_full_reports_a_ledger_payment_stripe_never_saw(app, runner):

@@ -504,7 +504,7 @@ def organizer_forms(app, world) -> list[FormSpec]:
         batch = payouts.run_batch(db.session, utcnow() + timedelta(days=15), minimum_cents=1)
         db.session.commit()
         assert batch is not None
-        batch_id = batch.id
+        batch_id, returned_id = batch.id, batch.payouts[0].id
     to_suspend = world.answerer()
     to_reinstate = world.answerer(active=False)
 
@@ -527,7 +527,7 @@ def organizer_forms(app, world) -> list[FormSpec]:
         _fill(form, current)
         valid = {f.name: str(f.data) for f in form if f.name != "csrf_token"}
     numbers = ("offer_hours", "lock_hours", "lock_hours_large", "deadline_hours",
-               "auto_accept_days", "urgent_hours", "release_cap_per_tick")
+               "auto_accept_days", "urgent_hours", "release_max_per_run")
 
     client, token = login(app, organizer, "/organizer/settings")
     approve = FormSpec("organizer: approve an application",
@@ -568,6 +568,11 @@ def organizer_forms(app, world) -> list[FormSpec]:
         button("organizer: run a payout batch", "/organizer/payouts/run", client, token),
         button("organizer: mark the SEPA file sent", f"/organizer/payouts/{batch_id}/sent",
                client, token),
+        # After the file is marked sent: a payment of it can come back from the bank.
+        FormSpec("organizer: mark a SEPA payment returned by the bank",
+                 f"/organizer/payouts/{batch_id}/returned/{returned_id}",
+                 {f"returned-{returned_id}-reason": "AC04 account closed"}, client=client,
+                 token=token),
         button("organizer: mark the SEPA file settled",
                f"/organizer/payouts/{batch_id}/settled", client, token),
         button("organizer: reconcile with Stripe now", "/organizer/reconciliation", client,

@@ -17,11 +17,12 @@ import stripe
 import xmlschema
 from sqlalchemy import func, select
 
-from tests.conftest import stripe_client
-from upss import ledger, payments, payouts, questions, settings
+from tests.conftest import csrf_token, sign_in, stripe_client
+from upss import ledger, payments, payouts, questions, reconciliation, sepa, settings
 from upss.extensions import db
 from upss.models import (
     AnswererProfile,
+    AuditLog,
     LedgerTransaction,
     Payout,
     PayoutBatch,
@@ -32,7 +33,7 @@ from upss.models import (
 from upss.stripe_gateway import GatewayError, StripeGateway, Transfer
 
 DAY = datetime(2026, 1, 14, 12, 0, tzinfo=UTC)
-NS = {"p": payouts.PAIN_001_NS}
+NS = {"p": sepa.PAIN_001_NS}
 IBAN_NO, IBAN_FI = "NO9386011117947", "FI2112345600000785"
 IBAN_SE, IBAN_SI = "SE4550000000058398257466", "SI56263300012039086"
 
@@ -236,13 +237,13 @@ def test_the_sepa_file_validates_and_its_total_equals_the_ledger_movement(app, w
         xml = db.session.get(PayoutBatch, batch_id).sepa_xml
     assert xml
 
-    payouts.validate_pain001(xml)
+    sepa.validate_pain001(xml)
     moved = 0
     for payout in paid.values():
         if payout.method == "sepa":
             moved -= entries(app, f"payout:{payout.id}")["bank_clearing"]
     assert moved == sum(p.amount_cents for p in paid.values() if p.method == "sepa") > 0
-    assert payouts.sepa_total_cents(xml) == moved
+    assert sepa.sepa_total_cents(xml) == moved
 
     root = ET.fromstring(xml.encode())  # noqa: S314
     assert root.findtext("p:CstmrCdtTrfInitn/p:GrpHdr/p:NbOfTxs", namespaces=NS) == "3"
@@ -260,10 +261,10 @@ def test_the_sepa_file_validates_and_its_total_equals_the_ledger_movement(app, w
 
     broken = xml.replace("<IBAN>NO9386011117947</IBAN>", "<IBAN>not an iban</IBAN>", 1)
     with pytest.raises(xmlschema.XMLSchemaValidationError):
-        payouts.validate_pain001(broken)
+        sepa.validate_pain001(broken)
     tampered = xml.replace(">17.99<", ">17.98<", 1)
     with pytest.raises(ValueError, match="control sum"):
-        payouts.sepa_total_cents(tampered)
+        sepa.sepa_total_cents(tampered)
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -274,7 +275,7 @@ def test_the_sepa_file_validates_and_its_total_equals_the_ledger_movement(app, w
 ])
 def test_valid_ibans_are_normalised(text, expected):
     """IBANs from Norway, Finland, Sweden and Slovenia come back compact and upper-case."""
-    assert payouts.validate_iban(text) == expected
+    assert sepa.validate_iban(text) == expected
 
 
 @pytest.mark.parametrize("text", [
@@ -285,9 +286,9 @@ def test_valid_ibans_are_normalised(text, expected):
 ])
 def test_invalid_ibans_are_refused(text):
     """A broken checksum, a wrong length or plain text is refused as InvalidIBAN."""
-    with pytest.raises(payouts.InvalidIBAN):
-        payouts.validate_iban(text)
-    assert issubclass(payouts.InvalidIBAN, ValueError)
+    with pytest.raises(sepa.InvalidIBAN):
+        sepa.validate_iban(text)
+    assert issubclass(sepa.InvalidIBAN, ValueError)
 
 
 def test_a_connect_transfer_moves_payable_to_stripe_balance(app, world, transfers):
@@ -390,11 +391,11 @@ def test_marking_a_sepa_file_sent_is_idempotent(app, world):
     t1, t2 = later(16), later(17)
     with app.app_context():
         batch = db.session.get(PayoutBatch, batch_id)
-        assert payouts.mark_sepa_sent(db.session, batch, db.session.get(User, first_org),
-                                      t1) == 2
+        assert sepa.mark_file_sent(db.session, batch, db.session.get(User, first_org),
+                                   t1) == 2
         db.session.commit()
-        assert payouts.mark_sepa_sent(db.session, batch, db.session.get(User, second_org),
-                                      t2) == 0
+        assert sepa.mark_file_sent(db.session, batch, db.session.get(User, second_org),
+                                   t2) == 0
         db.session.commit()
         batch = db.session.get(PayoutBatch, batch_id)
         assert (batch.sepa_marked_sent_at, batch.sepa_marked_sent_by_id) == (t1, first_org)
@@ -414,18 +415,19 @@ def test_a_sepa_file_paid_by_the_bank_clears_bank_clearing_once(app, world):
     with app.app_context():
         batch = db.session.get(PayoutBatch, batch_id)
         user = db.session.get(User, organizer)
-        with pytest.raises(payouts.PayoutError):
-            payouts.mark_sepa_settled(db.session, batch, user, later())
-        payouts.mark_sepa_sent(db.session, batch, user, later())
-        assert payouts.mark_sepa_settled(db.session, batch, user, later()) == 1800 + 2700
-        assert payouts.mark_sepa_settled(db.session, batch, user, later()) == 0
+        with pytest.raises(sepa.SepaStateError):
+            sepa.mark_file_settled(db.session, batch, user, later())
+        sepa.mark_file_sent(db.session, batch, user, later())
+        assert sepa.mark_file_settled(db.session, batch, user, later()) == 1800 + 2700
+        assert sepa.mark_file_settled(db.session, batch, user, later()) == 0
         db.session.commit()
     assert balance(app, "bank_clearing") == 0
     assert balance(app, "bank") == -(1800 + 2700)
     with app.app_context():
         returned = db.session.scalar(select(Payout).where(Payout.batch_id == batch_id,
                                                           Payout.answerer_id == a))
-        payouts.fail_sepa_payout(db.session, returned, "AC04 account closed", later())
+        sepa.mark_payout_returned(db.session, returned, db.session.get(User, organizer),
+                                  "AC04 account closed", later())
         db.session.commit()
     assert balance(app, "bank") == -2700
     assert balance(app, f"payable:answerer:{a}") == -1800
@@ -438,9 +440,9 @@ def test_a_batch_without_a_sepa_file_cannot_be_marked_sent(app, world, transfers
                        connect_payouts_enabled=True)
     earn(app, world, a, 2000)
     batch_id = run_batch(app, later())
-    with app.app_context(), pytest.raises(payouts.PayoutError):
-        payouts.mark_sepa_sent(db.session, db.session.get(PayoutBatch, batch_id),
-                               db.session.get(User, organizer), later())
+    with app.app_context(), pytest.raises(sepa.SepaStateError):
+        sepa.mark_file_sent(db.session, db.session.get(PayoutBatch, batch_id),
+                            db.session.get(User, organizer), later())
 
 
 def test_a_sepa_payout_the_bank_returns_is_reversed_and_paid_again(app, world):
@@ -453,13 +455,15 @@ def test_a_sepa_payout_the_bank_returns_is_reversed_and_paid_again(app, world):
     batch_id = run_batch(app, later())
     with app.app_context():
         batch = db.session.get(PayoutBatch, batch_id)
-        payouts.mark_sepa_sent(db.session, batch, db.session.get(User, organizer), later())
+        sepa.mark_file_sent(db.session, batch, db.session.get(User, organizer), later())
         returned = db.session.scalar(select(Payout).where(Payout.batch_id == batch_id,
                                                           Payout.answerer_id == a))
         returned_at = later()
-        payouts.fail_sepa_payout(db.session, returned, "AC04 account closed", returned_at)
+        user = db.session.get(User, organizer)
+        assert sepa.mark_payout_returned(db.session, returned, user, "AC04 account closed",
+                                         returned_at)
         db.session.commit()
-        payouts.fail_sepa_payout(db.session, returned, "again", later(20))
+        assert not sepa.mark_payout_returned(db.session, returned, user, "again", later(20))
         db.session.commit()
         assert (returned.status, returned.failure_reason) == ("failed", "AC04 account closed")
         returned_id = returned.id
@@ -537,7 +541,7 @@ def test_reconciliation_reports_mismatches_both_ways(app, world):
         db.session.commit()
 
     with app.test_request_context():
-        result = payouts.reconcile(db.session)
+        result = reconciliation.reconcile_full_history(db.session)
 
     def reported(items: list[str], needle: str) -> bool:
         return any(needle in item for item in items)
@@ -608,3 +612,147 @@ def test_a_batch_rolled_back_before_its_commit_sends_nothing(app, world, transfe
     assert transfers.calls == []
     run_batch(app, later())
     assert [call["amount_cents"] for call in transfers.calls] == [2250]
+
+
+# --- SEPA files: one batch's marks never touch another ---------------------------------------
+
+def test_marking_one_sepa_batch_sent_or_settled_does_not_mark_another(app, world):
+    """Two batches with SEPA payouts: marking the first file sent leaves the second batch's
+    payouts awaiting the bank and its file unmarked; settling the first moves only its own
+    money out of bank_clearing and leaves the second sent, unsettled."""
+    organizer = world.user("organizer")
+    a, b = world.answerer(iban=IBAN_NO), world.answerer(iban=IBAN_FI)
+    earn(app, world, a, 2000)                  # 1800 in the first batch
+    first = run_batch(app, later())
+    earn(app, world, b, 3000)                  # 2700 in the second
+    second = run_batch(app, later())
+    assert first != second
+
+    def state(batch_id):
+        with app.app_context():
+            batch = db.session.get(PayoutBatch, batch_id)
+            return (batch.sepa_marked_sent_at, batch.sepa_settled_at,
+                    sorted(p.status for p in batch.payouts))
+
+    with app.app_context():
+        user = db.session.get(User, organizer)
+        assert sepa.mark_file_sent(db.session, db.session.get(PayoutBatch, first), user,
+                                   later()) == 1
+        db.session.commit()
+    assert state(first)[0] is not None and state(first)[2] == ["sent"]
+    assert state(second) == (None, None, ["awaiting_bank"])
+
+    with app.app_context():
+        user = db.session.get(User, organizer)
+        sepa.mark_file_sent(db.session, db.session.get(PayoutBatch, second), user, later())
+        db.session.commit()
+        second_sent = state(second)
+        assert sepa.mark_file_settled(db.session, db.session.get(PayoutBatch, first), user,
+                                      later()) == 1800
+        db.session.commit()
+    assert state(first)[1] is not None
+    assert state(second) == second_sent and second_sent[1:] == (None, ["sent"])
+    assert balance(app, "bank_clearing") == -2700
+    assert balance(app, "bank") == -1800
+    with app.app_context():
+        assert ledger.posted(db.session, f"sepa-settled:batch:{second}") is None
+
+
+# --- the SEPA file is checked before it is stored --------------------------------------------
+
+def test_a_batch_whose_sepa_file_fails_the_schema_pays_nothing(app, world, transfers):
+    """The organizer's IBAN in the environment is broken: the file fails the pain.001 XSD,
+    run_batch raises InvalidSepaFile, and after the rollback nothing was paid or stored."""
+    a = world.answerer(iban=IBAN_NO)
+    earn(app, world, a, 2000)
+    app.config["UPSS_ORGANIZER_IBAN"] = "not an iban"
+    before = ledger_state(app)
+    with app.test_request_context():
+        with pytest.raises(sepa.InvalidSepaFile, match="schema"):
+            payouts.run_batch(db.session, later())
+        db.session.rollback()
+    assert ledger_state(app) == before
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(PayoutBatch)) == 0
+
+
+def test_a_sepa_file_whose_control_sum_differs_from_its_payouts_is_refused(app, world,
+                                                                           monkeypatch):
+    """A file whose amounts do not add up to the batch's SEPA payouts is not stored."""
+    a = world.answerer(iban=IBAN_NO)
+    earn(app, world, a, 2000)
+    export = sepa.SepaTransfer.export
+
+    def one_cent_more(self, *args, **kwargs):
+        return export(self, *args, **kwargs).replace(b">18.00<", b">18.01<")
+
+    monkeypatch.setattr(sepa.SepaTransfer, "export", one_cent_more)
+    with app.test_request_context():
+        with pytest.raises(sepa.InvalidSepaFile, match="does not add up|control sum"):
+            payouts.run_batch(db.session, later())
+        db.session.rollback()
+    with app.app_context():
+        assert db.session.scalar(select(func.count()).select_from(PayoutBatch)) == 0
+
+
+# --- the organizer marks a payment the bank returned -----------------------------------------
+
+def test_the_organizer_marks_a_returned_payment_on_the_payouts_page(app, world, client):
+    """Once a batch's file is marked sent, each of its SEPA payments has a "returned by the
+    bank" form with a required reason; the mark fails the payout, reverses it, pauses the
+    answerer and leaves an audit row. Not before the file is sent, not for another batch."""
+    organizer = world.user("organizer")
+    a, b = world.answerer(iban=IBAN_NO), world.answerer(iban=IBAN_SE)
+    earn(app, world, a, 2000)
+    earn(app, world, b, 3000)
+    batch_id = run_batch(app, later())
+    paid = batch_payouts(app, batch_id)
+    with app.app_context():
+        email = db.session.get(User, organizer).email
+    sign_in(client, email, "correct horse 9")
+    token = csrf_token(client, "/organizer/payouts")
+    returned = f"/organizer/payouts/{batch_id}/returned/{paid[a].id}"
+
+    page = client.get("/organizer/payouts").get_data(as_text=True)
+    assert "Mark as returned by the bank" not in page
+    assert client.post(returned, data={"csrf_token": token,
+                                       f"returned-{paid[a].id}-reason": "AC04"}).status_code == 409
+    assert client.post("/organizer/payouts/999/sent", data={"csrf_token": token}).status_code == 404
+    assert client.post(f"/organizer/payouts/{batch_id}/sent",
+                       data={"csrf_token": token}).status_code == 302
+
+    page = client.get("/organizer/payouts").get_data(as_text=True)
+    assert page.count("Mark as returned by the bank") == 2
+    assert f'for="returned-{paid[a].id}-reason"' in page
+    assert client.post(f"/organizer/payouts/{batch_id + 1}/returned/{paid[a].id}",
+                       data={"csrf_token": token}).status_code == 404
+
+    empty = client.post(returned, data={"csrf_token": token, f"returned-{paid[a].id}-reason": ""})
+    assert empty.status_code == 400
+    text = empty.get_data(as_text=True)
+    assert "There is a problem" in text and "Enter the reason the bank gave" in text
+    assert f'href="#returned-{paid[a].id}-reason"' in text
+    assert batch_payouts(app, batch_id)[a].status == "sent"
+
+    done = client.post(returned, data={"csrf_token": token,
+                                       f"returned-{paid[a].id}-reason": " AC04 account closed "},
+                       follow_redirects=True)
+    assert done.status_code == 200
+    assert "is marked as returned by the bank" in done.get_data(as_text=True)
+    after = batch_payouts(app, batch_id)
+    assert (after[a].status, after[a].failure_reason) == ("failed", "AC04 account closed")
+    assert after[b].status == "sent"
+    assert entries(app, f"payout:{paid[a].id}:reversal") == {
+        f"payable:answerer:{a}": -1800, "bank_clearing": 1800}
+    with app.app_context():
+        row = db.session.scalar(select(AuditLog).order_by(AuditLog.id.desc()))
+        assert (row.action, row.target, row.actor_id) == (
+            "mark SEPA payment returned", f"payout:{paid[a].id}", organizer)
+        assert db.session.get(AnswererProfile, a).payouts_held_until is not None
+
+    again = client.post(returned, data={"csrf_token": token,
+                                        f"returned-{paid[a].id}-reason": "again"},
+                        follow_redirects=True)
+    assert "was already marked as returned" in again.get_data(as_text=True)
+    assert client.get("/organizer/payouts").get_data(as_text=True).count(
+        "Mark as returned by the bank") == 1

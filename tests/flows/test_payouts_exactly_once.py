@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from tests.conftest import detached, disable_ledger_guards, enable_ledger_guards, stripe_client
 from tests.flows.test_payouts import DAY, balance, earn, entries, later
-from upss import payments, payouts
+from upss import payments, payouts, reconciliation
 from upss.extensions import db
 from upss.installation import idempotency_key
 from upss.models import AnswererProfile, LedgerTransaction, Payout, Question
@@ -267,7 +267,7 @@ def test_reconciliation_matches_transfers_and_sepa_files_amount_by_amount(
         db.session.commit()
         payouts.send_transfers(db.session, now, made.id)
         sent = {p.method: p for p in db.session.scalars(select(Payout))}
-        before = payouts.reconcile(db.session)
+        before = reconciliation.reconcile_full_history(db.session)
         assert before.sepa_differences == []
         assert not [d for d in before.transfer_differences if d.startswith("payout ")]
         stranger = app.extensions["upss_stripe"].create_transfer(
@@ -276,7 +276,7 @@ def test_reconciliation_matches_transfers_and_sepa_files_amount_by_amount(
             idempotency_key=f"test-stranger-{uuid.uuid4()}")
         made.sepa_xml = made.sepa_xml.replace(">27.00<", ">72.00<")
         db.session.commit()
-        result = payouts.reconcile(db.session)
+        result = reconciliation.reconcile_full_history(db.session)
     assert set(result.transfer_differences) - set(before.transfer_differences) == {
         f"transfer {stranger.id} (7.77 EUR) at Stripe belongs to no payout"}
     assert not any(d.startswith(f"payout {sent['connect'].id} ")

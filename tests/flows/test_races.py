@@ -64,7 +64,7 @@ def test_sixteen_answerers_racing_every_question_ends_with_one_claimant(app, wor
     each offered answerer tries twice (two browser tabs)."""
     answerers = [world.answerer() for _ in range(16)]
     ids = [world.paid_question(paid_at=NIGHT - timedelta(hours=1)) for _ in range(8)]
-    app.config["UPSS_RELEASE_CAP_PER_TICK"] = 8
+    app.config["UPSS_RELEASE_MAX_PER_RUN"] = 8
     made = world.run(release.release_due_questions, NIGHT)
     offered_to = {o.question_id: o.answerer_id for o in made}
     assert len(offered_to) == 8
@@ -90,7 +90,7 @@ def test_claim_racing_offer_expiry_and_reoffer_has_one_holder(app, world):
     world.answerer()
     world.answerer()
     ids = [world.paid_question(paid_at=NIGHT - timedelta(hours=1)) for _ in range(6)]
-    app.config["UPSS_RELEASE_CAP_PER_TICK"] = 6
+    app.config["UPSS_RELEASE_MAX_PER_RUN"] = 6
     made = world.run(release.release_due_questions, NIGHT)
     edge = NIGHT + timedelta(hours=12)
 
@@ -117,7 +117,7 @@ def test_two_concurrent_accepts_settle_once(app, world):
     a = world.answerer()
     ids = [world.paid_question(paid_at=NIGHT - timedelta(hours=1), price_cents=2000)
            for _ in range(4)]
-    app.config["UPSS_RELEASE_CAP_PER_TICK"] = 4
+    app.config["UPSS_RELEASE_MAX_PER_RUN"] = 4
     world.run(release.release_due_questions, NIGHT)
     for q in ids:
         world.act(questions.claim, q, a, NIGHT)

@@ -52,7 +52,7 @@ def test_a_question_near_its_deadline_is_offered_outside_a_window(app, world):
     assert world.question(relaxed).status == "queued"
 
 
-def test_oldest_paid_first_and_the_cap_per_tick(app, world):
+def test_oldest_paid_first_and_at_most_max_per_run(app, world):
     world.answerer()
     ids = [world.paid_question(paid_at=DAY - timedelta(minutes=m)) for m in (1, 50, 20, 40,
                                                                             30, 10, 5)]
@@ -71,7 +71,7 @@ def test_release_now_ignores_the_window(app, world, runner):
 
 
 def test_fair_rotation_thirty_questions_three_answerers(app, world):
-    """30 questions over several ticks: each of 3 answerers gets 10 ± 1."""
+    """30 questions over several release runs: each of 3 answerers gets 10 ± 1."""
     answerers = [world.answerer() for _ in range(3)]
     for n in range(30):
         world.paid_question(paid_at=DAY + timedelta(minutes=n))

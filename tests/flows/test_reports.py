@@ -1,4 +1,5 @@
-"""Organizer reports: account statements, CSV exports, traffic per hour, queue depth, SVG chart."""
+"""Organizer reports: account statements and CSV exports (``upss.statements``), traffic per
+hour, queue depth and the SVG chart (``upss.charts``)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 from markupsafe import Markup
 from sqlalchemy import func, select
 
-from upss import ledger, money, payments, questions, release, reports
+from upss import charts, ledger, money, payments, questions, release, statements
 from upss.extensions import db
 from upss.models import (
     LedgerEntry,
@@ -54,7 +55,7 @@ def settled_world(world):
     return {"answerer": answerer, "accepted": accepted, "cancelled": cancelled}
 
 
-def check_running_balance(st: reports.Statement) -> None:
+def check_running_balance(st: statements.Statement) -> None:
     """Each row's balance is the previous one plus this entry, in the account's normal sign."""
     sign = 1 if st.type in ("asset", "expense") else -1
     previous = 0
@@ -82,30 +83,30 @@ def test_statements_match_the_ledger_after_payment_settlement_and_refund(app, wo
         "stripe_balance": ("asset", 1000 + 2550, 4),
     }
     for name, (kind, closing, n_rows) in expected.items():
-        st = reports.statement(session, name)
+        st = statements.statement(session, name)
         assert (st.account, st.type, st.currency) == (name, kind, "EUR")
         assert len(st.rows) == n_rows
         check_running_balance(st)
         assert st.closing_balance_cents == closing
-        assert st.closing_balance_cents == reports.normal_balance(
+        assert st.closing_balance_cents == statements.normal_balance(
             kind, ledger.balance(session, name))
 
-    payable = reports.statement(session, f"payable:answerer:{a}")
+    payable = statements.statement(session, f"payable:answerer:{a}")
     assert [(r.debit_cents, r.credit_cents, r.balance_cents) for r in payable.rows] == [
         (0, share1, share1), (0, share2, share1 + share2)]
     assert [r.key for r in payable.rows] == [f"settle:question:{q1}", f"settle:question:{q2}"]
     assert all(r.at.tzinfo is not None for r in payable.rows)
-    refunded = reports.statement(session, f"escrow:question:{q3}")
+    refunded = statements.statement(session, f"escrow:question:{q3}")
     assert [(r.debit_cents, r.credit_cents, r.balance_cents) for r in refunded.rows] == [
         (0, 1500, 1500), (1500, 0, 0)]
     assert refunded.rows[1].key.startswith("refund:re_")
-    bank = reports.statement(session, "stripe_balance")
+    bank = statements.statement(session, "stripe_balance")
     assert max(r.balance_cents for r in bank.rows) == 1000 + 2550 + 1500
 
 
 def test_statement_of_an_unknown_account_raises_key_error(app, session):
     with pytest.raises(KeyError):
-        reports.statement(session, "payable:answerer:404")
+        statements.statement(session, "payable:answerer:404")
 
 
 def test_statement_of_an_account_without_entries_is_empty(app, session):
@@ -114,7 +115,7 @@ def test_statement_of_an_account_without_entries_is_empty(app, session):
     session.add(LedgerAccount(name="stripe_fees", type="expense", currency="EUR",
                               balance_cents=0))
     session.flush()
-    st = reports.statement(session, "stripe_fees")
+    st = statements.statement(session, "stripe_fees")
     assert (st.rows, st.closing_balance_cents) == ([], 0)
 
 
@@ -123,18 +124,18 @@ def test_statement_of_an_account_without_entries_is_empty(app, session):
     ("liability", -900, 900), ("revenue", -100, 100), ("liability", 50, -50),
 ])
 def test_normal_balance(kind, signed, shown):
-    assert reports.normal_balance(kind, signed) == shown
+    assert statements.normal_balance(kind, signed) == shown
 
 
 def test_normal_balance_refuses_an_unknown_type():
     with pytest.raises(ValueError):
-        reports.normal_balance("equity?", 1)
+        statements.normal_balance("equity?", 1)
 
 
 def test_ledger_csv_parses_back_to_the_ledger_totals(app, world, session):
     settled_world(world)
-    rows = list(csv.DictReader(io.StringIO(reports.ledger_entries_csv(session))))
-    assert list(rows[0]) == list(reports.LEDGER_CSV_COLUMNS)
+    rows = list(csv.DictReader(io.StringIO(statements.ledger_entries_csv(session))))
+    assert list(rows[0]) == list(statements.LEDGER_CSV_COLUMNS)
     entries = session.scalars(select(LedgerEntry).order_by(LedgerEntry.id)).all()
     assert len(rows) == len(entries) == session.scalar(
         select(func.count()).select_from(LedgerEntry))
@@ -162,8 +163,8 @@ def test_ledger_csv_parses_back_to_the_ledger_totals(app, world, session):
 
 
 def test_ledger_csv_of_an_empty_ledger_is_just_the_header(app, session):
-    assert reports.ledger_entries_csv(session).splitlines() == [
-        ",".join(reports.LEDGER_CSV_COLUMNS)]
+    assert statements.ledger_entries_csv(session).splitlines() == [
+        ",".join(statements.LEDGER_CSV_COLUMNS)]
 
 
 def test_payouts_csv_parses_back(app, world, session):
@@ -183,8 +184,8 @@ def test_payouts_csv_parses_back(app, world, session):
                created_at=at),
     ])
     session.flush()
-    rows = list(csv.DictReader(io.StringIO(reports.payouts_csv(session))))
-    assert list(rows[0]) == list(reports.PAYOUT_CSV_COLUMNS)
+    rows = list(csv.DictReader(io.StringIO(statements.payouts_csv(session))))
+    assert list(rows[0]) == list(statements.PAYOUT_CSV_COLUMNS)
     assert len(rows) == 2
     sepa, connect = rows
     assert (int(sepa["batch_id"]), int(sepa["answerer_id"]), sepa["method"], sepa["status"],
@@ -228,8 +229,8 @@ def test_traffic_by_hour_buckets_by_oslo_local_hour_across_dst(app, world):
               datetime(2026, 3, 10, 7, 0, tzinfo=UTC))                 # 08:00 CET
 
     with app.app_context():
-        traffic = reports.traffic_by_hour(db.session, now, OSLO)
-        utc = reports.traffic_by_hour(db.session, now, ZoneInfo("UTC"))
+        traffic = charts.traffic_by_hour(db.session, now, OSLO)
+        utc = charts.traffic_by_hour(db.session, now, ZoneInfo("UTC"))
     expected_paid = [0] * 24
     expected_paid[12] = expected_paid[13] = expected_paid[3] = 1
     expected_paid[1] = 2
@@ -245,7 +246,7 @@ def test_traffic_by_hour_buckets_by_oslo_local_hour_across_dst(app, world):
     assert (utc.paid[11], utc.paid[0], utc.paid[1], utc.offered[21]) == (2, 2, 1, 7)
     assert sum(utc.paid) == sum(traffic.paid) == 5
     with app.app_context():
-        short = reports.traffic_by_hour(db.session, now, OSLO, days=4)
+        short = charts.traffic_by_hour(db.session, now, OSLO, days=4)
     assert short.paid[13] == 1 and sum(short.paid) == 1               # only 1 April
 
 
@@ -280,15 +281,15 @@ def test_queue_depth_at_exact_sample_times(app, world, session):
     add_event(session, q2, "offered", "queued", t0 + 19 * h)
     add_event(session, q3, "queued", "refunded", t0 + 30 * h)          # after now: ignored
     now = t0 + 24 * h
-    assert reports.queue_depth(session, now, days=1) == [
+    assert charts.queue_depth(session, now, days=1) == [
         (t0, 1), (t0 + 6 * h, 3), (t0 + 12 * h, 1), (t0 + 18 * h, 1), (t0 + 24 * h, 2)]
     # A step that does not divide the period still ends at now.
-    assert reports.queue_depth(session, now, days=1, step=7 * h) == [
+    assert charts.queue_depth(session, now, days=1, step=7 * h) == [
         (t0, 1), (t0 + 7 * h, 2), (t0 + 14 * h, 1), (t0 + 21 * h, 2), (now, 2)]
     # Later, q3's refund has happened.
-    assert reports.queue_depth(session, t0 + 30 * h, days=0) == [(t0 + 30 * h, 1)]
+    assert charts.queue_depth(session, t0 + 30 * h, days=0) == [(t0 + 30 * h, 1)]
     with pytest.raises(ValueError):
-        reports.queue_depth(session, now, step=timedelta(0))
+        charts.queue_depth(session, now, step=timedelta(0))
 
 
 def test_queue_depth_follows_the_question_services(app, world):
@@ -301,7 +302,7 @@ def test_queue_depth_follows_the_question_services(app, world):
     second = timedelta(seconds=1)
     with app.app_context():
         for at, expected in ((DAY - second, 0), (DAY, 2), (NIGHT - second, 2), (NIGHT, 0)):
-            assert reports.queue_depth(db.session, at, days=0)[-1] == (at, expected)
+            assert charts.queue_depth(db.session, at, days=0)[-1] == (at, expected)
 
 
 def svg_fragments(html: str) -> list[ET.Element]:
@@ -321,18 +322,18 @@ def test_peak_shaving_svg_is_accessible_and_escapes_labels(app):
     answered[9] = 4
     depth = [(datetime(2026, 1, 10, tzinfo=UTC) + timedelta(hours=6 * n), n % 4)
              for n in range(8)]
-    svg = reports.peak_shaving_svg(
-        reports.HourlyTraffic(paid, offered, answered), depth,
+    svg = charts.peak_shaving_svg(
+        charts.HourlyTraffic(paid, offered, answered), depth,
         title_paid="Paid <script>alert(1)</script>", title_offered="Offered & sent",
         title_answered="Answered", title_depth="Waiting", caption_hours="Per hour",
         caption_depth="Queue over time")
     assert isinstance(svg, Markup)
     assert "<script" not in svg and "&lt;script&gt;alert(1)&lt;/script&gt;" in svg
     assert "Offered &amp; sent" in svg
-    charts = svg_fragments(str(svg))
-    assert [c.tag for c in charts] == [f"{SVG_NS}svg"] * 2
+    pictures = svg_fragments(str(svg))
+    assert [c.tag for c in pictures] == [f"{SVG_NS}svg"] * 2
     dashes = set()
-    for chart in charts:
+    for chart in pictures:
         assert chart.get("role") == "img" and chart.get("width") == "100%"
         view = [float(v) for v in chart.get("viewBox").split()]
         title, desc = chart.find(f"{SVG_NS}title"), chart.find(f"{SVG_NS}desc")
@@ -343,7 +344,7 @@ def test_peak_shaving_svg_is_accessible_and_escapes_labels(app):
         for line in chart.iter(f"{SVG_NS}polyline"):
             dashes.add(line.get("stroke-dasharray"))
             assert line.get("stroke").lower() in {"#0b0c0c", "#1d70b8", "#00703c", "#d4351c"}
-    hours, queue = charts
+    hours, queue = pictures
     desc = hours.find(f"{SVG_NS}desc").text
     assert hours.find(f"{SVG_NS}title").text == "Per hour"
     assert "Paid <script>alert(1)</script>: 12:00 (7)" in desc
@@ -360,14 +361,14 @@ def test_peak_shaving_svg_is_accessible_and_escapes_labels(app):
 
 
 def test_peak_shaving_svg_with_no_data(app):
-    empty = reports.HourlyTraffic([0] * 24, [0] * 24, [0] * 24)
-    svg = reports.peak_shaving_svg(empty, [], title_paid="P", title_offered="O",
+    empty = charts.HourlyTraffic([0] * 24, [0] * 24, [0] * 24)
+    svg = charts.peak_shaving_svg(empty, [], title_paid="P", title_offered="O",
                                    title_answered="A", title_depth="D", caption_hours="H",
                                    caption_depth="Q")
     hours, queue = svg_fragments(str(svg))
     assert "P: 00:00 (0)" in hours.find(f"{SVG_NS}desc").text
     assert queue.find(f"{SVG_NS}desc").text == "Q."
     with pytest.raises(ValueError):
-        reports.peak_shaving_svg(reports.HourlyTraffic([1] * 23, [0] * 24, [0] * 24), [],
+        charts.peak_shaving_svg(charts.HourlyTraffic([1] * 23, [0] * 24, [0] * 24), [],
                                  title_paid="P", title_offered="O", title_answered="A",
                                  title_depth="D", caption_hours="H", caption_depth="Q")

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from tests.conftest import _base_config
 from tests.flows.test_payouts import IBAN_FI, IBAN_NO, IBAN_SE, IBAN_SI, NS, earn, later, run_batch
-from upss import payouts
+from upss import sepa
 from upss.extensions import db
 from upss.models import AnswererProfile, PayoutBatch
 
@@ -56,7 +56,7 @@ def app_config(database_url, localstripe_url):
     ("", 70, ""),
 ])
 def test_text_is_reduced_to_the_epc_set(value, max_length, expected):
-    assert payouts.epc_text(value, max_length) == expected
+    assert sepa.epc_text(value, max_length) == expected
 
 
 @settings(max_examples=100, deadline=None, database=None)
@@ -64,11 +64,11 @@ def test_text_is_reduced_to_the_epc_set(value, max_length, expected):
 def test_any_text_comes_out_in_the_epc_set_and_fits(value, max_length):
     """Any Unicode: only EPC characters, no more than ``max_length``, no stray spaces, and
     cleaning it again changes nothing."""
-    cleaned = payouts.epc_text(value, max_length)
+    cleaned = sepa.epc_text(value, max_length)
     assert EPC.fullmatch(cleaned)
     assert len(cleaned) <= max_length
     assert cleaned == " ".join(cleaned.split())
-    assert payouts.epc_text(cleaned, max_length) == cleaned
+    assert sepa.epc_text(cleaned, max_length) == cleaned
 
 
 def test_a_sepa_file_for_unusual_names_validates_and_holds_only_epc_characters(app, world):
@@ -96,8 +96,8 @@ def test_a_sepa_file_for_unusual_names_validates_and_holds_only_epc_characters(a
         # Only the file is cleaned: the answerer's name is kept as they gave it.
         assert db.session.get(AnswererProfile, next(iter(people))).account_holder[0] == "Æ"
 
-    payouts.validate_pain001(xml)
-    assert payouts.sepa_total_cents(xml) == 5 * 1800
+    sepa.validate_pain001(xml)
+    assert sepa.sepa_total_cents(xml) == 5 * 1800
 
     root = ET.fromstring(xml.encode())  # noqa: S314
     names = [node.text for node in root.iterfind(".//p:Nm", NS)]

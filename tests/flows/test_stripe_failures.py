@@ -325,7 +325,7 @@ def test_demo_answerer_can_be_paid_out_at_once(app, runner, world):
     """seed-demo gives the answerer a valid IBAN; with UPSS_PAYOUT_AFTER_DAYS=0 the first batch
     pays them in a SEPA file straight away (the README's "Trying it")."""
     from tests.flows.test_payouts import earn
-    from upss import earnings, payouts
+    from upss import earnings, sepa
     from upss.models import AnswererProfile, User
 
     app.config["UPSS_PAYOUT_AFTER_DAYS"] = 0
@@ -333,7 +333,7 @@ def test_demo_answerer_can_be_paid_out_at_once(app, runner, world):
     with app.app_context():
         answerer = db.session.scalar(select(User).where(User.email == "answerer@example.org"))
         profile = db.session.get(AnswererProfile, answerer.id)
-        assert payouts.validate_iban(profile.iban) == profile.iban
+        assert sepa.validate_iban(profile.iban) == profile.iban
         answerer_id = answerer.id
     earn(app, world, answerer_id, 1250)
     with app.test_request_context():

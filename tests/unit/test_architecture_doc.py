@@ -129,9 +129,10 @@ def test_every_scheduler_job_has_its_line_with_its_function_and_interval():
         row = rows[job.id]
         function = f"{job.func.__module__.rsplit('.', 1)[-1]}.{job.func.__name__}"
         assert f"`{function}`" in row[2], f"job {job.id} runs {function}, not {row[2]}"
-        every = r"\bweekly\b" if job.weekly else rf"(?<!\d){job.ticks} ticks?\b"
+        every = r"\bweekly\b" if job.weekly else rf"(?<!\d){job.every_ticks} ticks?\b"
         assert re.search(every, row[1]), (
-            f"job {job.id} runs every {job.weekly or job.ticks} (ticks), the document: {row[1]!r}")
+            f"job {job.id} runs every {job.weekly or job.every_ticks} (ticks), "
+            f"the document: {row[1]!r}")
     extra = sorted(set(rows) - {job.id for job in jobs.JOBS})
     assert not extra, f"the Jobs section lists jobs that do not exist: {extra}"
 

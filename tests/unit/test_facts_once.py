@@ -38,3 +38,43 @@ def test_every_language_but_english_has_a_catalog():
     catalogs = {p.name for p in (ROOT / "translations").iterdir() if p.is_dir()}
     assert catalogs == set(LANGUAGES) - {"en"}
     assert list(LANGUAGE_NAMES) == list(LANGUAGES)
+
+
+#: The ledger's account names; ``upss/ledger.py`` alone spells them out.
+ACCOUNT_NAMES = ("stripe_balance", "payouts_in_transit", "bank", "bank_clearing",
+                 "disputed_funds", "commission", "stripe_fees", "losses")
+ACCOUNT_PREFIXES = ("escrow:question:", "payable:answerer:")
+
+
+def account_name_spellings(path: Path) -> list[str]:
+    """Lines of ``path`` with a string (or f-string part) that is an account name or starts
+    with a numbered account's prefix. Dictionary keys are other vocabularies (Stripe's
+    ``losses`` parameter), not account names."""
+    tree = ast.parse(path.read_text(), str(path))
+    keys = {id(key) for node in ast.walk(tree) if isinstance(node, ast.Dict) for key in node.keys}
+    found = []
+    for node in ast.walk(tree):
+        if id(node) in keys or not isinstance(node, ast.Constant):
+            continue
+        if isinstance(node.value, str) and (
+                node.value in ACCOUNT_NAMES or node.value.startswith(ACCOUNT_PREFIXES)):
+            found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return found
+
+
+def test_ledger_account_names_are_spelled_only_in_the_ledger():
+    """Every other module builds and reads account names with ``ledger``'s constants and
+    ``escrow_account``/``payable_account``/``answerer_of``."""
+    spelled = [line for path in sorted((ROOT / "upss").rglob("*.py"))
+               if path.name not in ("ledger.py", "devstripe.py")
+               for line in account_name_spellings(path)]
+    assert spelled == []
+
+
+def test_the_account_name_check_finds_literals_and_f_strings(tmp_path, monkeypatch):
+    module = tmp_path / "upss" / "service.py"
+    module.parent.mkdir()
+    module.write_text('a = "stripe_balance"\nb = f"payable:answerer:{x}"\nc = "bank holiday"\n'
+                      'd = {"losses": 1}\n')
+    monkeypatch.setattr(f"{__name__}.ROOT", tmp_path)
+    assert account_name_spellings(module) == ["upss/service.py:1", "upss/service.py:2"]

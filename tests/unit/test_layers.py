@@ -85,14 +85,15 @@ def upward_violations(path: Path) -> list[str]:
 
 
 def _pages() -> list[Path]:
-    return sorted(WEB.rglob("*.py"))
+    """The pages, and the CLI: both are entry points that call services."""
+    return sorted(WEB.rglob("*.py")) + [UPSS / "cli.py"]
 
 
 def _below_web() -> list[Path]:
     return sorted(p for p in UPSS.glob("*.py") if p.name not in NOT_BELOW_WEB)
 
 
-def test_pages_reach_stripe_and_the_ledger_only_through_services():
+def test_pages_and_the_cli_reach_stripe_and_the_ledger_only_through_services():
     assert _pages(), "no page modules found"
     problems = [problem for path in _pages() for problem in page_violations(path)]
     assert problems == [], "pages must call services instead:\n" + "\n".join(problems)
@@ -143,9 +144,83 @@ def test_the_page_check_allows_services_and_display_helpers(tmp_path, monkeypatc
     fake_upss = tmp_path / "upss"
     (fake_upss / "web").mkdir(parents=True)
     page = fake_upss / "web" / "page.py"
-    page.write_text("from .. import money, payments, reports\n"
+    page.write_text("from .. import money, payments, statements\n"
                     "from ..payments import CardDeclined, GatewayError\n"
                     "text = money.format_money(100, 'EUR', 'en')\n"
                     "parts = 'a.b'.split('.')\n", encoding="utf-8")
     monkeypatch.setattr(f"{__name__}.UPSS", fake_upss)
     assert page_violations(page) == []
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """Module name -> the ``upss`` modules it imports (at the top or inside functions).
+    ``from . import x`` imports the module ``x``, not the package, when ``x`` is a module."""
+    paths = {_module_name(p): p for p in root.rglob("*.py")}
+    graph = {}
+    for name, path in paths.items():
+        found = imported_names(path)
+        submodule_lines = {(line, module.rpartition(".")[0]) for line, module in found
+                           if module in paths}
+        targets = set()
+        for line, imported in found:
+            if (line, imported) in submodule_lines:
+                continue
+            while imported and imported not in paths:
+                imported = imported.rpartition(".")[0]
+            if imported and imported != name:
+                targets.add(imported)
+        graph[name] = targets
+    return graph
+
+
+def import_circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The groups of modules that import each other, directly or round a circle (Tarjan's
+    strongly connected components of more than one module)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for target in graph[module]:
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            group = []
+            while True:
+                member = stack.pop()
+                group.append(member)
+                if member == module:
+                    break
+            if len(group) > 1:
+                circles.append(sorted(group))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return circles
+
+
+def test_no_import_circles():
+    """A module never imports, directly or through others, a module that imports it."""
+    graph = import_graph(UPSS)
+    assert len(graph) > 30, "no modules found"
+    assert import_circles(graph) == []
+
+
+def test_the_circle_check_finds_a_circle_through_a_package(tmp_path, monkeypatch):
+    fake_upss = tmp_path / "upss"
+    (fake_upss / "web").mkdir(parents=True)
+    (fake_upss / "__init__.py").write_text("", encoding="utf-8")
+    (fake_upss / "web" / "__init__.py").write_text("from . import page\n", encoding="utf-8")
+    (fake_upss / "web" / "page.py").write_text(
+        "def f():\n    from . import helper\n", encoding="utf-8")
+    (fake_upss / "models.py").write_text("from .types import T\n", encoding="utf-8")
+    (fake_upss / "types.py").write_text("X = 1\n", encoding="utf-8")
+    monkeypatch.setattr(f"{__name__}.UPSS", fake_upss)
+    assert import_circles(import_graph(fake_upss)) == [["upss.web", "upss.web.page"]]

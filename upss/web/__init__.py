@@ -3,43 +3,19 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
-from functools import wraps
+from datetime import timedelta
 
-from babel.lists import format_list
-from babel.units import format_unit
-from flask import Flask, abort, g, render_template, request
-from flask_babel import (
-    format_datetime,
-    format_time,
-    format_timedelta,
-    get_locale,
-    to_user_timezone,
-)
-from flask_babel import gettext as _
+from flask import Flask, g, render_template, request
+from flask_babel import format_timedelta
 from flask_babel import lazy_gettext as _l
-from flask_login import AnonymousUserMixin, current_user, login_required
+from flask_login import AnonymousUserMixin
 from flask_wtf.csrf import CSRFError
 from sqlalchemy import inspect as sa_inspect
 
-from .. import money, payments
+from .. import payments
 from ..extensions import db
 
 log = logging.getLogger(__name__)
-
-#: What each question state means to the asker, in plain words.
-STATUS_LABELS = {
-    "draft": _l("Not paid yet"),
-    "awaiting_payment": _l("Confirming payment"),
-    "queued": _l("Paid: waiting for an off-peak answerer"),
-    "offered": _l("Offered to an answerer"),
-    "claimed": _l("An answerer is writing the answer"),
-    "answered": _l("Answered"),
-    "clarifying": _l("Waiting for the answerer to clarify"),
-    "closed": _l("Closed"),
-    "disputed": _l("Rejected: the organizer is reviewing it"),
-    "refunded": _l("Refunded"),
-}
 
 ERROR_PAGES = {
     400: (_l("Something was wrong with that request"),
@@ -57,51 +33,6 @@ ERROR_PAGES = {
     500: (_l("Sorry, something went wrong on our side"),
           _l("Nothing you entered has been lost. Try again in a few minutes.")),
 }
-
-
-def reader_locale() -> str:
-    """The locale of the person reading the page (see ``upss.select_locale``)."""
-    return str(get_locale() or "en")
-
-
-def money_text(cents: int, currency: str) -> str:
-    """An amount formatted for the reader's locale (also the templates' ``money`` filter)."""
-    return money.format_money(cents, currency, reader_locale())
-
-
-def duration_text(left: timedelta) -> str:
-    """A time span in hours and whole minutes, in the reader's language: "3 hours, 20 minutes"
-    (CLDR units, as the answer page's script writes them with ``Intl``)."""
-    minutes = int(left.total_seconds() // 60)
-    if minutes < 1:
-        return _("less than a minute")
-    locale = reader_locale()
-    hours, minutes = divmod(minutes, 60)
-    parts = [format_unit(value, unit, length="long", locale=locale)
-             for value, unit in ((hours, "duration-hour"), (minutes, "duration-minute")) if value]
-    return format_list(parts, style="unit", locale=locale)
-
-
-def until_text(moment: datetime, now: datetime | None = None) -> str:
-    """A clock time in the reader's time zone: just the time if it is on the same day as
-    ``now``, else the date too."""
-    today = to_user_timezone(now or datetime.now(moment.tzinfo)).date()
-    if to_user_timezone(moment).date() == today:
-        return format_time(moment, "short")
-    return format_datetime(moment, "short")
-
-
-def role_required(flag: str):
-    """A view decorator: signed in, and ``current_user.<flag>`` true; otherwise 403."""
-    def decorator(view):
-        @wraps(view)
-        @login_required
-        def wrapped(*args, **kwargs):
-            if not getattr(current_user, flag):
-                abort(403)
-            return view(*args, **kwargs)
-        return wrapped
-    return decorator
 
 
 class PageUser:
@@ -140,6 +71,7 @@ def _forget_database_state() -> None:
 
 def register_blueprints(app: Flask) -> None:
     from . import answerer, asker, audit, auth, expired_forms, limits, main, organizer, webhooks
+    from .display import STATUS_LABELS, duration_text, money_text, reader_locale, until_text
 
     for module in (main, auth, asker, answerer, organizer, audit, webhooks):
         app.register_blueprint(module.bp)

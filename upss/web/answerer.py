@@ -10,13 +10,22 @@ from sqlalchemy import or_, select
 from wtforms import TextAreaField
 from wtforms.validators import DataRequired, Length
 
-from .. import access, connect, payouts, questions, reports, settings, vetting
+from .. import access, connect, payouts, questions, settings, vetting
 from .. import earnings as earnings_service
 from ..extensions import db, limiter
-from ..models import AnswererApplication, AnswererProfile, Offer, Payout, Question, utcnow
-from . import duration_text, limits, money_text, role_required, until_text
-from .asker import LANGUAGE_NAMES, TOPIC_NAMES, _strip
-from .inputs import REFUSED_MESSAGE, Form, refused_fields
+from ..models import (
+    LANGUAGE_NAMES,
+    AnswererApplication,
+    AnswererProfile,
+    Offer,
+    Payout,
+    Question,
+    utcnow,
+)
+from . import limits
+from .display import TOPIC_NAMES, duration_text, money_text, until_text
+from .inputs import REFUSED_MESSAGE, Form, refused_fields, strip_whitespace
+from .roles import answerer_required
 from .vetting_forms import ApplicationForm
 
 bp = Blueprint("answerer", __name__, url_prefix="/answer")
@@ -38,18 +47,17 @@ EXTENSION_REFUSED = {
 }
 
 #: Only answerers; everyone else gets 403.
-answerer_required = role_required("is_answerer")
 
 
 class AnswerForm(Form):
-    answer = TextAreaField(_l("Your answer"), filters=[_strip], validators=[
+    answer = TextAreaField(_l("Your answer"), filters=[strip_whitespace], validators=[
         DataRequired(_l("Write your answer before sending it")),
         Length(max=questions.ANSWER_MAX, message=_l(
             "The answer must be %(max)d characters or fewer", max=questions.ANSWER_MAX))])
 
 
 class ReplyForm(Form):
-    reply = TextAreaField(_l("Your reply"), filters=[_strip], validators=[
+    reply = TextAreaField(_l("Your reply"), filters=[strip_whitespace], validators=[
         DataRequired(_l("Write your reply before sending it")),
         Length(max=questions.ANSWER_MAX, message=_l(
             "The reply must be %(max)d characters or fewer", max=questions.ANSWER_MAX))])
@@ -296,11 +304,7 @@ def application():
 def earnings():
     """My statement: what I am owed, what was paid, and this year against my ceiling."""
     summary = earnings_service.summary(db.session, current_user, utcnow())
-    account = f"payable:answerer:{current_user.id}"
-    try:
-        statement = reports.statement(db.session, account)
-    except KeyError:
-        statement = None
+    statement = earnings_service.statement(db.session, current_user)
     my_payouts = db.session.scalars(select(Payout).where(
         Payout.answerer_id == current_user.id).order_by(Payout.id.desc())).all()
     profile = db.session.get(AnswererProfile, current_user.id)

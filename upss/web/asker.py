@@ -18,18 +18,12 @@ from .. import access, money, payments, questions, settings
 from ..extensions import db, limiter
 from ..models import LANGUAGE_NAMES, Question, Tip, utcnow
 from ..payments import CardDeclined, GatewayError
-from . import STATUS_LABELS, limits, money_text, reader_locale
-from .inputs import Form
+from . import limits
+from .display import STATUS_LABELS, TOPIC_NAMES, money_text, reader_locale
+from .inputs import Form, strip_whitespace
 
 bp = Blueprint("asker", __name__)
 
-TOPIC_NAMES = {
-    "everyday": _l("Everyday life"), "health": _l("Health and care"),
-    "home": _l("Home and garden"), "money": _l("Money and benefits"),
-    "technology": _l("Phones, computers and the internet"),
-    "language": _l("Language and translation"), "law": _l("Rights and official matters"),
-    "other": _l("Something else"),
-}
 PAYMENT_UNAVAILABLE = _l("We could not reach the payment service. Nothing was charged. "
                          "Please try again in a few minutes.")
 #: After a card payment was sent to Stripe and no answer came back: it may have gone through.
@@ -38,21 +32,17 @@ PAYMENT_UNCERTAIN = _l("The payment service did not answer in time, so we do not
                        "checking with the payment service, and this page will show the result.")
 
 
-def _strip(value: str | None) -> str | None:
-    return value.strip() if isinstance(value, str) else value
-
-
 def _choices(prompt, names: dict) -> list[SelectChoice]:
     return [SelectChoice("", prompt)] + [SelectChoice(k, v) for k, v in names.items()]
 
 
 class QuestionForm(Form):
-    title = StringField(_l("Title of your question"), filters=[_strip], validators=[
+    title = StringField(_l("Title of your question"), filters=[strip_whitespace], validators=[
         DataRequired(_l("Enter a title for your question")),
         Length(max=questions.TITLE_MAX,
                message=_l("The title must be %(max)d characters or fewer",
                           max=questions.TITLE_MAX))])
-    body = TextAreaField(_l("Your question"), filters=[_strip], validators=[
+    body = TextAreaField(_l("Your question"), filters=[strip_whitespace], validators=[
         DataRequired(_l("Enter your question")),
         Length(max=questions.BODY_MAX,
                message=_l("Your question must be %(max)d characters or fewer",
@@ -97,14 +87,16 @@ class QuestionForm(Form):
 
 
 class ClarifyForm(Form):
-    message = TextAreaField(_l("What should the answerer explain?"), filters=[_strip], validators=[
-        DataRequired(_l("Write what you would like explained")),
-        Length(max=questions.MESSAGE_MAX, message=_l(
-            "Your message must be %(max)d characters or fewer", max=questions.MESSAGE_MAX))])
+    message = TextAreaField(
+        _l("What should the answerer explain?"), filters=[strip_whitespace], validators=[
+            DataRequired(_l("Write what you would like explained")),
+            Length(max=questions.MESSAGE_MAX, message=_l(
+                "Your message must be %(max)d characters or fewer",
+                max=questions.MESSAGE_MAX))])
 
 
 class RejectForm(Form):
-    reason = TextAreaField(_l("Why does the answer not help you?"), filters=[_strip],
+    reason = TextAreaField(_l("Why does the answer not help you?"), filters=[strip_whitespace],
                            validators=[
         DataRequired(_l("Tell us why you are rejecting the answer")),
         Length(max=questions.MESSAGE_MAX, message=_l(
@@ -117,7 +109,7 @@ class RateForm(Form):
         SelectChoice(3, _l("3 – somewhat helpful")), SelectChoice(2, _l("2 – not very helpful")),
         SelectChoice(1, _l("1 – not helpful"))],
         validators=[InputRequired(_l("Choose how helpful the answer was"))])
-    comment = TextAreaField(_l("Comment (optional)"), filters=[_strip], validators=[
+    comment = TextAreaField(_l("Comment (optional)"), filters=[strip_whitespace], validators=[
         Length(max=questions.MESSAGE_MAX, message=_l(
             "The comment must be %(max)d characters or fewer", max=questions.MESSAGE_MAX))])
 

@@ -7,14 +7,18 @@ from datetime import timedelta
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, url_for
 from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
 from flask_login import current_user
 from sqlalchemy import select
+from wtforms import StringField
+from wtforms.validators import InputRequired, Length
 
-from .. import payouts, reports, settings, stripe_money
+from .. import charts, payouts, sepa, settings, statements, stripe_money
 from .. import reconciliation as reconciliation_service
 from ..extensions import db
-from ..models import PayoutBatch, utcnow
-from .organizer import organizer_required
+from ..models import Payout, PayoutBatch, utcnow
+from .inputs import Form, strip_whitespace
+from .roles import organizer_required
 
 bp = Blueprint("audit", __name__, url_prefix="/organizer")
 
@@ -23,7 +27,7 @@ bp = Blueprint("audit", __name__, url_prefix="/organizer")
 @organizer_required
 def ledger_page():
     """Trial balance and the hash-chain verification."""
-    overview = reports.ledger_overview(db.session)
+    overview = statements.ledger_overview(db.session)
     return render_template("organizer/ledger.html", rows=overview.trial_balance,
                            report=overview.verification)
 
@@ -34,18 +38,18 @@ def ledger_page():
 def statement(account: str):
     """One account's statement with a running balance."""
     try:
-        found = reports.statement(db.session, account)
+        found = statements.statement(db.session, account)
     except KeyError:
         abort(404)
     return render_template("organizer/statement.html", statement=found,
-                           cached=reports.cached_balance(db.session, found))
+                           cached=statements.cached_balance(db.session, found))
 
 
 @bp.get("/ledger/entries.csv")
 @organizer_required
 def entries_csv():
     """Every ledger entry as CSV."""
-    return Response(reports.ledger_entries_csv(db.session), mimetype="text/csv",
+    return Response(statements.ledger_entries_csv(db.session), mimetype="text/csv",
                     headers={"Content-Disposition": "attachment; filename=upss-ledger.csv"})
 
 
@@ -53,8 +57,39 @@ def entries_csv():
 @organizer_required
 def payouts_page():
     """Payout batches with their status and files."""
+    return _payouts_page()
+
+
+class ReturnedPaymentForm(Form):
+    """The bank returned one SEPA payment of a file marked sent: the reason it gave."""
+
+    reason = StringField(_l("Reason the bank gave"), filters=[strip_whitespace], validators=[
+        InputRequired(_l("Enter the reason the bank gave, like AC04 account closed")),
+        Length(max=500, message=_l("The reason must be 500 characters or fewer"))])
+
+
+def _returned_form(payout: Payout, **kwargs) -> ReturnedPaymentForm:
+    """The "returned by the bank" form of one SEPA payout (its own prefix, so its field ids
+    are unique on the page)."""
+    form = ReturnedPaymentForm(prefix=f"returned-{payout.id}", **kwargs)
+    form.reason.label.text = _("Reason the bank gave for payment %(id)d to %(name)s",
+                               id=payout.id, name=payout.answerer.name)
+    form.payout_id = payout.id
+    return form
+
+
+def _payouts_page(invalid: ReturnedPaymentForm | None = None, status: int = 200):
+    """The Payouts page: every batch, and a "returned by the bank" form for each SEPA payout
+    of a file marked sent (``invalid``: the one posted with errors, shown with them)."""
     batches = db.session.scalars(select(PayoutBatch).order_by(PayoutBatch.id.desc())).all()
-    return render_template("organizer/payouts.html", batches=batches)
+    returned_forms = {payout.id: _returned_form(payout, formdata=None)
+                      for batch in batches if batch.sepa_marked_sent_at is not None
+                      for payout in batch.payouts
+                      if payout.method == "sepa" and payout.status == "sent"}
+    if invalid is not None:
+        returned_forms[invalid.payout_id] = invalid
+    return render_template("organizer/payouts.html", batches=batches,
+                           returned_forms=returned_forms, invalid_form=invalid), status
 
 
 
@@ -70,6 +105,12 @@ def run_payouts():
         flash(_("Nothing was paid: the ledger does not verify around the accounts this batch "
                 "pays from (%(problem)s). Run verify-ledger and correct it first.",
                 problem=exc.problems[0]), "error")
+        return redirect(url_for("audit.payouts"))
+    except sepa.InvalidSepaFile as exc:
+        db.session.rollback()
+        flash(_("Nothing was paid: the bank file of this batch failed its checks (%(problem)s). "
+                "Check the organizer's bank details and the answerers' IBANs.",
+                problem=str(exc)), "error")
         return redirect(url_for("audit.payouts"))
     if batch is None:
         db.session.rollback()
@@ -104,7 +145,10 @@ def sepa_file(batch_id: int):
 def mark_sent(batch_id: int):
     """The organizer has given the SEPA file to the bank."""
     batch = _batch(batch_id)
-    payouts.mark_sepa_sent_audited(db.session, batch, current_user, utcnow())
+    try:
+        sepa.mark_file_sent(db.session, batch, current_user, utcnow())
+    except sepa.SepaStateError:
+        abort(409)
     db.session.commit()
     flash(_("Batch %(id)d is marked as sent to the bank.", id=batch.id))
     return redirect(url_for("audit.payouts"))
@@ -116,11 +160,37 @@ def mark_settled(batch_id: int):
     """The bank has paid the batch's SEPA file."""
     batch = _batch(batch_id)
     try:
-        payouts.mark_sepa_settled_audited(db.session, batch, current_user, utcnow())
-    except payouts.PayoutError:
+        sepa.mark_file_settled(db.session, batch, current_user, utcnow())
+    except sepa.SepaStateError:
         abort(409)
     db.session.commit()
     flash(_("Batch %(id)d is marked as paid by the bank.", id=batch.id))
+    return redirect(url_for("audit.payouts"))
+
+
+@bp.post("/payouts/<int:batch_id>/returned/<int:payout_id>")
+@organizer_required
+def mark_returned(batch_id: int, payout_id: int):
+    """The bank returned one SEPA payment of a file marked sent: the payout fails, and the
+    answerer is owed the money again."""
+    payout = db.session.get(Payout, payout_id)
+    if payout is None or payout.batch_id != batch_id:
+        abort(404)
+    form = _returned_form(payout)
+    if not form.validate_on_submit():
+        return _payouts_page(invalid=form, status=400)
+    try:
+        changed = sepa.mark_payout_returned(db.session, payout, current_user, form.reason.data,
+                                            utcnow())
+    except sepa.SepaStateError:
+        abort(409)
+    db.session.commit()
+    if changed:
+        flash(_("Payment %(id)d to %(name)s is marked as returned by the bank: the money is "
+                "owed again and paid in a later batch.", id=payout.id,
+                name=payout.answerer.name))
+    else:
+        flash(_("Payment %(id)d was already marked as returned by the bank.", id=payout.id))
     return redirect(url_for("audit.payouts"))
 
 
@@ -128,7 +198,7 @@ def mark_settled(batch_id: int):
 @organizer_required
 def payouts_csv():
     """Every payout as CSV."""
-    return Response(reports.payouts_csv(db.session), mimetype="text/csv",
+    return Response(statements.payouts_csv(db.session), mimetype="text/csv",
                     headers={"Content-Disposition": "attachment; filename=upss-payouts.csv"})
 
 
@@ -159,10 +229,10 @@ def traffic():
     """The peak-shaving chart: when questions are paid versus offered and answered."""
     now = utcnow()
     rules = settings.current(db.session)
-    hourly = reports.traffic_by_hour(db.session, now, rules.zone)
+    hourly = charts.traffic_by_hour(db.session, now, rules.zone)
     depth = [(at.astimezone(rules.zone), n)
-             for at, n in reports.queue_depth(db.session, now, step=timedelta(hours=6))]
-    chart = reports.peak_shaving_svg(
+             for at, n in charts.queue_depth(db.session, now, step=timedelta(hours=6))]
+    chart = charts.peak_shaving_svg(
         hourly, depth, title_paid=_("Questions paid"), title_offered=_("Questions offered"),
         title_answered=_("Questions answered"), title_depth=_("Questions waiting in the queue"),
         caption_hours=_("By hour of the day, last 28 days (%(zone)s)", zone=rules.timezone),

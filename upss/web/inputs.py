@@ -122,3 +122,8 @@ class Form(FlaskForm):
                 field.errors = [message, *[e for e in field.errors if e != message]]
                 ok = False
         return ok
+
+
+def strip_whitespace(value: str | None) -> str | None:
+    """A WTForms filter: the text without surrounding spaces (other values as they are)."""
+    return value.strip() if isinstance(value, str) else value

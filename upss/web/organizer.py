@@ -14,10 +14,18 @@ from wtforms.validators import InputRequired, Length, NumberRange, ValidationErr
 
 from .. import access, connect, money, payments, payouts, questions, settings, vetting
 from ..extensions import db
-from ..models import AnswererApplication, AnswererProfile, AuditLog, Question, User, utcnow
-from . import role_required
-from .asker import LANGUAGE_NAMES, TOPIC_NAMES
+from ..models import (
+    LANGUAGE_NAMES,
+    AnswererApplication,
+    AnswererProfile,
+    AuditLog,
+    Question,
+    User,
+    utcnow,
+)
+from .display import TOPIC_NAMES
 from .inputs import Form
+from .roles import organizer_required
 from .vetting_forms import ApproveForm, RejectApplicationForm
 
 bp = Blueprint("organizer", __name__, url_prefix="/organizer")
@@ -27,7 +35,6 @@ WEEKDAY_NAMES = (_l("Monday"), _l("Tuesday"), _l("Wednesday"), _l("Thursday"), _
 
 
 #: Only the organizer; everyone else gets 403.
-organizer_required = role_required("is_organizer")
 
 
 def _hours(label, maximum=24 * 30):
@@ -55,7 +62,7 @@ class SettingsForm(Form):
     auto_accept_days = _hours(_l("Days until an answer is accepted automatically"), 60)
     urgent_hours = _hours(_l("Offer even outside the windows when fewer hours than this are "
                              "left"))
-    release_cap_per_tick = _hours(_l("Most questions offered every 5 minutes"), 1000)
+    release_max_per_run = _hours(_l("Most questions offered every 5 minutes"), 1000)
 
     def __init__(self, currency: str, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -125,7 +132,7 @@ def _fill(form: SettingsForm, current: settings.Settings) -> None:
         current.price_max_cents)
     form.large_price.data = fmt(current.large_price_cents)
     for name in ("offer_hours", "lock_hours", "lock_hours_large", "deadline_hours",
-                 "auto_accept_days", "urgent_hours", "release_cap_per_tick"):
+                 "auto_accept_days", "urgent_hours", "release_max_per_run"):
         form[name].data = getattr(current, name)
     for day in range(settings.WEEKDAYS):
         form[f"window_{day}"].data = ", ".join(
@@ -149,7 +156,7 @@ def settings_page():
                                            "commission_bps", "large_price_cents")},
             **{k: form[k].data for k in ("offer_hours", "lock_hours", "lock_hours_large",
                                          "deadline_hours", "auto_accept_days", "urgent_hours",
-                                         "release_cap_per_tick")})
+                                         "release_max_per_run")})
         settings.save(db.session, new, actor=current_user)
         db.session.commit()
         flash(_("The settings are saved. Questions already paid keep the commission and "

@@ -19,8 +19,9 @@ from wtforms.fields.choices import SelectChoice
 from wtforms.validators import InputRequired, Length, NumberRange, ValidationError
 
 from .. import money, settings
-from .asker import LANGUAGE_NAMES, TOPIC_NAMES, _strip
-from .inputs import Form
+from ..models import LANGUAGE_NAMES
+from .display import TOPIC_NAMES
+from .inputs import Form, strip_whitespace
 
 
 class MultiCheckboxField(SelectMultipleField):
@@ -34,24 +35,25 @@ class ApplicationForm(Form):
         SelectChoice("disability", _l("I live with a disability")),
         SelectChoice("both", _l("Both"))],
         validators=[InputRequired(_l("Choose why you can answer for UPSS"))])
-    birth_year = StringField(_l("Year of birth"), filters=[_strip])
+    birth_year = StringField(_l("Year of birth"), filters=[strip_whitespace])
     languages = MultiCheckboxField(_l("Languages you can answer in"),
                                    choices=[SelectChoice(k, v) for k, v in LANGUAGE_NAMES.items()],
                                    validators=[InputRequired(_l("Choose at least one language"))])
     topics = MultiCheckboxField(_l("Topics you know well (optional)"),
                                 choices=[SelectChoice(k, v) for k, v in TOPIC_NAMES.items()])
     available_hours = StringField(_l("Hours when questions may be offered to you"),
-                                  filters=[_strip])
+                                  filters=[strip_whitespace])
     daily_limit = IntegerField(_l("Most questions a day"), default=3, validators=[
         InputRequired(_l("Enter how many questions a day you would like at most")),
         NumberRange(min=1, max=50, message=_l("Enter a number from 1 to 50"))])
-    yearly_ceiling = StringField(_l("Most you may earn in a year (optional)"), filters=[_strip])
+    yearly_ceiling = StringField(_l("Most you may earn in a year (optional)"),
+                                 filters=[strip_whitespace])
     payout_method = RadioField(_l("How should we pay you?"), choices=[
         SelectChoice("sepa", _l("Bank transfer to my account (IBAN)")),
         SelectChoice("connect", _l("Stripe (we will send you a link to set it up)"))],
         default="sepa", validators=[InputRequired(_l("Choose how we should pay you"))])
-    iban = StringField(_l("IBAN"), filters=[_strip])
-    account_holder = StringField(_l("Name of the account holder"), filters=[_strip],
+    iban = StringField(_l("IBAN"), filters=[strip_whitespace])
+    account_holder = StringField(_l("Name of the account holder"), filters=[strip_whitespace],
                                  validators=[Length(max=70)])
 
     def __init__(self, currency: str, *args, **kwargs):
@@ -93,7 +95,7 @@ class ApplicationForm(Form):
             raise ValidationError(_("Enter an amount above zero, or leave it empty"))
 
     def validate_iban(self, field):
-        from ..payouts import InvalidIBAN, validate_iban
+        from ..sepa import InvalidIBAN, validate_iban
         if self.payout_method.data != "sepa":
             return
         if not field.data:
@@ -109,14 +111,16 @@ class ApplicationForm(Form):
 
 
 class ApproveForm(Form):
-    method = StringField(_l("How did you verify the eligibility?"), filters=[_strip],
+    method = StringField(_l("How did you verify the eligibility?"), filters=[strip_whitespace],
                          validators=[InputRequired(_l("Say how you verified the eligibility")),
                                      Length(max=200)])
     verified_on = DateField(_l("Date of the check"), default=date.today, validators=[
         InputRequired(_l("Enter the date of the check as YYYY-MM-DD"))])
-    note = TextAreaField(_l("Note (optional)"), filters=[_strip], validators=[Length(max=2000)])
+    note = TextAreaField(_l("Note (optional)"), filters=[strip_whitespace],
+                         validators=[Length(max=2000)])
 
 
 class RejectApplicationForm(Form):
-    reason = TextAreaField(_l("Reason, shown to the applicant"), filters=[_strip], validators=[
-        InputRequired(_l("Give a reason")), Length(max=2000)])
+    reason = TextAreaField(
+        _l("Reason, shown to the applicant"), filters=[strip_whitespace], validators=[
+            InputRequired(_l("Give a reason")), Length(max=2000)])

@@ -1,0 +1,32 @@
+"""The app's own SQLAlchemy column types, for ``upss.models`` and Alembic's autogenerate.
+
+``UTCDateTime`` stores every moment as a timezone-aware UTC datetime on SQLite and PostgreSQL
+alike. It lives apart from the models so that ``upss.extensions`` can render it in migrations
+(as ``sa.DateTime(timezone=True)``) without importing the models, which import the extensions.
+This module imports nothing of ``upss``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC
+
+from sqlalchemy import DateTime, TypeDecorator
+
+
+class UTCDateTime(TypeDecorator):
+    """A timezone-aware UTC datetime on every database (SQLite stores it naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetimes are not stored; use an aware UTC datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

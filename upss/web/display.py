@@ -1,0 +1,68 @@
+"""Display helpers for pages and templates: question states, topics, amounts, durations and
+clock times in the reader's language and time zone. Formatting only: no rules here."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from babel.lists import format_list
+from babel.units import format_unit
+from flask_babel import format_datetime, format_time, get_locale, to_user_timezone
+from flask_babel import gettext as _
+from flask_babel import lazy_gettext as _l
+
+from .. import money
+
+#: What each question state means to the asker, in plain words.
+STATUS_LABELS = {
+    "draft": _l("Not paid yet"),
+    "awaiting_payment": _l("Confirming payment"),
+    "queued": _l("Paid: waiting for an off-peak answerer"),
+    "offered": _l("Offered to an answerer"),
+    "claimed": _l("An answerer is writing the answer"),
+    "answered": _l("Answered"),
+    "clarifying": _l("Waiting for the answerer to clarify"),
+    "closed": _l("Closed"),
+    "disputed": _l("Rejected: the organizer is reviewing it"),
+    "refunded": _l("Refunded"),
+}
+
+#: The topics an asker may choose, in plain words.
+TOPIC_NAMES = {
+    "everyday": _l("Everyday life"), "health": _l("Health and care"),
+    "home": _l("Home and garden"), "money": _l("Money and benefits"),
+    "technology": _l("Phones, computers and the internet"),
+    "language": _l("Language and translation"), "law": _l("Rights and official matters"),
+    "other": _l("Something else"),
+}
+
+def reader_locale() -> str:
+    """The locale of the person reading the page (see ``upss.select_locale``)."""
+    return str(get_locale() or "en")
+
+
+def money_text(cents: int, currency: str) -> str:
+    """An amount formatted for the reader's locale (also the templates' ``money`` filter)."""
+    return money.format_money(cents, currency, reader_locale())
+
+
+def duration_text(left: timedelta) -> str:
+    """A time span in hours and whole minutes, in the reader's language: "3 hours, 20 minutes"
+    (CLDR units, as the answer page's script writes them with ``Intl``)."""
+    minutes = int(left.total_seconds() // 60)
+    if minutes < 1:
+        return _("less than a minute")
+    locale = reader_locale()
+    hours, minutes = divmod(minutes, 60)
+    parts = [format_unit(value, unit, length="long", locale=locale)
+             for value, unit in ((hours, "duration-hour"), (minutes, "duration-minute")) if value]
+    return format_list(parts, style="unit", locale=locale)
+
+
+def until_text(moment: datetime, now: datetime | None = None) -> str:
+    """A clock time in the reader's time zone: just the time if it is on the same day as
+    ``now``, else the date too."""
+    today = to_user_timezone(now or datetime.now(moment.tzinfo)).date()
+    if to_user_timezone(moment).date() == today:
+        return format_time(moment, "short")
+    return format_datetime(moment, "short")
