@@ -1,0 +1,181 @@
+"""Release and offer rules that planted bugs slipped past: an offered question at its deadline,
+the yearly ceiling, which offer a resolution closes, and the daily limit at local midnight."""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+
+from tests.flows.test_release import DAY, NIGHT, offers
+from upss import ledger, questions, release
+from upss.extensions import db
+from upss.models import LedgerTransaction, Offer
+
+
+@contextlib.contextmanager
+def posted_at(moment: datetime):
+    """Ledger transactions inserted while the block runs get ``created_at = moment`` (the
+    ledger itself always stamps the real time; ``created_at`` is not part of the hash)."""
+    def stamp(_mapper, _connection, target):
+        target.created_at = moment
+
+    sa.event.listen(LedgerTransaction, "before_insert", stamp)
+    try:
+        yield
+    finally:
+        sa.event.remove(LedgerTransaction, "before_insert", stamp)
+
+
+def earn(app, answerer: int, cents: int, at: datetime) -> None:
+    """Credit ``answerer`` with ``cents`` of settled work at ``at`` (and the payment behind it)."""
+    with app.app_context(), posted_at(at):
+        escrow = f"escrow:question:{9000 + answerer}"
+        ledger.post(db.session, f"payment:earlier:{answerer}:{at.isoformat()}", "earlier payment",
+                    [("stripe_balance", cents), (escrow, -cents)], "EUR")
+        ledger.post(db.session, f"settle:earlier:{answerer}:{at.isoformat()}", "earlier answer",
+                    [(escrow, cents), (f"payable:answerer:{answerer}", -cents)], "EUR")
+        db.session.commit()
+
+
+def offered_to(app, question_id: int) -> int | None:
+    """Who got the (only) offer of the question, if anyone."""
+    with app.app_context():
+        return db.session.scalar(sa.select(Offer.answerer_id).where(
+            Offer.question_id == question_id))
+
+
+# --- An offered (not claimed) question reaching its deadline ---------------------------------
+
+def test_an_offered_question_at_its_deadline_is_refunded_and_its_offer_withdrawn(app, world):
+    """Deadline passed while offered: refunded in full (like queued and claimed ones), the open
+    offer ends ``withdrawn`` and the answerer can no longer pick it up."""
+    a = world.answerer()
+    q = world.paid_question(paid_at=DAY, real_stripe=True)
+    deadline = DAY + timedelta(hours=72)
+    world.run(release.release_due_questions, deadline - timedelta(hours=1))  # urgent: offered
+    assert (world.question(q).status, world.question(q).offer_expires_at) == (
+        "offered", deadline + timedelta(hours=11))  # the offer would outlive the deadline
+    assert world.run(release.refund_overdue, deadline - timedelta(seconds=1)) == 0
+    assert world.question(q).status == "offered"
+    assert world.run(release.refund_overdue, deadline) == 1
+    question = world.question(q)
+    assert (question.status, question.refund_status, question.offer_expires_at) == (
+        "refunded", "sent", None)
+    assert offers(app) == [(q, a, "withdrawn")]
+    with app.app_context():
+        assert ledger.balance(db.session, f"escrow:question:{q}") == 0
+    with pytest.raises(questions.InvalidTransition):
+        world.act(questions.claim, q, a, deadline)
+
+
+# --- The yearly earnings ceiling -------------------------------------------------------------
+
+#: A summer day, half a year after 1 January: earnings in February are this year's, yet more
+#: than 30 days old (so they do not count for the fair rotation).
+SUMMER = datetime(2026, 6, 10, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("ceiling, gets_it", [(1800, "other"), (1801, "capped"),
+                                              (None, "capped")])
+def test_the_yearly_ceiling_is_looked_up_even_for_the_least_earning_answerer(
+        app, world, ceiling, gets_it):
+    """``capped`` earned 1800 in February and nothing in the last 30 days, so the rotation
+    puts them first; at a ceiling of 1800 they still get no offer (1801 or none: they do)."""
+    capped = world.answerer(yearly_ceiling_cents=ceiling)
+    other = world.answerer()
+    earn(app, capped, 1800, datetime(2026, 2, 10, 12, 0, tzinfo=UTC))
+    earn(app, other, 500, SUMMER - timedelta(days=1))
+    q = world.paid_question(paid_at=SUMMER - timedelta(hours=1))
+    world.run(release.release_due_questions, SUMMER, ignore_window=True)
+    assert offered_to(app, q) == {"capped": capped, "other": other}[gets_it]
+
+
+@pytest.mark.parametrize("earned_at, gets_it", [
+    (datetime(2025, 12, 31, 22, 59, 59, tzinfo=UTC), "capped"),  # 23:59:59 Oslo: last year
+    (datetime(2025, 12, 31, 23, 0, 0, tzinfo=UTC), "other"),     # 00:00:00 Oslo: this year
+])
+def test_the_earnings_year_starts_at_local_midnight_of_1_january(app, world, earned_at, gets_it):
+    """The ceiling counts from 1 January 00:00 in the organizer's timezone (Europe/Oslo), not
+    UTC. ``other`` earned more in the last 30 days, so ``capped`` would be first."""
+    capped = world.answerer(yearly_ceiling_cents=1800)
+    other = world.answerer()
+    now = datetime(2026, 1, 20, 12, 0, tzinfo=UTC)
+    earn(app, capped, 1800, earned_at)
+    earn(app, other, 5000, now - timedelta(days=1))
+    q = world.paid_question(paid_at=now - timedelta(hours=1))
+    world.run(release.release_due_questions, now, ignore_window=True)
+    assert offered_to(app, q) == {"capped": capped, "other": other}[gets_it]
+
+
+# --- Resolving an offer closes that question's offer only ------------------------------------
+
+def _decline(world, q, a):
+    world.act(questions.decline, q, a, NIGHT + timedelta(hours=2))
+
+
+def _claim(world, q, a):
+    world.act(questions.claim, q, a, NIGHT + timedelta(hours=2))
+
+
+def _expire(world, q, a):
+    assert world.run(release.expire_offers, NIGHT + timedelta(hours=12)) == 1
+
+
+def _refund_at_stripe(world, q, a):
+    world.act(questions.refund_at_stripe, q, None, NIGHT + timedelta(hours=2))
+
+
+@pytest.mark.parametrize("resolve, outcome", [
+    (_decline, "declined"), (_claim, "claimed"), (_expire, "expired"),
+    (_refund_at_stripe, "withdrawn"),
+], ids=["declined", "claimed", "expired", "refunded"])
+def test_resolving_one_offer_leaves_the_answerers_other_offer_open(app, world, resolve,
+                                                                    outcome):
+    """One answerer holds two open offers; resolving the first closes that offer alone."""
+    a = world.answerer()
+    first = world.paid_question(paid_at=DAY)
+    world.run(release.release_due_questions, NIGHT)
+    second = world.paid_question(paid_at=DAY)
+    world.run(release.release_due_questions, NIGHT + timedelta(hours=1))  # expires an hour later
+    assert offers(app) == [(first, a, "open"), (second, a, "open")]
+    resolve(world, first, a)
+    assert offers(app) == [(first, a, outcome), (second, a, "open")]
+    assert (world.question(second).status, world.question(second).answerer_id) == ("offered", a)
+
+
+# --- The daily limit at local midnight -------------------------------------------------------
+
+def local(zone: str, *args) -> datetime:
+    """A wall-clock moment in ``zone`` (January: no DST change near it), as UTC."""
+    return datetime(*args, tzinfo=ZoneInfo(zone)).astimezone(UTC)
+
+
+#: The organizer's zone and one an hour ahead of it (the answerer's own midnight counts).
+ZONES = ["Europe/Oslo", "Europe/Helsinki"]
+
+
+@pytest.mark.parametrize("zone", ZONES)
+def test_an_offer_at_23_59_59_local_counts_for_the_day_before(app, world, zone):
+    """Daily limit 1: an offer at 23:59:59 local leaves room for another at 00:00:00."""
+    a = world.answerer(daily_limit=1, timezone=zone)
+    first, second = (world.paid_question(paid_at=DAY) for _ in range(2))
+    made = world.run(release.release_due_questions, local(zone, 2026, 1, 14, 23, 59, 59))
+    assert [(o.question_id, o.answerer_id) for o in made] == [(first, a)]
+    made = world.run(release.release_due_questions, local(zone, 2026, 1, 15, 0, 0, 0))
+    assert [(o.question_id, o.answerer_id) for o in made] == [(second, a)]
+
+
+@pytest.mark.parametrize("zone", ZONES)
+def test_an_offer_at_00_00_00_local_counts_for_the_new_day(app, world, zone):
+    """Daily limit 1: an offer at 00:00:00 local uses that whole day, up to 23:59:59."""
+    a = world.answerer(daily_limit=1, timezone=zone)
+    first, second = (world.paid_question(paid_at=DAY) for _ in range(2))
+    made = world.run(release.release_due_questions, local(zone, 2026, 1, 15, 0, 0, 0))
+    assert [(o.question_id, o.answerer_id) for o in made] == [(first, a)]
+    assert world.run(release.release_due_questions, local(zone, 2026, 1, 15, 23, 59, 59)) == []
+    made = world.run(release.release_due_questions, local(zone, 2026, 1, 16, 0, 0, 0))
+    assert [(o.question_id, o.answerer_id) for o in made] == [(second, a)]
