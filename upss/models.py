@@ -79,7 +79,8 @@ class UserSession(db.Model):
 
 
 class OrganizerSettings(db.Model):
-    """The organizer's business settings: one row; missing values come from config defaults."""
+    """The organizer's business settings: one row, written whole by ``settings.save``; until
+    it exists the ``UPSS_*`` defaults of ``upss/config.py`` are in force."""
 
     __tablename__ = "organizer_settings"
     __table_args__ = (
@@ -95,20 +96,20 @@ class OrganizerSettings(db.Model):
     #: Organizer's share in basis points (1000 = 10 %).
     commission_bps: Mapped[int] = mapped_column(Integer)
     #: IANA zone the off-peak windows are written in.
-    timezone: Mapped[str] = mapped_column(String(64), default="Europe/Oslo")
-    offer_hours: Mapped[int] = mapped_column(Integer, default=12)
-    lock_hours: Mapped[int] = mapped_column(Integer, default=4)
+    timezone: Mapped[str] = mapped_column(String(64))
+    offer_hours: Mapped[int] = mapped_column(Integer)
+    lock_hours: Mapped[int] = mapped_column(Integer)
     #: Lock time for questions priced at ``large_price_cents`` or more.
-    lock_hours_large: Mapped[int] = mapped_column(Integer, default=8)
-    large_price_cents: Mapped[int] = mapped_column(Integer, default=10000)
+    lock_hours_large: Mapped[int] = mapped_column(Integer)
+    large_price_cents: Mapped[int] = mapped_column(Integer)
     #: Hours from payment until an unanswered question is refunded.
-    deadline_hours: Mapped[int] = mapped_column(Integer, default=72)
-    auto_accept_days: Mapped[int] = mapped_column(Integer, default=3)
+    deadline_hours: Mapped[int] = mapped_column(Integer)
+    auto_accept_days: Mapped[int] = mapped_column(Integer)
     #: A question with less than this many hours left is offered even outside a window.
-    urgent_hours: Mapped[int] = mapped_column(Integer, default=12)
+    urgent_hours: Mapped[int] = mapped_column(Integer)
     #: At most this many offers per run of the ``release`` job (``upss.jobs``), so a window's
     #: work is spread out.
-    release_max_per_run: Mapped[int] = mapped_column(Integer, default=5)
+    release_max_per_run: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -35,19 +35,23 @@ class Window:
 
 @dataclass(frozen=True)
 class Settings:
+    """The settings in force. Every value comes from the stored row or, until the organizer
+    first saves, from the ``UPSS_*`` defaults of ``upss/config.py``: that is the one place a
+    default is written (``current``)."""
+
     currency: str
     price_min_cents: int
     price_max_cents: int
     commission_bps: int
-    timezone: str = "Europe/Oslo"
-    offer_hours: int = 12
-    lock_hours: int = 4
-    lock_hours_large: int = 8
-    large_price_cents: int = 10000
-    deadline_hours: int = 72
-    auto_accept_days: int = 3
-    urgent_hours: int = 12
-    release_max_per_run: int = 5
+    timezone: str
+    offer_hours: int
+    lock_hours: int
+    lock_hours_large: int
+    large_price_cents: int
+    deadline_hours: int
+    auto_accept_days: int
+    urgent_hours: int
+    release_max_per_run: int
     windows: tuple[Window, ...] = ()
 
     @property

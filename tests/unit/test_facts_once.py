@@ -78,3 +78,18 @@ def test_the_account_name_check_finds_literals_and_f_strings(tmp_path, monkeypat
                       'd = {"losses": 1}\n')
     monkeypatch.setattr(f"{__name__}.ROOT", tmp_path)
     assert account_name_spellings(module) == ["upss/service.py:1", "upss/service.py:2"]
+
+
+def test_the_settings_defaults_are_written_only_in_config():
+    """``upss/config.py`` holds each organizer setting's default (``UPSS_*``); neither the
+    ``Settings`` value nor the ``organizer_settings`` row carries a second copy."""
+    from dataclasses import MISSING, fields
+
+    from upss import settings
+    from upss.models import OrganizerSettings
+
+    with_default = [f.name for f in fields(settings.Settings)
+                    if f.default is not MISSING or f.default_factory is not MISSING]
+    assert with_default == ["windows"]  # no windows stored: the configured window every day
+    columns = OrganizerSettings.__table__.columns
+    assert [name for name in settings._STORED if columns[name].default is not None] == []

@@ -13,7 +13,10 @@ EVERY_NIGHT = tuple(Window(day, 22 * 60, 7 * 60) for day in range(7))
 
 
 def settings(windows=EVERY_NIGHT, timezone="Europe/Oslo") -> Settings:
-    return Settings("EUR", 300, 10000, 1000, timezone=timezone, windows=windows)
+    return Settings("EUR", 300, 10000, 1000, timezone=timezone, offer_hours=12, lock_hours=4,
+                    lock_hours_large=8, large_price_cents=10000, deadline_hours=72,
+                    auto_accept_days=3, urgent_hours=12, release_max_per_run=5,
+                    windows=windows)
 
 
 def utc(*args) -> datetime:
