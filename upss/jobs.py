@@ -50,14 +50,25 @@ JOBS = (
 )
 
 
+#: The outcome of a run that changed nothing.
+NOTHING_DONE = "nothing to do"
+
+
 def _describe(result) -> str:
+    """One line for a job's result: what it did, or ``NOTHING_DONE``."""
+    if result is None or result == 0 or result == []:
+        return NOTHING_DONE
     if isinstance(result, list):
         return f"{len(result)} offered"
-    if result is None:
-        return "nothing to do"
     if hasattr(result, "payouts"):
         return f"payout batch {result.id}: {len(result.payouts)} payouts"
     return str(result)
+
+
+def quiet_scheduler_library() -> None:
+    """APScheduler logs two lines for every run of every job ("Running job…", "…executed
+    successfully"); ``run_job`` logs one line for a run that did something instead."""
+    logging.getLogger("apscheduler.executors.default").setLevel(logging.WARNING)
 
 
 def run_job(app: Flask, job: Job, lease: Lease, now: datetime | None = None) -> str | None:
@@ -73,6 +84,9 @@ def run_job(app: Flask, job: Job, lease: Lease, now: datetime | None = None) -> 
             db.session.rollback()
             log.exception("job %s failed", job.id)
             outcome = f"failed: {exc}"[:500]
+        else:
+            if outcome != NOTHING_DONE:
+                log.info("%s: %s", job.id, outcome)
         db.session.add(JobRun(job_id=job.id, holder=lease.holder, started_at=started,
                               finished_at=utcnow(), outcome=outcome))
         db.session.commit()

@@ -109,4 +109,22 @@ def test_two_scheduler_processes_only_the_lease_holder_runs_jobs(app, database_u
                 proc.wait(timeout=20)
     assert second.returncode == 0, (tmp_path / "second.log").read_text()[-2000:]
     assert "stopped" in (tmp_path / "second.log").read_text()
+    # One line per run that did something, none per run that did not (issue 16 item 11).
+    first_log = (tmp_path / "first.log").read_text()
+    assert "Running job" not in first_log and "executed successfully" not in first_log
+
+
+def test_a_run_that_did_something_logs_one_line_and_an_idle_run_none(app, world, caplog):
+    world.answerer()
+    world.paid_question(paid_at=datetime(2026, 1, 14, 12, tzinfo=UTC))
+    with app.app_context():
+        lease = lease_for(db.engine, 90)
+    night = datetime(2026, 1, 14, 22, tzinfo=UTC)
+    caplog.set_level("INFO", logger="upss.jobs")
+    assert jobs.run_job(app, jobs.JOBS[2], lease, now=night) == "1 offered"
+    assert jobs.run_job(app, jobs.JOBS[2], lease, now=night) == jobs.NOTHING_DONE
+    assert jobs.run_job(app, jobs.JOBS[0], lease, now=night) == jobs.NOTHING_DONE
+    lease.release()
+    assert [r.getMessage() for r in caplog.records if r.name == "upss.jobs"] == [
+        "release: 1 offered"]
 
