@@ -304,10 +304,11 @@ def csrf_token(client, url: str) -> str:
     return match.group(1) or match.group(2)
 
 
-def submit(client, url: str, data: dict, form_url: str | None = None, **kwargs):
-    """POST ``data`` to ``url`` with the CSRF token from the form page, as a browser would."""
+def submit(client, url: str, data: dict | None = None, form_url: str | None = None, **kwargs):
+    """POST ``data`` to ``url`` with the CSRF token from the form page (``form_url``, else
+    ``url`` itself), as a browser would."""
     token = csrf_token(client, form_url or url)
-    return client.post(url, data={"csrf_token": token, **data}, **kwargs)
+    return client.post(url, data={"csrf_token": token, **(data or {})}, **kwargs)
 
 
 @pytest.fixture
@@ -333,6 +334,17 @@ def sign_in(client, email: str, password: str):
     response = submit(client, "/sign-in", {"email": email, "password": password})
     assert response.status_code == 302, response.get_data(as_text=True)[:500]
     return response
+
+
+def sign_in_as(client, app, user_id: int):
+    """Sign ``client`` in as the user ``user_id`` (made by ``World`` or ``make_user`` with the
+    default password), dropping whoever was signed in."""
+    from upss.models import User
+
+    with app.app_context():
+        email = db.session.get(User, user_id).email
+    client.delete_cookie("session")
+    return sign_in(client, email, "correct horse 9")
 
 
 @pytest.fixture

@@ -325,19 +325,23 @@ _MAPPINGS = {dict, collections.abc.Mapping, collections.abc.MutableMapping}
 _SEQUENCES = {list, tuple, collections.abc.Sequence, collections.abc.MutableSequence}
 
 
-def _alternatives(tp) -> list:
+def _alternatives_raw(tp) -> list:
     """``tp`` as the flat list of types it allows: NotRequired/Required/Annotated/Optional/Union
-    unwrapped, ``None`` dropped, unresolved forward references turned into ``Any``."""
+    unwrapped, ``None`` dropped; forward references kept (they name resource classes)."""
     origin = typing.get_origin(tp)
     if origin in _WRAPPERS:
-        return _alternatives(typing.get_args(tp)[0])
+        return _alternatives_raw(typing.get_args(tp)[0])
     if origin in _UNIONS:
-        return [alt for arg in typing.get_args(tp) for alt in _alternatives(arg)]
+        return [alt for arg in typing.get_args(tp) for alt in _alternatives_raw(arg)]
     if tp is type(None):
         return []
-    if isinstance(tp, (typing.ForwardRef, str)):
-        return [typing.Any]
     return [tp]
+
+
+def _alternatives(tp) -> list:
+    """Like :func:`_alternatives_raw`, with unresolved forward references turned into ``Any``."""
+    return [typing.Any if isinstance(alt, (typing.ForwardRef, str)) else alt
+            for alt in _alternatives_raw(tp)]
 
 
 def _inherits_request_options(td) -> bool:
@@ -540,18 +544,6 @@ def _kind(tp):
     if any(_is_mapping_type(a) for a in alternatives) or typing.Any in alternatives:
         return ("free",)
     return ("scalar",)
-
-
-def _alternatives_raw(tp) -> list:
-    """Like :func:`_alternatives` but keeps forward references (they name resource classes)."""
-    origin = typing.get_origin(tp)
-    if origin in _WRAPPERS:
-        return _alternatives_raw(typing.get_args(tp)[0])
-    if origin in _UNIONS:
-        return [alt for arg in typing.get_args(tp) for alt in _alternatives_raw(arg)]
-    if tp is type(None):
-        return []
-    return [tp]
 
 
 def _looks_like_id(value) -> bool:

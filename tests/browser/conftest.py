@@ -101,3 +101,14 @@ def claimed(world, answerer: int, lock_in: timedelta | None = None) -> int:
             db.session.get(Question, q).lock_expires_at = now + lock_in
             db.session.commit()
     return q
+
+
+def answering(page, base: str, world) -> tuple[int, str]:
+    """A new answerer, signed in and on the answer page of a question they picked up (``claimed``);
+    returns (the question's id, the answerer's e-mail address)."""
+    answerer = world.answerer()
+    email = f"answerer{answerer}@example.org"
+    q = claimed(world, answerer)
+    sign_in(page, base, email)
+    page.goto(f"{base}/answer/questions/{q}")
+    return q, email

@@ -46,3 +46,11 @@ def submit_with_enter(page) -> None:
 def type_into(page, label_pattern: str, text: str) -> None:
     tab_to(page, label_pattern)
     page.keyboard.type(text)
+
+
+def sign_in_by_keyboard(page, base: str, email: str, password: str = "correct horse 9") -> None:
+    """Open the sign-in page at ``base`` and sign in, typing and pressing Enter only."""
+    page.goto(base + "/sign-in")
+    type_into(page, "E-mail address", email)
+    type_into(page, "^Password", password)
+    submit_with_enter(page)

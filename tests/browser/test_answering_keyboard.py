@@ -8,15 +8,8 @@ from datetime import UTC, datetime
 from playwright.sync_api import expect
 
 from tests.browser.conftest import screenshot
-from tests.browser.keyboard import activate, submit_with_enter, tab_to, type_into
+from tests.browser.keyboard import activate, sign_in_by_keyboard, tab_to, type_into
 from upss import release
-
-
-def sign_in_by_keyboard(page, base: str, email: str) -> None:
-    page.goto(base + "/sign-in")
-    type_into(page, "E-mail address", email)
-    type_into(page, "^Password", "correct horse 9")
-    submit_with_enter(page)
 
 
 def test_answering_flow_by_keyboard_only(page, live_server, world, a11y):

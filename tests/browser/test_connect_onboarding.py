@@ -17,7 +17,14 @@ from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
 
 from tests.browser.conftest import screenshot
-from tests.browser.keyboard import ACTIVE, activate, submit_with_enter, tab_to, type_into
+from tests.browser.keyboard import (
+    ACTIVE,
+    activate,
+    sign_in_by_keyboard,
+    submit_with_enter,
+    tab_to,
+    type_into,
+)
 from tests.flows.test_payouts import earn
 from upss.extensions import db
 from upss.models import AnswererProfile, Payout, User
@@ -30,13 +37,6 @@ STRIPE_OPTION = "Stripe (we will send you a link to set it up)"
 def app_config(app_config):
     """Pay out money as soon as it is settled, so the batch has something to pay."""
     return {**app_config, "UPSS_PAYOUT_AFTER_DAYS": 0}
-
-
-def sign_in_by_keyboard(page, base: str, email: str) -> None:
-    page.goto(base + "/sign-in")
-    type_into(page, "E-mail address", email)
-    type_into(page, "^Password", PASSWORD)
-    submit_with_enter(page)
 
 
 def focused_label(page) -> str:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from playwright.sync_api import expect
 
-from tests.browser.conftest import claimed, sign_in
+from tests.browser.conftest import answering, sign_in
 
 
 def test_ask_form_comes_back_after_leaving_the_page(page, live_server, world):
@@ -23,15 +23,12 @@ def test_ask_form_comes_back_after_leaving_the_page(page, live_server, world):
 
 
 def test_answer_typed_after_the_session_expired_is_kept(page, live_server, world):
-    answerer = world.answerer()
-    q = claimed(world, answerer)
-    sign_in(page, live_server, f"answerer{answerer}@example.org")
-    page.goto(f"{live_server}/answer/questions/{q}")
+    q, email = answering(page, live_server, world)
     page.context.clear_cookies()  # the session runs out while the answerer types
     page.locator("#a-answer").type("Turn it off and on again.")
     expect(page.locator("#draft-status")).to_contain_text("kept on this computer",
                                                           timeout=10_000)
-    sign_in(page, live_server, f"answerer{answerer}@example.org")
+    sign_in(page, live_server, email)
     page.goto(f"{live_server}/answer/questions/{q}")
     expect(page.locator("#a-answer")).to_have_value("Turn it off and on again.")
     expect(page.locator("#draft-status")).not_to_be_empty()

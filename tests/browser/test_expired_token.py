@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 from playwright.sync_api import expect
 
-from tests.browser.conftest import claimed, screenshot, sign_in
+from tests.browser.conftest import answering, claimed, screenshot, sign_in
 from tests.browser.keyboard import activate
 from upss.extensions import db
 from upss.models import Question
@@ -31,11 +31,7 @@ def sent_answer(app, q: int) -> tuple[str, str | None]:
 
 def test_an_answer_sent_with_an_expired_token_is_kept_and_then_sent(
         page, live_server, app, world, a11y):
-    answerer = world.answerer()
-    email = f"answerer{answerer}@example.org"
-    q = claimed(world, answerer)
-    sign_in(page, live_server, email)
-    page.goto(f"{live_server}/answer/questions/{q}")
+    q, email = answering(page, live_server, world)
     status = page.locator("#draft-status")
     page.locator("#a-answer").press_sequentially(FIRST)
     expect(status).to_contain_text("Draft saved at", timeout=10_000)
@@ -78,11 +74,7 @@ def send_and_check(page, app, q: int, a11y) -> None:
 
 def test_signed_out_while_typing_the_answer_comes_back_after_signing_in(
         page, live_server, app, world, a11y):
-    answerer = world.answerer()
-    email = f"answerer{answerer}@example.org"
-    q = claimed(world, answerer)
-    sign_in(page, live_server, email)
-    page.goto(f"{live_server}/answer/questions/{q}")
+    q, email = answering(page, live_server, world)
     page.context.clear_cookies()  # the session is gone while the answerer types
     page.locator("#a-answer").press_sequentially(FIRST + SECOND)
     expect(page.locator("#draft-status")).to_contain_text(

@@ -10,7 +10,7 @@ from __future__ import annotations
 from playwright.sync_api import expect
 
 from tests.browser.conftest import claimed
-from tests.browser.keyboard import activate, submit_with_enter, type_into
+from tests.browser.keyboard import activate, sign_in_by_keyboard, type_into
 from tests.conftest import wait_until
 from upss.extensions import db
 from upss.models import AnswerDraft, Question
@@ -22,13 +22,6 @@ PARAGRAPHS = [
 ]
 #: What the answerer means to type: three paragraphs with a blank line between them.
 TYPED = "\n\n".join(PARAGRAPHS)
-
-
-def sign_in_by_keyboard(page, base: str, email: str) -> None:
-    page.goto(base + "/sign-in")
-    type_into(page, "E-mail address", email)
-    type_into(page, "^Password", "correct horse 9")
-    submit_with_enter(page)
 
 
 def is_form_post(request) -> bool:

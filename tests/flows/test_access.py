@@ -7,8 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import csrf_token, submit
-from tests.flows.test_answering_pages import login, post
+from tests.conftest import csrf_token, sign_in_as, submit
 from tests.flows.test_payouts import IBAN_NO, batch_payouts, earn, later, run_batch
 from upss import access, questions, release, vetting
 from upss.extensions import db
@@ -94,7 +93,7 @@ def _rules():
 
 def test_an_answerer_whose_lock_lapsed_sees_only_their_own_draft(app, world, client):
     q, first, second = _claimed_then_lapsed(app, world)
-    login(client, app, first)
+    sign_in_as(client, app, first)
     page = client.get(f"/answer/questions/{q}").get_data(as_text=True)
     assert "My own half answer" in page and "went to someone else" in page
     assert "THE SECOND ANSWER" not in page and "SECRET THREAD" not in page
@@ -103,7 +102,7 @@ def test_an_answerer_whose_lock_lapsed_sees_only_their_own_draft(app, world, cli
     refused = client.post(f"/answer/questions/{q}", data={
         "csrf_token": token, "action": "reply", "r-reply": "Let me reply instead"})
     assert refused.status_code == 409
-    login(client, app, second)
+    sign_in_as(client, app, second)
     page = client.get(f"/answer/questions/{q}").get_data(as_text=True)
     assert "THE SECOND ANSWER" in page and "SECRET THREAD" in page and "Send reply" in page
     assert "My own half answer" not in page
@@ -113,7 +112,7 @@ def test_nobody_approves_their_own_application(app, world, client):
     from tests.flows.test_vetting import APPLICATION
 
     organizer = world.user("organizer")
-    login(client, app, organizer)
+    sign_in_as(client, app, organizer)
     assert submit(client, "/answer/apply", APPLICATION).status_code == 302
     with app.app_context():
         application_id = db.session.scalar(select(AnswererApplication.id))
@@ -156,19 +155,19 @@ def test_nobody_decides_a_dispute_about_their_own_answer(app, world, client):
         questions.reject(db.session, question, question.asker, "Not good", now)
         db.session.commit()
 
-    login(client, app, organizer)
+    sign_in_as(client, app, organizer)
     page = client.get("/organizer/disputes").get_data(as_text=True)
     assert "another organizer must decide it" in page and "Uphold: pay the answerer" not in page
     for decision in ("uphold", "refund"):
-        response = post(client, f"/organizer/disputes/{q}/{decision}",
-                        form_url="/organizer/disputes")
+        response = submit(client, f"/organizer/disputes/{q}/{decision}",
+                          form_url="/organizer/disputes")
         assert response.status_code == 302
     assert world.question(q).status == "disputed"
 
-    login(client, app, other)
+    sign_in_as(client, app, other)
     assert "Uphold: pay the answerer" in client.get("/organizer/disputes").get_data(as_text=True)
-    assert post(client, f"/organizer/disputes/{q}/uphold",
-                form_url="/organizer/disputes").status_code == 302
+    assert submit(client, f"/organizer/disputes/{q}/uphold",
+                  form_url="/organizer/disputes").status_code == 302
     assert world.question(q).status == "closed"
 
 
@@ -208,9 +207,9 @@ def test_suspension_takes_effect_at_once(app, world, client):
         questions.ask_clarification(db.session, q[clarifying], q[clarifying].asker, "More?", now)
         db.session.commit()
 
-    login(client, app, organizer)
-    assert post(client, f"/organizer/answerers/{answerer}/suspend",
-                form_url="/organizer/answerers").status_code == 302
+    sign_in_as(client, app, organizer)
+    assert submit(client, f"/organizer/answerers/{answerer}/suspend",
+                  form_url="/organizer/answerers").status_code == 302
 
     assert world.question(offered).status == "queued"
     assert world.question(offered).answerer_id is None
@@ -228,7 +227,7 @@ def test_suspension_takes_effect_at_once(app, world, client):
             questions.claim(db.session, question, me, now)
         db.session.rollback()
 
-    login(client, app, answerer)
+    sign_in_as(client, app, answerer)
     page = client.get(f"/answer/questions/{claimed}").get_data(as_text=True)
     assert "Half done" in page and "Send answer" not in page
     assert "Pick up this question" not in client.get("/answer/queue").get_data(as_text=True)

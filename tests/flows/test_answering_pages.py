@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy import select
 
-from tests.conftest import csrf_token, sign_in, submit
+from tests.conftest import csrf_token, sign_in_as, submit
 from upss import ledger, release
 from upss.extensions import db
 from upss.models import AnswerDraft, Question
@@ -14,29 +14,27 @@ from upss.models import AnswerDraft, Question
 NIGHT = datetime(2026, 1, 14, 22, 0, tzinfo=UTC)
 
 
-def login(client, app, user_id):
-    from upss.models import User
-    with app.app_context():
-        email = db.session.get(User, user_id).email
-    client.delete_cookie("session")
-    sign_in(client, email, "correct horse 9")
+def offered(world) -> tuple[int, int]:
+    """A question paid at NIGHT and offered now to a new answerer: (question, answerer)."""
+    answerer = world.answerer()
+    q = world.paid_question(paid_at=NIGHT)
+    world.run(release.release_due_questions, datetime.now(UTC), ignore_window=True)
+    return q, answerer
 
 
-def post(client, url, data=None, form_url=None):
-    token = csrf_token(client, form_url or url)
-    return client.post(url, data={"csrf_token": token, **(data or {})})
+def claim(client, q: int):
+    """Pick up the question ``q`` from the queue page, as the signed-in answerer."""
+    return submit(client, f"/answer/questions/{q}/claim", form_url="/answer/queue")
 
 
 def test_answerer_picks_up_writes_sends_and_asker_accepts_and_rates(app, world, client):
-    answerer = world.answerer()
-    q = world.paid_question(paid_at=NIGHT)
+    q, answerer = offered(world)
     asker = world.question(q).asker_id
-    world.run(release.release_due_questions, datetime.now(UTC), ignore_window=True)
 
-    login(client, app, answerer)
+    sign_in_as(client, app, answerer)
     queue = client.get("/answer/queue").get_data(as_text=True)
     assert "Offered to you" in queue and "You earn €9.00" in queue
-    assert post(client, f"/answer/questions/{q}/claim", form_url="/answer/queue").status_code == 302
+    assert claim(client, q).status_code == 302
     page = client.get(f"/answer/questions/{q}").get_data(as_text=True)
     assert "Send answer" in page and "Yours until" in page
 
@@ -55,13 +53,13 @@ def test_answerer_picks_up_writes_sends_and_asker_accepts_and_rates(app, world, 
     assert sent.status_code == 302
     assert world.question(q).status == "answered"
 
-    login(client, app, asker)
+    sign_in_as(client, app, asker)
     page = client.get(f"/questions/{q}").get_data(as_text=True)
     assert "Open the camera app." in page and "Accept the answer" in page
-    assert post(client, f"/questions/{q}/accept", form_url=f"/questions/{q}").status_code == 302
+    assert submit(client, f"/questions/{q}/accept", form_url=f"/questions/{q}").status_code == 302
     assert world.question(q).status == "closed"
-    rated = post(client, f"/questions/{q}/rate", {"s-stars": "5", "s-comment": "Thanks!"},
-                 form_url=f"/questions/{q}")
+    rated = submit(client, f"/questions/{q}/rate", {"s-stars": "5", "s-comment": "Thanks!"},
+                   form_url=f"/questions/{q}")
     assert rated.status_code == 302 and world.question(q).rating == 5
     receipt = client.get(f"/questions/{q}/receipt").get_data(as_text=True)
     assert "€10.00" in receipt and "€9.00" in receipt and "€1.00" in receipt
@@ -74,9 +72,9 @@ def test_answerer_cannot_see_or_claim_questions_not_offered_to_them(app, world, 
     q = world.paid_question(paid_at=NIGHT)
     made = world.run(release.release_due_questions, datetime.now(UTC), ignore_window=True)
     other = b if made[0].answerer_id == a else a
-    login(client, app, other)
+    sign_in_as(client, app, other)
     assert client.get(f"/answer/questions/{q}").status_code == 404
-    assert post(client, f"/answer/questions/{q}/claim", form_url="/answer/queue").status_code == 404
+    assert claim(client, q).status_code == 404
     assert world.question(q).status == "offered"
 
 
@@ -86,11 +84,9 @@ def test_askers_get_403_on_answerer_and_organizer_pages(app, asker_client):
 
 
 def test_sending_after_the_lock_ran_out_keeps_the_text(app, world, client):
-    answerer = world.answerer()
-    q = world.paid_question(paid_at=NIGHT)
-    world.run(release.release_due_questions, datetime.now(UTC), ignore_window=True)
-    login(client, app, answerer)
-    post(client, f"/answer/questions/{q}/claim", form_url="/answer/queue")
+    q, answerer = offered(world)
+    sign_in_as(client, app, answerer)
+    claim(client, q)
     token = csrf_token(client, f"/answer/questions/{q}")
     world.run(release.expire_locks, datetime(2100, 1, 1, tzinfo=UTC))
     response = client.post(f"/answer/questions/{q}", data={
@@ -104,49 +100,45 @@ def test_sending_after_the_lock_ran_out_keeps_the_text(app, world, client):
 
 
 def test_answerer_declines_from_the_queue(app, world, client):
-    answerer = world.answerer()
-    q = world.paid_question(paid_at=NIGHT)
-    world.run(release.release_due_questions, datetime.now(UTC), ignore_window=True)
-    login(client, app, answerer)
-    assert post(client, f"/answer/questions/{q}/decline",
-                form_url="/answer/queue").status_code == 302
+    q, answerer = offered(world)
+    sign_in_as(client, app, answerer)
+    assert submit(client, f"/answer/questions/{q}/decline",
+                  form_url="/answer/queue").status_code == 302
     assert world.question(q).status == "queued"
 
 
 def test_clarification_round_trip_and_reject_and_cancel(app, world, client):
-    answerer = world.answerer()
-    q = world.paid_question(paid_at=NIGHT)
+    q, answerer = offered(world)
     asker = world.question(q).asker_id
-    world.run(release.release_due_questions, datetime.now(UTC), ignore_window=True)
-    login(client, app, answerer)
-    post(client, f"/answer/questions/{q}/claim", form_url="/answer/queue")
+    sign_in_as(client, app, answerer)
+    claim(client, q)
     token = csrf_token(client, f"/answer/questions/{q}")
     client.post(f"/answer/questions/{q}", data={"csrf_token": token, "action": "send",
                                                "a-answer": "Answer"})
-    login(client, app, asker)
-    bad = post(client, f"/questions/{q}/clarify", {"c-message": ""}, form_url=f"/questions/{q}")
+    sign_in_as(client, app, asker)
+    bad = submit(client, f"/questions/{q}/clarify", {"c-message": ""}, form_url=f"/questions/{q}")
     assert bad.status_code == 400 and "Write what you would like explained" in (
         bad.get_data(as_text=True))
-    post(client, f"/questions/{q}/clarify", {"c-message": "Which app?"},
-         form_url=f"/questions/{q}")
+    submit(client, f"/questions/{q}/clarify", {"c-message": "Which app?"},
+           form_url=f"/questions/{q}")
     assert world.question(q).status == "clarifying"
-    login(client, app, answerer)
+    sign_in_as(client, app, answerer)
     assert "Which app?" in client.get(f"/answer/questions/{q}").get_data(as_text=True)
     token = csrf_token(client, f"/answer/questions/{q}")
     client.post(f"/answer/questions/{q}", data={"csrf_token": token, "action": "reply",
                                                "r-reply": "The camera app."})
     assert world.question(q).status == "answered"
-    login(client, app, asker)
+    sign_in_as(client, app, asker)
     assert "The camera app." in client.get(f"/questions/{q}").get_data(as_text=True)
-    post(client, f"/questions/{q}/reject", {"r-reason": "Not what I asked"},
-         form_url=f"/questions/{q}")
+    submit(client, f"/questions/{q}/reject", {"r-reason": "Not what I asked"},
+           form_url=f"/questions/{q}")
     assert world.question(q).status == "disputed"
 
 
 def test_asker_withdraws_a_queued_question_and_is_refunded(app, world, asker_client):
     q = world.paid_question(paid_at=NIGHT, real_stripe=True, asker_id=asker_client.user_id)
     assert "Withdraw the question" in asker_client.get(f"/questions/{q}").get_data(as_text=True)
-    post(asker_client, f"/questions/{q}/cancel", form_url=f"/questions/{q}")
+    submit(asker_client, f"/questions/{q}/cancel", form_url=f"/questions/{q}")
     assert world.question(q).status == "refunded"
     with app.app_context():
         assert ledger.balance(db.session, f"escrow:question:{q}") == 0
@@ -154,7 +146,7 @@ def test_asker_withdraws_a_queued_question_and_is_refunded(app, world, asker_cli
 
 def test_organizer_settings_page_saves_windows_and_rules(app, world, client):
     organizer = world.user("organizer")
-    login(client, app, organizer)
+    sign_in_as(client, app, organizer)
     page = client.get("/organizer/settings").get_data(as_text=True)
     assert 'value="22:00-07:00"' in page and 'value="Europe/Oslo"' in page
     data = {"timezone": "Europe/Helsinki", "commission": "12.5", "price_min": "5",
@@ -196,10 +188,10 @@ def test_organizer_decides_disputes(app, world, client):
         world.act(questions.post_answer, q, answerer, "Answer", datetime.now(UTC))
         world.act(questions.reject, q, world.question(q).asker_id, "Unhelpful",
                   datetime.now(UTC))
-    login(client, app, organizer)
+    sign_in_as(client, app, organizer)
     assert "Unhelpful" in client.get("/organizer/disputes").get_data(as_text=True)
-    post(client, f"/organizer/disputes/{ids[0]}/uphold", form_url="/organizer/disputes")
-    post(client, f"/organizer/disputes/{ids[1]}/refund", form_url="/organizer/disputes")
+    submit(client, f"/organizer/disputes/{ids[0]}/uphold", form_url="/organizer/disputes")
+    submit(client, f"/organizer/disputes/{ids[1]}/refund", form_url="/organizer/disputes")
     assert [world.question(q).status for q in ids] == ["closed", "refunded"]
     with app.app_context():
         assert db.session.scalars(select(Question.status)).all() == ["closed", "refunded"]

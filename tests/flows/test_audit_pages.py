@@ -9,22 +9,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from tests.conftest import csrf_token, sign_in
+from tests.conftest import csrf_token, sign_in_as
 from upss import ledger, questions, release
 from upss.extensions import db
-from upss.models import AnswererProfile, AuditLog, User
+from upss.models import AnswererProfile, AuditLog
 
 
 @pytest.fixture
 def app_config(app_config):
     return {**app_config, "UPSS_PAYOUT_AFTER_DAYS": 0}
-
-
-def login(client, app, user_id):
-    with app.app_context():
-        email = db.session.get(User, user_id).email
-    client.delete_cookie("session")
-    sign_in(client, email, "correct horse 9")
 
 
 def earn(world, answerer, price_cents=2000):
@@ -44,7 +37,7 @@ def test_payout_batch_from_the_page_pays_once_and_exports_add_up(app, world, cli
         db.session.commit()
     earn(world, answerer, 2000)
     earn(world, answerer, 1000)
-    login(client, app, organizer)
+    sign_in_as(client, app, organizer)
     token = csrf_token(client, "/organizer/payouts")
     first = client.post("/organizer/payouts/run", data={"csrf_token": token},
                         follow_redirects=True).get_data(as_text=True)
@@ -77,7 +70,7 @@ def test_payout_batch_from_the_page_pays_once_and_exports_add_up(app, world, cli
         assert ledger.balance(db.session, "bank_clearing") == 0
         assert ledger.balance(db.session, "bank") == -2700
 
-    login(client, app, answerer)
+    sign_in_as(client, app, answerer)
     page = client.get("/answer/earnings").get_data(as_text=True)
     assert "Owed to you" in page and "Bank transfer" not in page
     assert "€27.00" in page  # the payout in the list and the statement
@@ -86,7 +79,7 @@ def test_payout_batch_from_the_page_pays_once_and_exports_add_up(app, world, cli
 def test_earnings_page_shows_owed_this_year_and_the_ceiling(app, world, client):
     answerer = world.answerer(yearly_ceiling_cents=2500)
     earn(world, answerer, 3000)
-    login(client, app, answerer)
+    sign_in_as(client, app, answerer)
     page = client.get("/answer/earnings").get_data(as_text=True)
     assert "€27.00" in page and "of your limit of €25.00" in page
     assert "reached: no more questions are offered to you this year" in page

@@ -11,7 +11,7 @@ import requests
 import stripe
 
 from tests.conftest import devstripe_process, wait_until
-from upss.devstripe import IDEMPOTENCY_TTL, IdempotencyStore, SavedResponse
+from upss.devstripe.idempotency import IDEMPOTENCY_TTL, IdempotencyStore, SavedResponse
 
 API_KEY = "sk_test_devstripe"
 

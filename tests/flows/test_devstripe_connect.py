@@ -13,7 +13,7 @@ import stripe
 
 from tests.conftest import devstripe_process
 from tests.webhook_receiver import WebhookReceiver
-from upss.devstripe import ACCOUNT_LINK_TTL, Connect
+from upss.devstripe.connect import ACCOUNT_LINK_TTL, Connect
 
 API_KEY = "sk_test_devstripe_connect"
 CONNECT_SECRET = "whsec_test_connect_endpoint"

@@ -11,7 +11,7 @@ import stripe
 from tests.conftest import devstripe_process, wait_until
 from tests.stripe_contract import check_event_payload
 from tests.webhook_receiver import WebhookReceiver
-from upss.devstripe import card_fee
+from upss.devstripe.money import card_fee
 
 API_KEY = "sk_test_devstripe_money"
 SECRET = "whsec_test_money_endpoint"

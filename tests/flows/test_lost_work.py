@@ -19,8 +19,7 @@ from itsdangerous.timed import TimestampSigner
 from sqlalchemy import select
 from sqlalchemy.orm.attributes import set_committed_value
 
-from tests.conftest import csrf_token
-from tests.flows.test_answering_pages import login
+from tests.conftest import csrf_token, sign_in_as
 from upss import questions, settings
 from upss.extensions import db
 from upss.models import AnswerDraft, AnswererProfile, Question, QuestionEvent, User
@@ -79,7 +78,7 @@ def type_for_61_minutes(app, world, client, clock):
     Returns (question id, answerer id, the text, autosave responses, the send response)."""
     answerer = world.answerer()
     q = claimed_question(world, answerer, clock.now)
-    login(client, app, answerer)
+    sign_in_as(client, app, answerer)
     token = csrf_token(client, f"/answer/questions/{q}")
     start, typed, saves = clock.now, "", []
     for minute in (1, 10, 30, 45, 61):
@@ -269,7 +268,7 @@ def test_the_answer_page_shows_the_time_left_warns_and_offers_more_time(
     answerer = world.answerer()
     start = clock.now
     q = claimed_question(world, answerer, start)
-    login(client, app, answerer)
+    sign_in_as(client, app, answerer)
     url = f"/answer/questions/{q}"
 
     clock.now = start + timedelta(minutes=40)
@@ -332,7 +331,7 @@ def test_another_answerer_cannot_extend_and_a_former_one_sees_no_button(
         app, world, client, clock):
     answerer, other = world.answerer(), world.answerer()
     q = claimed_question(world, answerer, clock.now)
-    login(client, app, other)
+    sign_in_as(client, app, other)
     token = csrf_token(client, "/answer/queue")
     assert client.post(f"/answer/questions/{q}/extend",
                        data={"csrf_token": token}).status_code == 404
@@ -340,7 +339,7 @@ def test_another_answerer_cannot_extend_and_a_former_one_sees_no_button(
         questions.expire_lock(db.session, db.session.get(Question, q),
                               clock.now + timedelta(hours=4))
         db.session.commit()
-    login(client, app, answerer)
+    sign_in_as(client, app, answerer)
     page = page_text(client.get(f"/answer/questions/{q}"))
     assert "The time to answer ran out" in page
     assert "Add 2 hours to my time" not in page and 'id="lock-time"' not in page
@@ -359,7 +358,7 @@ def test_another_answerer_cannot_extend_and_a_former_one_sees_no_button(
 def answering(app, world, client):
     answerer = world.answerer()
     q = claimed_question(world, answerer, datetime.now(UTC))
-    login(client, app, answerer)
+    sign_in_as(client, app, answerer)
     return q, answerer
 
 
@@ -369,7 +368,7 @@ def test_sending_with_a_stale_token_shows_the_typed_text_and_the_way_back(app, w
     q, answerer = answering(app, world, client)
     url = f"/answer/questions/{q}"
     token = csrf_token(client, url)
-    login(client, app, answerer)  # a new session: the old page's token is stale
+    sign_in_as(client, app, answerer)  # a new session: the old page's token is stale
     typed = "Line one <script>alert(1)</script>\nLine two & more"
     response = client.post(url, headers={**SITE, "Referer": f"http://localhost{url}"},
                            data={"csrf_token": token, "action": "send", "a-answer": typed})
@@ -412,7 +411,7 @@ def test_autosave_is_told_whether_the_form_expired_or_the_user_signed_out(app, w
     q, answerer = answering(app, world, client)
     url = f"/answer/questions/{q}"
     token = csrf_token(client, url)
-    login(client, app, answerer)
+    sign_in_as(client, app, answerer)
     expired = client.post(f"{url}/draft", headers={"Accept": "application/json"},
                           data={"csrf_token": token, "answer": "Typed"})
     assert expired.status_code == 400 and expired.get_json()["reason"] == "expired"

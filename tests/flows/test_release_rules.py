@@ -158,15 +158,20 @@ def local(zone: str, *args) -> datetime:
 ZONES = ["Europe/Oslo", "Europe/Helsinki"]
 
 
+def released_at(world, zone: str, *wall_clock) -> list[tuple[int, int]]:
+    """Run the release job at a wall-clock moment in ``zone``: the (question, answerer) pairs
+    it offered."""
+    made = world.run(release.release_due_questions, local(zone, *wall_clock))
+    return [(o.question_id, o.answerer_id) for o in made]
+
+
 @pytest.mark.parametrize("zone", ZONES)
 def test_an_offer_at_23_59_59_local_counts_for_the_day_before(app, world, zone):
     """Daily limit 1: an offer at 23:59:59 local leaves room for another at 00:00:00."""
     a = world.answerer(daily_limit=1, timezone=zone)
     first, second = (world.paid_question(paid_at=DAY) for _ in range(2))
-    made = world.run(release.release_due_questions, local(zone, 2026, 1, 14, 23, 59, 59))
-    assert [(o.question_id, o.answerer_id) for o in made] == [(first, a)]
-    made = world.run(release.release_due_questions, local(zone, 2026, 1, 15, 0, 0, 0))
-    assert [(o.question_id, o.answerer_id) for o in made] == [(second, a)]
+    assert released_at(world, zone, 2026, 1, 14, 23, 59, 59) == [(first, a)]
+    assert released_at(world, zone, 2026, 1, 15, 0, 0, 0) == [(second, a)]
 
 
 @pytest.mark.parametrize("zone", ZONES)
@@ -174,8 +179,6 @@ def test_an_offer_at_00_00_00_local_counts_for_the_new_day(app, world, zone):
     """Daily limit 1: an offer at 00:00:00 local uses that whole day, up to 23:59:59."""
     a = world.answerer(daily_limit=1, timezone=zone)
     first, second = (world.paid_question(paid_at=DAY) for _ in range(2))
-    made = world.run(release.release_due_questions, local(zone, 2026, 1, 15, 0, 0, 0))
-    assert [(o.question_id, o.answerer_id) for o in made] == [(first, a)]
-    assert world.run(release.release_due_questions, local(zone, 2026, 1, 15, 23, 59, 59)) == []
-    made = world.run(release.release_due_questions, local(zone, 2026, 1, 16, 0, 0, 0))
-    assert [(o.question_id, o.answerer_id) for o in made] == [(second, a)]
+    assert released_at(world, zone, 2026, 1, 15, 0, 0, 0) == [(first, a)]
+    assert released_at(world, zone, 2026, 1, 15, 23, 59, 59) == []
+    assert released_at(world, zone, 2026, 1, 16, 0, 0, 0) == [(second, a)]

@@ -31,6 +31,7 @@ from tests.conftest import (
     free_port,
     gunicorn,
     sign_in,
+    sign_in_as,
     submit,
 )
 from upss import accounts, config, create_app, release, sessions
@@ -454,13 +455,11 @@ def test_one_line_fields_refuse_line_breaks(app, asker_client):
 
 
 def test_autosave_refuses_controls_with_a_400_and_keeps_the_draft(app, world, client):
-    from tests.flows.test_answering_pages import login, post
-
     answerer = world.answerer()
     q = world.paid_question(paid_at=NIGHT)
     world.run(release.release_due_questions, datetime.now(UTC), ignore_window=True)
-    login(client, app, answerer)
-    assert post(client, f"/answer/questions/{q}/claim", form_url="/answer/queue").status_code \
+    sign_in_as(client, app, answerer)
+    assert submit(client, f"/answer/questions/{q}/claim", form_url="/answer/queue").status_code \
         == 302
     token = csrf_token(client, f"/answer/questions/{q}")
     assert client.post(f"/answer/questions/{q}/draft", data={

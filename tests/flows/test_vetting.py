@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import select
 
-from tests.conftest import csrf_token, sign_in, submit
+from tests.conftest import csrf_token, sign_in_as, submit
 from upss import ledger, release
 from upss.extensions import db
 from upss.models import AnswererApplication, AnswererProfile, AuditLog, User
@@ -20,23 +20,16 @@ APPLICATION = {"basis": "age", "birth_year": "1950", "languages": ["fi", "sv"],
                "iban": "FI21 1234 5600 0007 85", "account_holder": "Aino Virtanen"}
 
 
-def login(client, app, user_id):
-    with app.app_context():
-        email = db.session.get(User, user_id).email
-    client.delete_cookie("session")
-    sign_in(client, email, "correct horse 9")
-
-
 def test_vetting_flow_end_to_end(app, world, client):
     """Apply → organizer approves with how it was verified → the applicant gets offers."""
     applicant, organizer = world.user("asker"), world.user("organizer")
-    login(client, app, applicant)
+    sign_in_as(client, app, applicant)
     assert submit(client, "/answer/apply", APPLICATION).status_code == 302
     assert "The organizer will contact you" in client.get("/answer/application").get_data(
         as_text=True)
     assert client.get("/answer/queue").status_code == 403
 
-    login(client, app, organizer)
+    sign_in_as(client, app, organizer)
     page = client.get("/organizer/applications").get_data(as_text=True)
     assert "Asker" in page and "Waiting" in page
     detail = client.get("/organizer/applications/1").get_data(as_text=True)
@@ -85,7 +78,7 @@ def test_vetting_flow_end_to_end(app, world, client):
 ])
 def test_bad_applications_are_refused_and_nothing_is_stored(app, world, client, overrides,
                                                             message):
-    login(client, app, world.user("asker"))
+    sign_in_as(client, app, world.user("asker"))
     response = submit(client, "/answer/apply", {**APPLICATION, **overrides})
     assert response.status_code == 400 and message in response.get_data(as_text=True)
     with app.app_context():
@@ -93,7 +86,7 @@ def test_bad_applications_are_refused_and_nothing_is_stored(app, world, client, 
 
 
 def test_disability_basis_needs_no_birth_year_and_connect_needs_no_iban(app, world, client):
-    login(client, app, world.user("asker"))
+    sign_in_as(client, app, world.user("asker"))
     data = {**APPLICATION, "basis": "disability", "birth_year": "", "payout_method": "connect",
             "iban": "", "account_holder": ""}
     assert submit(client, "/answer/apply", data).status_code == 302
@@ -101,16 +94,16 @@ def test_disability_basis_needs_no_birth_year_and_connect_needs_no_iban(app, wor
 
 def test_reject_with_reason_then_suspend_and_reinstate(app, world, client):
     applicant, organizer = world.user("asker"), world.user("organizer")
-    login(client, app, applicant)
+    sign_in_as(client, app, applicant)
     submit(client, "/answer/apply", APPLICATION)
-    login(client, app, organizer)
+    sign_in_as(client, app, organizer)
     submit(client, "/organizer/applications/1", {"decision": "reject",
                                                  "r-reason": "We could not reach you"})
-    login(client, app, applicant)
+    sign_in_as(client, app, applicant)
     assert "We could not reach you" in client.get("/answer/application").get_data(as_text=True)
 
     answerer = world.answerer()
-    login(client, app, organizer)
+    sign_in_as(client, app, organizer)
     assert submit(client, f"/organizer/answerers/{answerer}/suspend", {},
                   form_url="/organizer/answerers").status_code == 302
     q = world.paid_question(paid_at=datetime(2026, 1, 14, 9, tzinfo=UTC))
@@ -145,10 +138,10 @@ ORGANIZER_PAGES = ("/organizer/applications", "/organizer/applications/1",
 
 
 def test_askers_and_answerers_get_403_on_every_organizer_page(app, world, client):
-    login(client, app, world.user("asker"))
+    sign_in_as(client, app, world.user("asker"))
     submit(client, "/answer/apply", APPLICATION)
     for user in (world.user("asker"), world.answerer()):
-        login(client, app, user)
+        sign_in_as(client, app, user)
         for url in ORGANIZER_PAGES:
             assert client.get(url).status_code == 403, url
         for url in ("/organizer/payouts/run", "/organizer/answerers/1/suspend",
@@ -170,7 +163,7 @@ def test_an_answerer_cannot_see_another_answerers_payout(app, world, client):
             Payout(batch_id=batch.id, answerer_id=b, amount_cents=2500, currency="EUR",
                    method="sepa", status="sent", iban="NO9386011117947")])
         db.session.commit()
-    login(client, app, a)
+    sign_in_as(client, app, a)
     assert "€15.00" in client.get("/answer/payouts/1").get_data(as_text=True)
     assert client.get("/answer/payouts/2").status_code == 404
     earnings = client.get("/answer/earnings").get_data(as_text=True)

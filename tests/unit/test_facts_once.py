@@ -8,6 +8,8 @@ from pathlib import Path
 from upss.models import LANGUAGE_NAMES, LANGUAGES
 
 ROOT = Path(__file__).resolve().parents[2]
+#: The local Stripe speaks Stripe's vocabulary (countries, ``losses``...), not the app's.
+DEVSTRIPE = ROOT / "upss" / "devstripe"
 
 
 def _literal_strings(node: ast.AST) -> set[str]:
@@ -19,7 +21,7 @@ def _literal_strings(node: ast.AST) -> set[str]:
 def test_the_languages_are_listed_only_in_models():
     copies = []
     for path in sorted((ROOT / "upss").rglob("*.py")):
-        if path.name == "devstripe.py":
+        if path.is_relative_to(DEVSTRIPE):
             continue
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             if isinstance(node, ast.Tuple | ast.List | ast.Set | ast.Dict) and \
@@ -66,7 +68,7 @@ def test_ledger_account_names_are_spelled_only_in_the_ledger():
     """Every other module builds and reads account names with ``ledger``'s constants and
     ``escrow_account``/``payable_account``/``answerer_of``."""
     spelled = [line for path in sorted((ROOT / "upss").rglob("*.py"))
-               if path.name not in ("ledger.py", "devstripe.py")
+               if path.name != "ledger.py" and not path.is_relative_to(DEVSTRIPE)
                for line in account_name_spellings(path)]
     assert spelled == []
 

@@ -19,8 +19,9 @@ WEB = UPSS / "web"
 #: What pages may not import: the layers below the services.
 BELOW_SERVICES = ("upss.stripe_gateway", "upss.ledger")
 #: Modules of ``upss/`` that are not services or lower layers: the app factory installs the
-#: web package, the CLI is an entry point, the local Stripe is its own process.
-NOT_BELOW_WEB = {"__init__.py", "cli.py", "devstripe.py"}
+#: web package, the CLI is an entry point. (The local Stripe, ``upss/devstripe/``, is its own
+#: process; like ``upss/web/`` it is a package, so not among ``upss/*.py``.)
+NOT_BELOW_WEB = {"__init__.py", "cli.py"}
 
 
 def _module_name(path: Path) -> str:

@@ -4,7 +4,7 @@ runtime requirements are split right from the development ones.
 Nothing is hard-coded: the names come from calling ``upss.config.from_environment`` with an
 environment that records what it is asked for, plus the ``${UPSS_…}`` / ``environ.get("UPSS_…")``
 reads found in the Procfile, the Makefile and the application's other modules; the imports come
-from parsing every module under ``upss/`` (except the development-only ``upss/devstripe.py``).
+from parsing every module under ``upss/`` (except the development-only ``upss/devstripe/``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 README = ROOT / "README.md"
 PACKAGE = ROOT / "upss"
 #: Development-only: the local Stripe, which production never imports.
-DEV_ONLY_MODULES = {PACKAGE / "devstripe.py"}
+DEV_ONLY_PACKAGE = PACKAGE / "devstripe"
 #: Tools that belong in requirements-dev.txt, never in the runtime requirements.
 DEV_TOOLS = ("localstripe", "aiohttp", "honcho", "pytest", "hypothesis", "ruff", "playwright")
 NAME = re.compile(r"UPSS_[A-Z0-9_]+")
@@ -154,7 +154,7 @@ def test_every_runtime_import_is_a_runtime_requirement():
     distributions = importlib.metadata.packages_distributions()
     missing = {}
     for path in sorted(PACKAGE.rglob("*.py")):
-        if path in DEV_ONLY_MODULES:
+        if path.is_relative_to(DEV_ONLY_PACKAGE):
             continue
         for name in third_party_imports(path):
             provided_by = {normalise(dist) for dist in distributions.get(name, [name])}
@@ -167,14 +167,13 @@ def test_development_only_modules_are_not_imported_by_runtime_code():
     """Production installs requirements.txt alone: nothing else may import the local Stripe."""
     importers = []
     for path in sorted(PACKAGE.rglob("*.py")):
-        if path in DEV_ONLY_MODULES:
+        if path.is_relative_to(DEV_ONLY_PACKAGE):
             continue
         tree = ast.parse(path.read_text(encoding="utf-8"))
         for node in ast.walk(tree):
             names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
                      else [f"{node.module or ''}", *(a.name for a in node.names)]
                      if isinstance(node, ast.ImportFrom) else [])
-            if any(name.split(".")[-1] == "devstripe" or name == "upss.devstripe"
-                   for name in names):
+            if any("devstripe" in name.split(".") for name in names):
                 importers.append(str(path.relative_to(ROOT)))
     assert not importers, f"runtime modules import upss.devstripe: {importers}"

@@ -70,10 +70,21 @@ def _forget_database_state() -> None:
 
 
 def register_blueprints(app: Flask) -> None:
-    from . import answerer, asker, audit, auth, expired_forms, limits, main, organizer, webhooks
+    from . import (
+        answerer,
+        asker,
+        auth,
+        expired_forms,
+        limits,
+        main,
+        money_pages,
+        organizer,
+        paying,
+        webhooks,
+    )
     from .display import STATUS_LABELS, duration_text, money_text, reader_locale, until_text
 
-    for module in (main, auth, asker, answerer, organizer, audit, webhooks):
+    for module in (main, auth, asker, paying, answerer, organizer, money_pages, webhooks):
         app.register_blueprint(module.bp)
 
     app.jinja_env.filters["money"] = money_text

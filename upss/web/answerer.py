@@ -118,12 +118,12 @@ def claim(question_id: int):
         return redirect(url_for("answerer.queue"))
     except questions.InvalidTransition:
         db.session.rollback()
-        if questions.already_done(db.session, question, "claim", current_user):
-            flash(_("The question is yours to answer."))  # a double click: the first won
-            return redirect(url_for("answerer.question", question_id=question.id))
-        flash(_("This question is no longer offered to you."), "error")
-        return redirect(url_for("answerer.queue"))
-    db.session.commit()
+        if not questions.already_done(db.session, question, "claim", current_user):
+            flash(_("This question is no longer offered to you."), "error")
+            return redirect(url_for("answerer.queue"))
+        # else a double click: the first won, and the question is this answerer's
+    else:
+        db.session.commit()
     flash(_("The question is yours to answer."))
     return redirect(url_for("answerer.question", question_id=question.id))
 

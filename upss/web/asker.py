@@ -1,8 +1,11 @@
-"""Asker pages: ask a question, pay for it, follow its status."""
+"""The asker's pages: ask a question, see one's questions and a question's page, and decide on
+its answer (accept, ask for a clarification, reject, rate, tip, withdraw); the receipt.
+Paying for a question or a tip is ``paying``."""
 
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import wraps
 
 from babel.numbers import format_decimal
 from flask import Blueprint, abort, flash, jsonify, redirect, render_template, url_for
@@ -17,7 +20,7 @@ from wtforms.validators import DataRequired, InputRequired, Length, ValidationEr
 from .. import access, money, payments, questions, settings
 from ..extensions import db, limiter
 from ..models import LANGUAGE_NAMES, Question, Tip, utcnow
-from ..payments import CardDeclined, GatewayError
+from ..payments import GatewayError
 from . import limits
 from .display import STATUS_LABELS, TOPIC_NAMES, money_text, reader_locale
 from .inputs import Form, strip_whitespace
@@ -26,11 +29,6 @@ bp = Blueprint("asker", __name__)
 
 PAYMENT_UNAVAILABLE = _l("We could not reach the payment service. Nothing was charged. "
                          "Please try again in a few minutes.")
-#: After a card payment was sent to Stripe and no answer came back: it may have gone through.
-PAYMENT_UNCERTAIN = _l("The payment service did not answer in time, so we do not know yet "
-                       "whether your card was charged. Please do not pay again: we are "
-                       "checking with the payment service, and this page will show the result.")
-
 
 def _choices(prompt, names: dict) -> list[SelectChoice]:
     return [SelectChoice("", prompt)] + [SelectChoice(k, v) for k, v in names.items()]
@@ -114,22 +112,39 @@ class RateForm(Form):
             "The comment must be %(max)d characters or fewer", max=questions.MESSAGE_MAX))])
 
 
-class TestPaymentForm(Form):
-    scenario = RadioField(
-        _l("Which test payment?"),
-        choices=[SelectChoice("succeeds", _l("The card succeeds")),
-                 SelectChoice("declined", _l("The card is declined")),
-                 SelectChoice("three_d_secure", _l("The card needs 3-D Secure authentication"))],
-        validators=[InputRequired(_l("Choose which test payment to make"))])
+class TipForm(Form):
+    amount = StringField(_l("Tip amount"), validators=[InputRequired(_l("Enter the tip amount"))])
+
+    def __init__(self, currency: str, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.currency = currency
+        self.cents: int | None = None
+
+    def validate_amount(self, field):
+        try:
+            self.cents = money.parse_amount(field.data, self.currency)
+        except ValueError:
+            raise ValidationError(_("Enter the tip as a number, like 2.50")) from None
+        if not payments.TIP_MIN_CENTS <= self.cents <= payments.TIP_MAX_CENTS:
+            raise ValidationError(_(
+                "A tip must be between %(min)s and %(max)s",
+                min=money_text(payments.TIP_MIN_CENTS, self.currency),
+                max=money_text(payments.TIP_MAX_CENTS, self.currency)))
 
 
-def _own_question(question_id: int) -> Question:
+def own_question(question_id: int) -> Question:
+    """The signed-in asker's own question; 404 for any other (``access.visible_to``)."""
     question = db.session.get(Question, question_id)
     if question is None:
         abort(404)
     if not access.visible_to(db.session, question, current_user, as_="asker"):
         abort(404)  # do not reveal that someone else's question exists
     return question
+
+
+def to_question(q: Question):
+    """Back to the question's page."""
+    return redirect(url_for("asker.question", question_id=q.id))
 
 
 @bp.route("/ask", methods=["GET", "POST"])
@@ -150,7 +165,7 @@ def ask():
             form[exc.field].errors.append(str(exc))
         else:
             db.session.commit()
-            return redirect(url_for("asker.pay", question_id=question.id))
+            return redirect(url_for("paying.pay", question_id=question.id))
     return render_template("asker/ask.html", form=form, bounds=bounds), (
         400 if form.errors else 200)
 
@@ -166,25 +181,44 @@ def my_questions():
     return render_template("asker/questions.html", questions=rows)
 
 
+def _page_forms(q: Question) -> dict[str, Form]:
+    """The forms of a question's page, by name; each has its own prefix, so its field ids are
+    unique on the page."""
+    return {"clarify_form": ClarifyForm(prefix="c"), "reject_form": RejectForm(prefix="r"),
+            "rate_form": RateForm(prefix="s"), "tip_form": TipForm(q.currency, prefix="t")}
+
+
 def _render_question(q: Question, status: int = 200, **forms):
-    forms = {"clarify_form": ClarifyForm(prefix="c"), "reject_form": RejectForm(prefix="r"),
-             "rate_form": RateForm(prefix="s"), "tip_form": TipForm(q.currency, prefix="t"),
-             **forms}
-    forms["tips"] = db.session.scalars(select(Tip).where(Tip.question_id == q.id)
-                                       .order_by(Tip.id)).all()
+    tips = db.session.scalars(select(Tip).where(Tip.question_id == q.id).order_by(Tip.id)).all()
     return render_template("asker/question.html", question=q,
                            actions=access.allowed_actions(db.session, q, current_user),
                            language_name=LANGUAGE_NAMES.get(q.language, q.language),
                            topic_name=TOPIC_NAMES.get(q.topic, q.topic),
                            tip_min=payments.TIP_MIN_CENTS, tip_max=payments.TIP_MAX_CENTS,
-                           **forms), status
+                           tips=tips, **{**_page_forms(q), **forms}), status
+
+
+def page_form(name: str):
+    """A view decorator for the form ``name`` of a question's page (``_page_forms``): the view
+    is called with the asker's own question and the form as posted, once it is valid; an
+    invalid form shows the page again with its errors (400)."""
+    def decorator(view):
+        @wraps(view)
+        def wrapped(question_id: int):
+            q = own_question(question_id)
+            form = _page_forms(q)[name]
+            if not form.validate():
+                return _render_question(q, 400, **{name: form})
+            return view(q, form)
+        return wrapped
+    return decorator
 
 
 @bp.get("/questions/<int:question_id>")
 @login_required
 def question(question_id: int):
     """The question's status for its asker, and what they can do next."""
-    return _render_question(_own_question(question_id))
+    return _render_question(own_question(question_id))
 
 
 def _act(q: Question, fn, *args, action: str, done: str):
@@ -207,26 +241,23 @@ def _act(q: Question, fn, *args, action: str, done: str):
     else:
         db.session.commit()
         flash(done)
-    return redirect(url_for("asker.question", question_id=q.id))
+    return to_question(q)
 
 
 @bp.post("/questions/<int:question_id>/accept")
 @login_required
 def accept(question_id: int):
     """Accept the answer: the answerer is paid their share."""
-    return _act(_own_question(question_id), questions.accept, action="accept",
+    return _act(own_question(question_id), questions.accept, action="accept",
                 done=_("Thank you. The answer is accepted and the answerer will be paid."))
 
 
 @bp.post("/questions/<int:question_id>/clarify")
 @login_required
 @limiter.limit(limits.configured("MESSAGE"), key_func=limits.user_or_address)
-def clarify(question_id: int):
+@page_form("clarify_form")
+def clarify(q: Question, form: ClarifyForm):
     """Ask the answerer to explain more."""
-    q = _own_question(question_id)
-    form = ClarifyForm(prefix="c")
-    if not form.validate():
-        return _render_question(q, 400, clarify_form=form)
     return _act(q, questions.ask_clarification, form.message.data, action="ask_clarification",
                 done=_("Your message has been sent to the answerer."))
 
@@ -234,12 +265,9 @@ def clarify(question_id: int):
 @bp.post("/questions/<int:question_id>/reject")
 @login_required
 @limiter.limit(limits.configured("MESSAGE"), key_func=limits.user_or_address)
-def reject(question_id: int):
+@page_form("reject_form")
+def reject(q: Question, form: RejectForm):
     """Reject the answer; the organizer reviews it."""
-    q = _own_question(question_id)
-    form = RejectForm(prefix="r")
-    if not form.validate():
-        return _render_question(q, 400, reject_form=form)
     return _act(q, questions.reject, form.reason.data, action="reject",
                 done=_("The organizer will review the answer and decide."))
 
@@ -247,12 +275,9 @@ def reject(question_id: int):
 @bp.post("/questions/<int:question_id>/rate")
 @login_required
 @limiter.limit(limits.configured("MESSAGE"), key_func=limits.user_or_address)
-def rate(question_id: int):
+@page_form("rate_form")
+def rate(q: Question, form: RateForm):
     """Rate a closed question's answer."""
-    q = _own_question(question_id)
-    form = RateForm(prefix="s")
-    if not form.validate():
-        return _render_question(q, 400, rate_form=form)
     try:
         questions.rate(db.session, q, current_user, form.stars.data, form.comment.data)
     except questions.QuestionError:
@@ -260,14 +285,33 @@ def rate(question_id: int):
         abort(409)
     db.session.commit()
     flash(_("Thank you for your rating."))
-    return redirect(url_for("asker.question", question_id=q.id))
+    return to_question(q)
+
+
+@bp.post("/questions/<int:question_id>/tip")
+@login_required
+@limiter.limit(limits.configured("PAY"), key_func=limits.user_or_address)
+@page_form("tip_form")
+def tip(q: Question, form: TipForm):
+    """Start a tip: 100 % of it goes to the answerer. It is paid on its own pay page."""
+    try:
+        new_tip = payments.start_tip(db.session, q, current_user, form.cents)
+    except payments.InvalidTip:
+        db.session.rollback()
+        abort(409)
+    except GatewayError:
+        db.session.rollback()
+        flash(PAYMENT_UNAVAILABLE, "error")
+        return to_question(q)
+    db.session.commit()
+    return redirect(url_for("paying.pay_tip", tip_id=new_tip.id))
 
 
 @bp.post("/questions/<int:question_id>/cancel")
 @login_required
 def cancel(question_id: int):
     """Withdraw a paid question that is still waiting, with a full refund."""
-    return _act(_own_question(question_id), payments.cancel, action="cancel",
+    return _act(own_question(question_id), payments.cancel, action="cancel",
                 done=_("Your question is withdrawn and your money is being refunded."))
 
 
@@ -275,7 +319,7 @@ def cancel(question_id: int):
 @login_required
 def receipt(question_id: int):
     """An itemised receipt: price, the answerer's share, the commission."""
-    q = _own_question(question_id)
+    q = own_question(question_id)
     if q.paid_at is None:
         abort(404)
     split = payments.receipt(db.session, q)
@@ -289,186 +333,7 @@ def receipt(question_id: int):
 @login_required
 def question_status(question_id: int):
     """The status, for the status page to follow without reloading."""
-    q = _own_question(question_id)
+    q = own_question(question_id)
     return jsonify(status=q.status, label=str(STATUS_LABELS[q.status]),
                    payment_error=q.payment_error or "")
-
-
-@bp.get("/questions/<int:question_id>/pay")
-@login_required
-@limiter.limit(limits.configured("PAY"), key_func=limits.user_or_address)
-def pay(question_id: int):
-    """Pay for a question: Stripe's card form, or the test-mode panel on localstripe."""
-    q = _own_question(question_id)
-    if q.status not in ("draft", "awaiting_payment"):
-        return redirect(url_for("asker.question", question_id=q.id))
-    try:
-        intent = payments.payment_for(db.session, q, current_user)
-    except payments.AlreadyPaid:  # paid in another tab meanwhile
-        db.session.rollback()
-        return redirect(url_for("asker.question", question_id=q.id))
-    except GatewayError:
-        db.session.rollback()
-        return render_template("asker/pay_unavailable.html", question=q,
-                               message=PAYMENT_UNAVAILABLE), 503
-    db.session.commit()
-    if q.status != "awaiting_payment" or intent.status in payments.PAID_OR_PAYING:
-        return redirect(url_for("asker.question", question_id=q.id))
-    return _pay_page(q, intent, TestPaymentForm())
-
-
-def _pay_page(q: Question, intent, form, status: int = 200, tip: Tip | None = None):
-    """The pay page, for a question or for a tip on it."""
-    stripe = payments.checkout_settings()
-    if tip is None:
-        urls = {"test_url": url_for("asker.pay_test", question_id=q.id),
-                "return_url": url_for("asker.question", question_id=q.id)}
-        what = {"heading": _("Pay for your question"), "amount_cents": q.price_cents,
-                "payment_error": q.payment_error}
-    else:
-        urls = {"test_url": url_for("asker.pay_tip_test", tip_id=tip.id),
-                "return_url": url_for("asker.question", question_id=q.id)}
-        what = {"heading": _("Pay your tip"), "amount_cents": tip.amount_cents,
-                "payment_error": None}
-    return render_template("asker/pay.html", question=q, intent=intent, form=form,
-                           test_panel=stripe.test_panel_allowed, stripe=stripe,
-                           **urls, **what), status
-
-
-def _authenticate_page(q: Question, intent, retry_url: str):
-    return render_template("asker/authenticate.html", question=q, intent=intent,
-                           stripe=payments.checkout_settings(), retry_url=retry_url,
-                           return_url=url_for("asker.question", question_id=q.id))
-
-
-@bp.post("/questions/<int:question_id>/pay/test")
-@login_required
-@limiter.limit(limits.configured("PAY"), key_func=limits.user_or_address)
-def pay_test(question_id: int):
-    """Test mode: pay with a Stripe test card. Refused unless on localstripe without a live key."""
-    if not payments.checkout_settings().test_panel_allowed:
-        abort(404)
-    q = _own_question(question_id)
-    if q.status not in ("draft", "awaiting_payment"):
-        return redirect(url_for("asker.question", question_id=q.id))
-    form = TestPaymentForm()
-    if not form.validate_on_submit():
-        intent = payments.payment_for(db.session, q, current_user)
-        db.session.commit()
-        return _pay_page(q, intent, form, 400)
-    try:
-        intent = payments.pay_with_test_card(db.session, q, current_user, form.scenario.data)
-    except payments.AlreadyPaid:  # a double click: the first click paid
-        db.session.rollback()
-        return redirect(url_for("asker.question", question_id=q.id))
-    except CardDeclined:
-        db.session.commit()  # keep the recorded reason
-        flash(_("Your card was declined. No money was taken. You can try again."), "error")
-        return redirect(url_for("asker.pay", question_id=q.id))
-    except GatewayError as exc:
-        db.session.rollback()
-        if exc.outcome_unknown and q.status != "draft":
-            flash(PAYMENT_UNCERTAIN, "error")
-            return redirect(url_for("asker.question", question_id=q.id))
-        return render_template("asker/pay_unavailable.html", question=q,
-                               message=PAYMENT_UNAVAILABLE), 503
-    db.session.commit()
-    if intent.status == "requires_action":
-        return _authenticate_page(q, intent, url_for("asker.pay", question_id=q.id))
-    return redirect(url_for("asker.question", question_id=q.id))
-
-
-class TipForm(Form):
-    amount = StringField(_l("Tip amount"), validators=[InputRequired(_l("Enter the tip amount"))])
-
-    def __init__(self, currency: str, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.currency = currency
-        self.cents: int | None = None
-
-    def validate_amount(self, field):
-        try:
-            self.cents = money.parse_amount(field.data, self.currency)
-        except ValueError:
-            raise ValidationError(_("Enter the tip as a number, like 2.50")) from None
-        if not payments.TIP_MIN_CENTS <= self.cents <= payments.TIP_MAX_CENTS:
-            raise ValidationError(_(
-                "A tip must be between %(min)s and %(max)s",
-                min=money_text(payments.TIP_MIN_CENTS, self.currency),
-                max=money_text(payments.TIP_MAX_CENTS, self.currency)))
-
-
-@bp.post("/questions/<int:question_id>/tip")
-@login_required
-@limiter.limit(limits.configured("PAY"), key_func=limits.user_or_address)
-def tip(question_id: int):
-    """Start a tip: 100 % of it goes to the answerer."""
-    q = _own_question(question_id)
-    form = TipForm(q.currency, prefix="t")
-    if not form.validate():
-        return _render_question(q, 400, tip_form=form)
-    try:
-        new_tip = payments.start_tip(db.session, q, current_user, form.cents)
-    except payments.InvalidTip:
-        db.session.rollback()
-        abort(409)
-    except GatewayError:
-        db.session.rollback()
-        flash(PAYMENT_UNAVAILABLE, "error")
-        return redirect(url_for("asker.question", question_id=q.id))
-    db.session.commit()
-    return redirect(url_for("asker.pay_tip", tip_id=new_tip.id))
-
-
-def _own_tip(tip_id: int) -> tuple[Tip, Question]:
-    found = db.session.get(Tip, tip_id)
-    if found is None:
-        abort(404)
-    return found, _own_question(found.question_id)
-
-
-@bp.get("/tips/<int:tip_id>/pay")
-@login_required
-@limiter.limit(limits.configured("PAY"), key_func=limits.user_or_address)
-def pay_tip(tip_id: int):
-    """Pay a tip (Stripe's card form, or the test panel)."""
-    t, q = _own_tip(tip_id)
-    if t.status != "awaiting_payment":
-        return redirect(url_for("asker.question", question_id=q.id))
-    try:
-        intent = payments.tip_payment_intent(t)
-    except GatewayError:
-        return render_template("asker/pay_unavailable.html", question=q,
-                               message=PAYMENT_UNAVAILABLE), 503
-    return _pay_page(q, intent, TestPaymentForm(), tip=t)
-
-
-@bp.post("/tips/<int:tip_id>/pay/test")
-@login_required
-@limiter.limit(limits.configured("PAY"), key_func=limits.user_or_address)
-def pay_tip_test(tip_id: int):
-    """Test mode: pay a tip with a Stripe test card."""
-    if not payments.checkout_settings().test_panel_allowed:
-        abort(404)
-    t, q = _own_tip(tip_id)
-    form = TestPaymentForm()
-    if t.status != "awaiting_payment":
-        return redirect(url_for("asker.question", question_id=q.id))
-    if not form.validate_on_submit():
-        return _pay_page(q, payments.tip_payment_intent(t), form, 400, tip=t)
-    try:
-        intent = payments.pay_tip_with_test_card(db.session, t, form.scenario.data)
-    except CardDeclined:
-        db.session.commit()
-        flash(_("Your card was declined. No money was taken. You can start a new tip."),
-              "error")
-        return redirect(url_for("asker.question", question_id=q.id))
-    except GatewayError:
-        return render_template("asker/pay_unavailable.html", question=q,
-                               message=PAYMENT_UNAVAILABLE), 503
-    db.session.commit()
-    if intent.status == "requires_action":
-        return _authenticate_page(q, intent, url_for("asker.pay_tip", tip_id=t.id))
-    flash(_("Thank you! Your tip is on its way to the answerer."))
-    return redirect(url_for("asker.question", question_id=q.id))
 

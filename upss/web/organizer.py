@@ -1,7 +1,9 @@
-"""Organizer pages: settings (windows, commission, bounds, times) and disputes."""
+"""Organizer pages: settings (windows, commission, bounds, times) and the traffic chart they
+shape, rejected answers, applications, answerers, and the audit log."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 
 from flask import Blueprint, abort, flash, redirect, render_template, request, url_for
@@ -12,7 +14,7 @@ from sqlalchemy import select
 from wtforms import IntegerField, StringField
 from wtforms.validators import InputRequired, Length, NumberRange, ValidationError
 
-from .. import access, connect, money, payments, payouts, questions, settings, vetting
+from .. import access, charts, connect, money, payments, payouts, questions, settings, vetting
 from ..extensions import db
 from ..models import (
     LANGUAGE_NAMES,
@@ -168,6 +170,23 @@ def settings_page():
                            currency=current.currency), 400 if form.errors else 200
 
 
+@bp.get("/traffic")
+@organizer_required
+def traffic():
+    """The peak-shaving chart: when questions are paid versus offered and answered (how the
+    off-peak windows of the settings work out)."""
+    now = utcnow()
+    rules = settings.current(db.session)
+    hourly = charts.traffic_by_hour(db.session, now, rules.zone)
+    depth = [(at.astimezone(rules.zone), n)
+             for at, n in charts.queue_depth(db.session, now, step=timedelta(hours=6))]
+    chart = charts.peak_shaving_svg(
+        hourly, depth, title_paid=_("Questions paid"), title_offered=_("Questions offered"),
+        title_answered=_("Questions answered"), title_depth=_("Questions waiting in the queue"),
+        caption_hours=_("By hour of the day, last 28 days (%(zone)s)", zone=rules.timezone),
+        caption_depth=_("Queue over the last 28 days"))
+    return render_template("organizer/traffic.html", chart=chart, hourly=hourly)
+
 
 @bp.get("/disputes")
 @organizer_required
@@ -232,29 +251,28 @@ def application(application_id: int):
         abort(404)
     if request.method == "GET":
         return _application_page(found)
-    decision = request.form.get("decision")
-    form = ApproveForm(prefix="a") if decision == "approve" else RejectApplicationForm(prefix="r")
-    if not form.validate_on_submit():
-        return _application_page(found, **{
-            "approve_form" if decision == "approve" else "reject_form": form}, status=400)
-    try:
-        if decision == "approve":
-            vetting.approve(db.session, found, current_user, method=form.method.data,
-                            verified_on=form.verified_on.data, note=form.note.data,
-                            now=utcnow())
+    approving = request.form.get("decision") == "approve"
+    name = "approve_form" if approving else "reject_form"
+    form = ApproveForm(prefix="a") if approving else RejectApplicationForm(prefix="r")
+    if form.validate_on_submit():
+        try:
+            if approving:
+                vetting.approve(db.session, found, current_user, method=form.method.data,
+                                verified_on=form.verified_on.data, note=form.note.data,
+                                now=utcnow())
+            else:
+                vetting.reject(db.session, found, current_user, reason=form.reason.data,
+                               now=utcnow())
+        except vetting.VettingError as exc:
+            db.session.rollback()
+            target = form._fields.get(exc.field or "") or next(iter(form))
+            target.errors = [*target.errors, str(exc)]
         else:
-            vetting.reject(db.session, found, current_user, reason=form.reason.data,
-                           now=utcnow())
-    except vetting.VettingError as exc:
-        db.session.rollback()
-        target = form._fields.get(exc.field or "") or next(iter(form))
-        target.errors = [*target.errors, str(exc)]
-        return _application_page(found, **{
-            "approve_form" if decision == "approve" else "reject_form": form}, status=400)
-    db.session.commit()
-    flash(_("The applicant is now an answerer.") if decision == "approve"
-          else _("The application is rejected."))
-    return redirect(url_for("organizer.applications"))
+            db.session.commit()
+            flash(_("The applicant is now an answerer.") if approving
+                  else _("The application is rejected."))
+            return redirect(url_for("organizer.applications"))
+    return _application_page(found, **{name: form}, status=400)
 
 
 @bp.get("/answerers")

@@ -1,9 +1,7 @@
-"""The organizer's audit pages: ledger, statements, chain check, payouts, exports,
-reconciliation with Stripe, and the peak-shaving chart."""
+"""The organizer's money pages: the ledger and its chain check, account statements, payout
+batches and their SEPA files, CSV exports, and reconciliation with Stripe."""
 
 from __future__ import annotations
-
-from datetime import timedelta
 
 from flask import Blueprint, Response, abort, flash, redirect, render_template, url_for
 from flask_babel import gettext as _
@@ -13,14 +11,14 @@ from sqlalchemy import select
 from wtforms import StringField
 from wtforms.validators import InputRequired, Length
 
-from .. import charts, payouts, sepa, settings, statements, stripe_money
+from .. import payouts, sepa, statements, stripe_money
 from .. import reconciliation as reconciliation_service
 from ..extensions import db
 from ..models import Payout, PayoutBatch, utcnow
 from .inputs import Form, strip_whitespace
 from .roles import organizer_required
 
-bp = Blueprint("audit", __name__, url_prefix="/organizer")
+bp = Blueprint("money", __name__, url_prefix="/organizer")
 
 
 @bp.get("/ledger", endpoint="ledger")
@@ -30,7 +28,6 @@ def ledger_page():
     overview = statements.ledger_overview(db.session)
     return render_template("organizer/ledger.html", rows=overview.trial_balance,
                            report=overview.verification)
-
 
 
 @bp.get("/ledger/accounts/<path:account>")
@@ -92,7 +89,6 @@ def _payouts_page(invalid: ReturnedPaymentForm | None = None, status: int = 200)
                            returned_forms=returned_forms, invalid_form=invalid), status
 
 
-
 @bp.post("/payouts/run")
 @organizer_required
 def run_payouts():
@@ -102,24 +98,28 @@ def run_payouts():
         batch = payouts.run_batch_audited(db.session, now, current_user)
     except payouts.LedgerCheckFailed as exc:
         db.session.rollback()
-        flash(_("Nothing was paid: the ledger does not verify around the accounts this batch "
-                "pays from (%(problem)s). Run verify-ledger and correct it first.",
-                problem=exc.problems[0]), "error")
-        return redirect(url_for("audit.payouts"))
+        return _back_to_payouts(_(
+            "Nothing was paid: the ledger does not verify around the accounts this batch pays "
+            "from (%(problem)s). Run verify-ledger and correct it first.",
+            problem=exc.problems[0]), "error")
     except sepa.InvalidSepaFile as exc:
         db.session.rollback()
-        flash(_("Nothing was paid: the bank file of this batch failed its checks (%(problem)s). "
-                "Check the organizer's bank details and the answerers' IBANs.",
-                problem=str(exc)), "error")
-        return redirect(url_for("audit.payouts"))
+        return _back_to_payouts(_(
+            "Nothing was paid: the bank file of this batch failed its checks (%(problem)s). "
+            "Check the organizer's bank details and the answerers' IBANs.",
+            problem=str(exc)), "error")
     if batch is None:
         db.session.rollback()
-        flash(_("Nobody is due a payout right now."))
-        return redirect(url_for("audit.payouts"))
+        return _back_to_payouts(_("Nobody is due a payout right now."))
     db.session.commit()
     payouts.send_transfers(db.session, now, batch.id)
-    flash(_("Payout batch %(id)d is made.", id=batch.id))
-    return redirect(url_for("audit.payouts"))
+    return _back_to_payouts(_("Payout batch %(id)d is made.", id=batch.id))
+
+
+def _back_to_payouts(message: str, category: str = "message"):
+    """Show ``message`` on the Payouts page."""
+    flash(message, category)
+    return redirect(url_for("money.payouts"))
 
 
 def _batch(batch_id: int) -> PayoutBatch:
@@ -140,32 +140,31 @@ def sepa_file(batch_id: int):
         "Content-Disposition": f"attachment; filename=upss-payouts-{batch.id}.xml"})
 
 
+def _mark_file(batch_id: int, mark, done: str):
+    """Record what became of a batch's SEPA file (``mark``: a ``sepa`` service) and come back
+    to the Payouts page; 409 if the file is not in a state that allows it."""
+    try:
+        mark(db.session, _batch(batch_id), current_user, utcnow())
+    except sepa.SepaStateError:
+        abort(409)
+    db.session.commit()
+    return _back_to_payouts(done)
+
+
 @bp.post("/payouts/<int:batch_id>/sent")
 @organizer_required
 def mark_sent(batch_id: int):
     """The organizer has given the SEPA file to the bank."""
-    batch = _batch(batch_id)
-    try:
-        sepa.mark_file_sent(db.session, batch, current_user, utcnow())
-    except sepa.SepaStateError:
-        abort(409)
-    db.session.commit()
-    flash(_("Batch %(id)d is marked as sent to the bank.", id=batch.id))
-    return redirect(url_for("audit.payouts"))
+    return _mark_file(batch_id, sepa.mark_file_sent,
+                      _("Batch %(id)d is marked as sent to the bank.", id=batch_id))
 
 
 @bp.post("/payouts/<int:batch_id>/settled")
 @organizer_required
 def mark_settled(batch_id: int):
     """The bank has paid the batch's SEPA file."""
-    batch = _batch(batch_id)
-    try:
-        sepa.mark_file_settled(db.session, batch, current_user, utcnow())
-    except sepa.SepaStateError:
-        abort(409)
-    db.session.commit()
-    flash(_("Batch %(id)d is marked as paid by the bank.", id=batch.id))
-    return redirect(url_for("audit.payouts"))
+    return _mark_file(batch_id, sepa.mark_file_settled,
+                      _("Batch %(id)d is marked as paid by the bank.", id=batch_id))
 
 
 @bp.post("/payouts/<int:batch_id>/returned/<int:payout_id>")
@@ -186,12 +185,11 @@ def mark_returned(batch_id: int, payout_id: int):
         abort(409)
     db.session.commit()
     if changed:
-        flash(_("Payment %(id)d to %(name)s is marked as returned by the bank: the money is "
-                "owed again and paid in a later batch.", id=payout.id,
-                name=payout.answerer.name))
-    else:
-        flash(_("Payment %(id)d was already marked as returned by the bank.", id=payout.id))
-    return redirect(url_for("audit.payouts"))
+        return _back_to_payouts(_(
+            "Payment %(id)d to %(name)s is marked as returned by the bank: the money is owed "
+            "again and paid in a later batch.", id=payout.id, name=payout.answerer.name))
+    return _back_to_payouts(_("Payment %(id)d was already marked as returned by the bank.",
+                              id=payout.id))
 
 
 @bp.get("/payouts.csv")
@@ -220,22 +218,4 @@ def reconcile_now():
     reconciliation_service.reconcile_with_stripe(db.session, utcnow(), max_moves=100,
                                                  actor=current_user)
     db.session.commit()
-    return redirect(url_for("audit.reconciliation"))
-
-
-@bp.get("/traffic")
-@organizer_required
-def traffic():
-    """The peak-shaving chart: when questions are paid versus offered and answered."""
-    now = utcnow()
-    rules = settings.current(db.session)
-    hourly = charts.traffic_by_hour(db.session, now, rules.zone)
-    depth = [(at.astimezone(rules.zone), n)
-             for at, n in charts.queue_depth(db.session, now, step=timedelta(hours=6))]
-    chart = charts.peak_shaving_svg(
-        hourly, depth, title_paid=_("Questions paid"), title_offered=_("Questions offered"),
-        title_answered=_("Questions answered"), title_depth=_("Questions waiting in the queue"),
-        caption_hours=_("By hour of the day, last 28 days (%(zone)s)", zone=rules.timezone),
-        caption_depth=_("Queue over the last 28 days"))
-    return render_template("organizer/traffic.html", chart=chart, hourly=hourly)
-
+    return redirect(url_for("money.reconciliation"))
