@@ -9,6 +9,7 @@ PostgreSQL fails the run instead of skipping.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import shutil
@@ -19,6 +20,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
@@ -66,11 +68,17 @@ def wait_until(predicate, timeout: float = 15.0, interval: float = 0.1):
 
 @pytest.fixture(scope="session", autouse=True)
 def compiled_translations():
-    """Build the .mo catalogs from the .po files, as `make` does, so pytest alone works too."""
+    """Build the .mo catalogs from the .po files, as `make` does, so pytest alone works too
+    (skipped when every catalog is already newer than its source)."""
     from babel.messages.frontend import CommandLineInterface
 
-    CommandLineInterface().run(["pybabel", "-q", "compile", "-d",
-                                os.path.join(os.path.dirname(__file__), "..", "translations")])
+    translations = Path(__file__).resolve().parents[1] / "translations"
+    sources = list(translations.glob("*/LC_MESSAGES/messages.po"))
+    if sources and all(po.with_suffix(".mo").exists()
+                       and po.with_suffix(".mo").stat().st_mtime >= po.stat().st_mtime
+                       for po in sources):
+        return
+    CommandLineInterface().run(["pybabel", "-q", "compile", "-d", str(translations)])
 
 
 @contextlib.contextmanager
@@ -123,10 +131,27 @@ def _base_config(database_url: str, localstripe_url: str) -> dict:
     }
 
 
+#: A folder to keep the migrated SQLite template in between sessions (mutation testing starts
+#: one session per mutant); the file's name carries a hash of the migrations.
+TEMPLATE_CACHE = os.environ.get("UPSS_TEST_TEMPLATE_CACHE")
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory):
-    path = tmp_path_factory.mktemp("db") / "template.sqlite"
-    _migrate(f"sqlite:///{path}")
+    """The migrated, empty SQLite database every SQLite test copies."""
+    if not TEMPLATE_CACHE:
+        path = tmp_path_factory.mktemp("db") / "template.sqlite"
+        _migrate(f"sqlite:///{path}")
+        return path
+    migrations = Path(__file__).resolve().parents[1] / "migrations"
+    digest = hashlib.sha256(b"".join(p.read_bytes() for p in sorted(
+        migrations.rglob("*.py")))).hexdigest()[:16]
+    path = Path(TEMPLATE_CACHE) / f"template-{digest}.sqlite"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        building = path.with_name(f"{path.name}.{os.getpid()}")
+        _migrate(f"sqlite:///{building}")
+        os.replace(building, path)
     return path
 
 
