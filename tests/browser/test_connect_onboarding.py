@@ -76,7 +76,8 @@ def sign_up_and_apply(page, base: str, a11y) -> None:
 
 def approve_by_keyboard(page, base: str, organizer_email: str, a11y) -> None:
     sign_in_by_keyboard(page, base, organizer_email)
-    activate(page, "^Organizer$")
+    expect(page.get_by_role("heading", level=1)).to_have_text("What waits for you")
+    activate(page, "^Applications$")
     expect(page.get_by_role("heading", level=1)).to_have_text("Applications to answer")
     activate(page, f"^{NAME}$")
     expect(page.get_by_role("heading", level=1)).to_have_text(f"Application from {NAME}")

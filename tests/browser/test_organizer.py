@@ -54,7 +54,11 @@ def test_organizer_vets_pays_out_and_audits(page, live_server, world, app, a11y)
     page.get_by_label("E-mail address").fill(email)
     page.get_by_label("Password").fill("correct horse 9")
     page.get_by_role("button", name="Sign in").click()
-    page.get_by_role("link", name="Organizer").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("What waits for you")
+    page.get_by_role("link", name="Organizer", exact=True).click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("What waits for you")
+    page.get_by_role("navigation", name="Organizer pages").get_by_role(
+        "link", name="Applications").click()
 
     expect(page.get_by_role("heading", level=1)).to_have_text("Applications to answer")
     a11y.check(page, "applications")

@@ -118,12 +118,24 @@ class SignInForm(Form):
     password = PasswordField(_l("Password"), validators=[InputRequired(_l("Enter your password"))])
 
 
-def _safe_next(default: str) -> str:
+def _safe_next(default: str | None) -> str | None:
+    """The ``next`` of this request if it is a path on this site, else ``default``."""
     target = request.args.get("next", "")
     parts = urlsplit(target)
-    if target.startswith("/") and not target.startswith("//") and not parts.netloc:
+    if (target.startswith("/") and not target.startswith("//") and "\\" not in target
+            and not parts.netloc and not parts.scheme):
         return target
     return default
+
+
+def start_page(user: User) -> str:
+    """Where ``user`` lands after signing in: the organizer's overview, the answerer's queue,
+    or (an asker, or anyone else) their questions."""
+    if user.is_organizer:
+        return url_for("organizer.overview")
+    if user.is_answerer:
+        return url_for("answerer.queue")
+    return url_for("asker.my_questions")
 
 
 @bp.route("/sign-up", methods=["GET", "POST"])
@@ -159,7 +171,7 @@ def sign_in():
         if user is not None:
             _start_session(user)
             return limits.remember_device(
-                redirect(_safe_next(url_for("asker.my_questions"))), user.email)
+                redirect(_safe_next(start_page(user))), user.email)
         failed = True
     status = 400 if (form.errors or failed) else 200
     return render_template("auth/sign_in.html", form=form, failed=failed), status
@@ -211,4 +223,7 @@ def preferences():
 
 @bp.app_context_processor
 def signed_in_user():
-    return {"user": current_user}
+    """``user`` for every template, and ``auth_next``: a safe ``next`` of this request, which
+    the sign-in and sign-up links carry, so either way leads back to where the visitor was
+    going (None: no ``next``)."""
+    return {"user": current_user, "auth_next": _safe_next(None)}

@@ -1,6 +1,6 @@
-"""Home page."""
+"""Home page, and the browser's ``/favicon.ico``."""
 
-from flask import Blueprint, render_template
+from flask import Blueprint, redirect, render_template, url_for
 
 bp = Blueprint("main", __name__)
 
@@ -9,3 +9,9 @@ bp = Blueprint("main", __name__)
 def home():
     """What UPSS is, and where to start."""
     return render_template("main/home.html")
+
+
+@bp.get("/favicon.ico")
+def favicon():
+    """Browsers ask for /favicon.ico whatever the page links: send them to the SVG icon."""
+    return redirect(url_for("static", filename="favicon.svg"), 301)

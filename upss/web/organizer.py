@@ -1,5 +1,6 @@
-"""Organizer pages: settings (windows, commission, bounds, times) and the traffic chart they
-shape, rejected answers, applications, answerers, and the audit log."""
+"""Organizer pages: the overview of what waits, settings (windows, commission, bounds, times)
+and the traffic chart they shape, rejected answers, applications, answerers, and the audit
+log."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from wtforms import IntegerField, StringField
 from wtforms.validators import InputRequired, Length, NumberRange, ValidationError
 
 from .. import access, charts, connect, money, payments, payouts, questions, settings, vetting
+from .. import overview as overview_service
 from ..extensions import db
 from ..models import (
     LANGUAGE_NAMES,
@@ -37,6 +39,14 @@ WEEKDAY_NAMES = (_l("Monday"), _l("Tuesday"), _l("Wednesday"), _l("Thursday"), _
 
 
 #: Only the organizer; everyone else gets 403.
+
+
+@bp.get("/")
+@organizer_required
+def overview():
+    """What waits for the organizer, counted, with links: the organizer's start page."""
+    return render_template("organizer/overview.html",
+                           waiting=overview_service.organizer_overview(db.session))
 
 
 def _hours(label, maximum=24 * 30):

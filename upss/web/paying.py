@@ -126,8 +126,7 @@ def pay_test(question_id: int):
         db.session.rollback()
         return to_question(q)
     except CardDeclined:
-        db.session.commit()  # keep the recorded reason
-        flash(_("Your card was declined. No money was taken. You can try again."), "error")
+        db.session.commit()  # keep the recorded reason: the pay page shows it, once
         return redirect(url_for("paying.pay", question_id=q.id))
     except GatewayError as exc:
         db.session.rollback()
