@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export FLASK_APP := wsgi
 
-.PHONY: run test install lint translations
+.PHONY: run test install lint translations mutation
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,3 +33,9 @@ test: install
 
 lint: install
 	$(BIN)/ruff check .
+
+# Mutation testing of the core modules ([tool.mutmut] in pyproject.toml); a whole run takes
+# hours on two cores (scripts/mutation_score.py says how to measure a sample instead).
+mutation: install
+	UPSS_TEST_TEMPLATE_CACHE=$(CURDIR)/instance/template-cache $(BIN)/mutmut run
+	$(BIN)/python scripts/mutation_score.py
