@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -114,17 +115,24 @@ def test_two_scheduler_processes_only_the_lease_holder_runs_jobs(app, database_u
     assert "Running job" not in first_log and "executed successfully" not in first_log
 
 
-def test_a_run_that_did_something_logs_one_line_and_an_idle_run_none(app, world, caplog):
+def test_a_run_that_did_something_logs_one_line_and_an_idle_run_none(app, world):
     world.answerer()
     world.paid_question(paid_at=datetime(2026, 1, 14, 12, tzinfo=UTC))
     with app.app_context():
         lease = lease_for(db.engine, 90)
     night = datetime(2026, 1, 14, 22, tzinfo=UTC)
-    caplog.set_level("INFO", logger="upss.jobs")
-    assert jobs.run_job(app, jobs.JOBS[2], lease, now=night) == "1 offered"
-    assert jobs.run_job(app, jobs.JOBS[2], lease, now=night) == jobs.NOTHING_DONE
-    assert jobs.run_job(app, jobs.JOBS[0], lease, now=night) == jobs.NOTHING_DONE
-    lease.release()
-    assert [r.getMessage() for r in caplog.records if r.name == "upss.jobs"] == [
-        "release: 1 offered"]
-
+    lines: list[str] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("upss.jobs")
+    logger.addHandler(handler)
+    level, logger.level = logger.level, logging.INFO
+    try:
+        assert jobs.run_job(app, jobs.JOBS[2], lease, now=night) == "1 offered"
+        assert jobs.run_job(app, jobs.JOBS[2], lease, now=night) == jobs.NOTHING_DONE
+        assert jobs.run_job(app, jobs.JOBS[0], lease, now=night) == jobs.NOTHING_DONE
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        lease.release()
+    assert lines == ["release: 1 offered"]
