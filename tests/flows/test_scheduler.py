@@ -127,6 +127,7 @@ def test_a_run_that_did_something_logs_one_line_and_an_idle_run_none(app, world)
     logger = logging.getLogger("upss.jobs")
     logger.addHandler(handler)
     level, logger.level = logger.level, logging.INFO
+    disabled, logger.disabled = logger.disabled, False  # whatever configured logging before
     try:
         assert jobs.run_job(app, jobs.JOBS[2], lease, now=night) == "1 offered"
         assert jobs.run_job(app, jobs.JOBS[2], lease, now=night) == jobs.NOTHING_DONE
@@ -134,5 +135,6 @@ def test_a_run_that_did_something_logs_one_line_and_an_idle_run_none(app, world)
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+        logger.disabled = disabled
         lease.release()
     assert lines == ["release: 1 offered"]
