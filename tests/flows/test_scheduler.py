@@ -126,7 +126,8 @@ def test_a_run_that_did_something_logs_one_line_and_an_idle_run_none(app, world)
     handler.emit = lambda record: lines.append(record.getMessage())
     logger = logging.getLogger("upss.jobs")
     logger.addHandler(handler)
-    level, logger.level = logger.level, logging.INFO
+    level = logger.level
+    logger.setLevel(logging.INFO)  # setLevel, not .level: it clears the logger's level cache
     disabled, logger.disabled = logger.disabled, False  # whatever configured logging before
     try:
         assert jobs.run_job(app, jobs.JOBS[2], lease, now=night) == "1 offered"
