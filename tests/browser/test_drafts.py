@@ -24,6 +24,8 @@ def test_ask_form_comes_back_after_leaving_the_page(page, live_server, world):
 
 def test_answer_typed_after_the_session_expired_is_kept(page, live_server, world):
     q, email = answering(page, live_server, world)
+    # A request still in flight would set the session cookie again after it is cleared.
+    page.wait_for_load_state("networkidle")
     page.context.clear_cookies()  # the session runs out while the answerer types
     page.locator("#a-answer").type("Turn it off and on again.")
     expect(page.locator("#draft-status")).to_contain_text("kept on this computer",

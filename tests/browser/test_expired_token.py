@@ -75,6 +75,8 @@ def send_and_check(page, app, q: int, a11y) -> None:
 def test_signed_out_while_typing_the_answer_comes_back_after_signing_in(
         page, live_server, app, world, a11y):
     q, email = answering(page, live_server, world)
+    # A request still in flight would set the session cookie again after it is cleared.
+    page.wait_for_load_state("networkidle")
     page.context.clear_cookies()  # the session is gone while the answerer types
     page.locator("#a-answer").press_sequentially(FIRST + SECOND)
     expect(page.locator("#draft-status")).to_contain_text(
