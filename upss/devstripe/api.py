@@ -220,6 +220,40 @@ def _url(value, param: str) -> str | None:
     return value
 
 
+def _state_in(store, key: str, new: collections.abc.Callable[[], dict]
+              ) -> collections.abc.Callable[[], dict]:
+    """A reader of this layer's own state, kept in localstripe's ``store`` under ``key`` (so it
+    is saved with localstripe's state file) and made by ``new()`` the first time."""
+    def data() -> dict:
+        state = store.get(key)
+        if state is None:
+            state = new()
+            dict.__setitem__(store, key, state)
+        return state
+
+    return data
+
+
+def _stored(store: dict, kind: str, id_: str, param: str = "id", status: int = 404) -> dict:
+    """The object ``id_`` kept in ``store``, or Stripe's ``resource_missing`` error."""
+    found = store.get(id_)
+    if found is None:
+        raise _missing(kind, id_, param, status)
+    return found
+
+
+def _filtered_page(store: dict, url: str, params: dict, kind: str,
+                   keys: tuple[str, ...] = ()) -> dict:
+    """A Stripe list of ``store``'s objects, newest first, keeping those whose ``keys`` equal the
+    parameters given for them (``?charge=ch_…``), then cut as :func:`_list_page` does."""
+    items = list(reversed(store.values()))
+    for key in keys:
+        if params.get(key) is not None:
+            wanted = _str(params[key], key)
+            items = [o for o in items if o[key] == wanted]
+    return _list_page(items, url, params, kind)
+
+
 def _list_page(items: list[dict], url: str, params: dict, kind: str) -> dict:
     """A Stripe list: ``items`` newest first, cut by ``created``, ``limit``, ``starting_after``
     and ``ending_before``."""

@@ -89,6 +89,7 @@ from collections.abc import Callable
 from .api import (
     _bool,
     _choice,
+    _filtered_page,
     _int,
     _invalid,
     _list_page,
@@ -96,6 +97,8 @@ from .api import (
     _missing,
     _new_id,
     _object,
+    _state_in,
+    _stored,
     _str,
     _url,
     check_params,
@@ -290,10 +293,7 @@ class Connect(EventSender):
                 "pending_verification": []}
 
     def _account(self, account_id: str, param: str = "id", status: int = 404) -> dict:
-        account = self.data()["accounts"].get(account_id)
-        if account is None:
-            raise _missing("account", account_id, param, status)
-        return account
+        return _stored(self.data()["accounts"], "account", account_id, param, status)
 
     def get_account(self, account_id: str, params: dict | None = None) -> dict:
         check_params(params or {}, "AccountRetrieveParams")
@@ -301,8 +301,8 @@ class Connect(EventSender):
 
     def list_accounts(self, params: dict) -> dict:
         check_params(params, "AccountListParams")
-        accounts = list(reversed(self.data()["accounts"].values()))
-        return copy.deepcopy(_list_page(accounts, "/v1/accounts", params, "account"))
+        return copy.deepcopy(_filtered_page(self.data()["accounts"], "/v1/accounts", params,
+                                            "account"))
 
     def set_account_state(self, account_id: str, state: str, *,
                           request: dict | None = None) -> dict:
@@ -464,10 +464,7 @@ class Connect(EventSender):
         return self.ledger(type_, amount, currency, source, description)
 
     def _transfer(self, transfer_id: str) -> dict:
-        transfer = self.data()["transfers"].get(transfer_id)
-        if transfer is None:
-            raise _missing("transfer", transfer_id, "id", 404)
-        return transfer
+        return _stored(self.data()["transfers"], "transfer", transfer_id)
 
     def get_transfer(self, transfer_id: str, params: dict | None = None) -> dict:
         check_params(params or {}, "TransferRetrieveParams")
@@ -475,12 +472,8 @@ class Connect(EventSender):
 
     def list_transfers(self, params: dict) -> dict:
         check_params(params, "TransferListParams")
-        transfers = list(reversed(self.data()["transfers"].values()))
-        for key in ("destination", "transfer_group"):
-            if params.get(key) is not None:
-                wanted = _str(params[key], key)
-                transfers = [t for t in transfers if t[key] == wanted]
-        page = _list_page(transfers, "/v1/transfers", params, "transfer")
+        page = _filtered_page(self.data()["transfers"], "/v1/transfers", params, "transfer",
+                              ("destination", "transfer_group"))
         page["data"] = [self._transfer_object(t) for t in page["data"]]
         return page
 
@@ -532,11 +525,4 @@ class Connect(EventSender):
 
 
 def _connect_state_in(store) -> Callable[[], dict]:
-    def data() -> dict:
-        state = store.get(_CONNECT_STATE_KEY)
-        if state is None:
-            state = _new_state()
-            dict.__setitem__(store, _CONNECT_STATE_KEY, state)
-        return state
-
-    return data
+    return _state_in(store, _CONNECT_STATE_KEY, _new_state)

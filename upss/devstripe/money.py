@@ -65,13 +65,15 @@ from collections.abc import Callable
 from .api import (
     _bool,
     _choice,
+    _filtered_page,
     _int,
     _invalid,
-    _list_page,
     _metadata,
     _missing,
     _new_id,
     _object,
+    _state_in,
+    _stored,
     _str,
     check_params,
 )
@@ -224,19 +226,12 @@ class Money:
             for status, by_currency in sums.items()}}
 
     def get_transaction(self, txn_id: str) -> dict:
-        txn = self.data()["transactions"].get(txn_id)
-        if txn is None:
-            raise _missing("balance transaction", txn_id, "id", 404)
-        return copy.deepcopy(txn)
+        return copy.deepcopy(_stored(self.data()["transactions"], "balance transaction", txn_id))
 
     def list_transactions(self, params: dict, url: str) -> dict:
         check_params(params, "BalanceTransactionListParams")
-        items = list(reversed(self.data()["transactions"].values()))
-        for key in ("type", "source", "currency"):
-            if params.get(key) is not None:
-                wanted = _str(params[key], key)
-                items = [t for t in items if t[key] == wanted]
-        return copy.deepcopy(_list_page(items, url, params, "balance_transaction"))
+        return copy.deepcopy(_filtered_page(self.data()["transactions"], url, params,
+                                            "balance_transaction", ("type", "source", "currency")))
 
     # charges
     def _refunded(self, charge_id: str) -> int:
@@ -409,22 +404,15 @@ class Money:
         self._later(REFUND_UPDATE_DELAY, reference_available)
 
     def _refund(self, refund_id: str, status: int = 404) -> dict:
-        refund = self.data()["refunds"].get(refund_id)
-        if refund is None:
-            raise _missing("refund", refund_id, "id", status)
-        return refund
+        return _stored(self.data()["refunds"], "refund", refund_id, status=status)
 
     def get_refund(self, refund_id: str) -> dict:
         return copy.deepcopy(self._refund(refund_id))
 
     def list_refunds(self, params: dict) -> dict:
         check_params(params, "RefundListParams")
-        items = list(reversed(self.data()["refunds"].values()))
-        for key in ("charge", "payment_intent"):
-            if params.get(key) is not None:
-                wanted = _str(params[key], key)
-                items = [r for r in items if r[key] == wanted]
-        return copy.deepcopy(_list_page(items, "/v1/refunds", params, "refund"))
+        return copy.deepcopy(_filtered_page(self.data()["refunds"], "/v1/refunds", params, "refund",
+                                            ("charge", "payment_intent")))
 
     def fail_refund(self, refund_id: str) -> dict:
         from localstripe.resources import store
@@ -496,10 +484,7 @@ class Money:
         return copy.deepcopy(dispute)
 
     def _dispute(self, dispute_id: str, status: int = 404) -> dict:
-        dispute = self.data()["disputes"].get(dispute_id)
-        if dispute is None:
-            raise _missing("dispute", dispute_id, "id", status)
-        return dispute
+        return _stored(self.data()["disputes"], "dispute", dispute_id, status=status)
 
     def get_dispute(self, dispute_id: str, params: dict | None = None) -> dict:
         check_params(params or {}, "DisputeRetrieveParams")
@@ -507,12 +492,8 @@ class Money:
 
     def list_disputes(self, params: dict) -> dict:
         check_params(params, "DisputeListParams")
-        items = list(reversed(self.data()["disputes"].values()))
-        for key in ("charge", "payment_intent"):
-            if params.get(key) is not None:
-                wanted = _str(params[key], key)
-                items = [d for d in items if d[key] == wanted]
-        return copy.deepcopy(_list_page(items, "/v1/disputes", params, "dispute"))
+        return copy.deepcopy(_filtered_page(self.data()["disputes"], "/v1/disputes", params,
+                                            "dispute", ("charge", "payment_intent")))
 
     def update_dispute(self, dispute_id: str, spec: object) -> dict:
         dispute = self._dispute(dispute_id)
@@ -610,10 +591,7 @@ class Money:
         return copy.deepcopy(payout)
 
     def _payout(self, payout_id: str, status: int = 404) -> dict:
-        payout = self.data()["payouts"].get(payout_id)
-        if payout is None:
-            raise _missing("payout", payout_id, "id", status)
-        return payout
+        return _stored(self.data()["payouts"], "payout", payout_id, status=status)
 
     def get_payout(self, payout_id: str, params: dict | None = None) -> dict:
         check_params(params or {}, "PayoutRetrieveParams")
@@ -621,11 +599,8 @@ class Money:
 
     def list_payouts(self, params: dict) -> dict:
         check_params(params, "PayoutListParams")
-        items = list(reversed(self.data()["payouts"].values()))
-        if params.get("status") is not None:
-            wanted = _str(params["status"], "status")
-            items = [p for p in items if p["status"] == wanted]
-        return copy.deepcopy(_list_page(items, "/v1/payouts", params, "payout"))
+        return copy.deepcopy(_filtered_page(self.data()["payouts"], "/v1/payouts", params, "payout",
+                                            ("status",)))
 
     def finish_payout(self, payout_id: str, status: str) -> dict:
         payout = self._payout(payout_id)
@@ -655,11 +630,4 @@ class Money:
 
 
 def _money_state_in(store) -> Callable[[], dict]:
-    def data() -> dict:
-        state = store.get(_MONEY_STATE_KEY)
-        if state is None:
-            state = _new_money_state()
-            dict.__setitem__(store, _MONEY_STATE_KEY, state)
-        return state
-
-    return data
+    return _state_in(store, _MONEY_STATE_KEY, _new_money_state)
