@@ -15,24 +15,68 @@ document.addEventListener("DOMContentLoaded", () => {
   setUpCardForm();
 });
 
-/* The status page follows a payment being confirmed without reloading the page. */
+/* A question's page follows its payment being confirmed without reloading: the status
+   endpoint sends the page's status panel (templates/asker/_question_panel.html) as a reload
+   would show it. The status tag is a polite live region that stays in place: only its text
+   changes, so the new status is announced once. What the status means and what the asker may
+   do now (#question-next) is replaced as a whole. Focus stays where it was; if it was on
+   something the new panel no longer has, it goes to the new part of the panel. */
 function followQuestionStatus() {
-  const status = document.getElementById("question-status");
-  if (!status || !status.dataset.pollUrl) return;
+  const panel = document.getElementById("question-panel");
+  if (!panel || !panel.dataset.pollUrl) return;
   let delay = 1000;
+
+  const counterpart = (old, region) => {
+    if (old.id) return region.querySelector(`#${CSS.escape(old.id)}`);
+    const href = old.getAttribute("href");
+    if (href) return Array.from(region.querySelectorAll("a[href]")).find(
+      (a) => a.getAttribute("href") === href) || null;
+    const action = old.form && old.form.getAttribute("action");
+    if (action) return Array.from(region.querySelectorAll("form")).find(
+      (f) => f.getAttribute("action") === action)?.querySelector("button") || null;
+    return null;
+  };
+
+  const apply = (html) => {
+    const template = document.createElement("template");
+    template.innerHTML = html;
+    const fresh = template.content.getElementById("question-panel");
+    if (!fresh) return;
+    const status = document.getElementById("question-status");
+    const freshStatus = fresh.querySelector("#question-status");
+    if (status && freshStatus) {
+      status.dataset.status = freshStatus.dataset.status;
+      if (status.textContent !== freshStatus.textContent) {
+        status.textContent = freshStatus.textContent;
+      }
+    }
+    const next = document.getElementById("question-next");
+    const freshNext = fresh.querySelector("#question-next");
+    if (next && freshNext && next.textContent !== freshNext.textContent) {
+      const focused = next.contains(document.activeElement) ? document.activeElement : null;
+      next.replaceWith(freshNext);
+      if (focused) {
+        const target = counterpart(focused, freshNext);
+        if (target) {
+          target.focus();
+        } else {
+          freshNext.tabIndex = -1;
+          freshNext.focus();
+        }
+      }
+    }
+    if (fresh.dataset.pollUrl) panel.dataset.pollUrl = fresh.dataset.pollUrl;
+    else delete panel.dataset.pollUrl;
+  };
+
   const poll = async () => {
     try {
-      const response = await fetch(status.dataset.pollUrl, {headers: {Accept: "application/json"}});
-      if (response.ok) {
-        const data = await response.json();
-        if (data.status !== status.dataset.status) {
-          status.dataset.status = data.status;
-          status.textContent = data.label;
-          if (data.status !== "awaiting_payment") return;
-        }
-        if (data.payment_error) { window.location.reload(); return; }
-      }
+      const response = await fetch(panel.dataset.pollUrl, {
+        headers: {Accept: "application/json"}, cache: "no-store"});
+      const type = response.headers.get("Content-Type") || "";
+      if (response.ok && type.includes("json")) apply((await response.json()).html || "");
     } catch (e) { /* network hiccup: try again later */ }
+    if (!panel.dataset.pollUrl) return;
     delay = Math.min(delay * 1.5, 15000);
     window.setTimeout(poll, delay);
   };
@@ -74,7 +118,18 @@ function setUpCardForm() {
   const stripe = Stripe(form.dataset.stripeKey);
   const card = stripe.elements().create("card");
   card.mount("#card-element");
-  const errors = document.getElementById("card-errors");
+  /* A failed payment is said in one place, the page's error summary (#payment-problem): it
+     takes the place of whatever was there (an earlier failure), and as a new alert it is
+     read once; focus goes back to the pay button. */
+  const problem = document.getElementById("payment-problem");
+  const showProblem = (reason) => {
+    const template = document.getElementById("payment-problem-template");
+    const summary = template.content.firstElementChild.cloneNode(true);
+    summary.querySelector("a").textContent = reason
+      ? `${form.dataset.failedBefore} ${reason} ${form.dataset.failedAfter}`
+      : form.dataset.failedMessage;
+    problem.replaceChildren(summary);
+  };
   form.addEventListener("submit", async (event) => {
     event.preventDefault();
     const button = form.querySelector("button[type=submit]");
@@ -82,8 +137,9 @@ function setUpCardForm() {
     const outcome = await stripe.confirmCardPayment(form.dataset.clientSecret,
                                                     {payment_method: {card: card}});
     if (!paymentWentThrough(outcome)) {
-      errors.textContent = (outcome.error && outcome.error.message) || form.dataset.failedMessage;
+      showProblem(outcome && outcome.error && outcome.error.message);
       button.disabled = false;
+      button.focus();  /* disabling it may have moved focus away */
     } else {
       window.location.assign(form.dataset.returnUrl);
     }

@@ -188,12 +188,17 @@ def _page_forms(q: Question) -> dict[str, Form]:
             "rate_form": RateForm(prefix="s"), "tip_form": TipForm(q.currency, prefix="t")}
 
 
+def _panel_context(q: Question) -> dict:
+    """What the status panel (``asker/_question_panel.html``) shows: the question, and the
+    actions the one rule (``access.allowed_actions``) allows the signed-in asker now."""
+    return {"question": q, "actions": access.allowed_actions(db.session, q, current_user),
+            "language_name": LANGUAGE_NAMES.get(q.language, q.language),
+            "topic_name": TOPIC_NAMES.get(q.topic, q.topic)}
+
+
 def _render_question(q: Question, status: int = 200, **forms):
     tips = db.session.scalars(select(Tip).where(Tip.question_id == q.id).order_by(Tip.id)).all()
-    return render_template("asker/question.html", question=q,
-                           actions=access.allowed_actions(db.session, q, current_user),
-                           language_name=LANGUAGE_NAMES.get(q.language, q.language),
-                           topic_name=TOPIC_NAMES.get(q.topic, q.topic),
+    return render_template("asker/question.html", **_panel_context(q),
                            tip_min=payments.TIP_MIN_CENTS, tip_max=payments.TIP_MAX_CENTS,
                            tips=tips, **{**_page_forms(q), **forms}), status
 
@@ -332,8 +337,10 @@ def receipt(question_id: int):
 @bp.get("/questions/<int:question_id>/status.json")
 @login_required
 def question_status(question_id: int):
-    """The status, for the status page to follow without reloading."""
+    """The status, for the question's page to follow without reloading: the status, its label,
+    and ``html``, the page's status panel as the page itself would show it now."""
     q = own_question(question_id)
     return jsonify(status=q.status, label=str(STATUS_LABELS[q.status]),
-                   payment_error=q.payment_error or "")
+                   payment_error=q.payment_error or "",
+                   html=render_template("asker/_question_panel.html", **_panel_context(q)))
 
