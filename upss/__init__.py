@@ -62,9 +62,14 @@ def create_app(config: dict | None = None) -> Flask:
 
 
 def select_locale() -> str:
-    """The user's own setting, else the browser's Accept-Language, else English."""
+    """The signed-in user's own setting, else the language chosen on this browser (the
+    language cookie; any other value in it is ignored), else the browser's Accept-Language,
+    else English."""
     if current_user and current_user.is_authenticated and getattr(current_user, "locale", ""):
         return current_user.locale
+    chosen = request.cookies.get(config_module.LANGUAGE_COOKIE, "")
+    if chosen in SUPPORTED_LOCALES:
+        return chosen
     return request.accept_languages.best_match(SUPPORTED_LOCALES) or "en"
 
 

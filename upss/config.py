@@ -25,6 +25,10 @@ LOCAL_CONNECT_WEBHOOK_SECRET = "whsec_upss_local_connect"  # noqa: S105 - local 
 #: Where UPSS runs (``UPSS_ENV``). Production refuses everything marked development-only.
 ENVIRONMENTS = ("development", "test", "production")
 
+#: The cookie that remembers the language chosen on this browser (set by ``upss.web.main``,
+#: read by ``upss.select_locale``; a signed-in user's own setting wins over it).
+LANGUAGE_COOKIE = "upss_language"
+
 
 class ConfigError(RuntimeError):
     """A deployment setting that must be fixed before UPSS may start; says what to set."""
@@ -149,6 +153,8 @@ def from_environment(instance_path: str, environ=None) -> dict:
         "BABEL_DEFAULT_LOCALE": "en",
         #: Times are shown in this zone until users have their own setting.
         "BABEL_DEFAULT_TIMEZONE": environ.get("UPSS_TIMEZONE", "Europe/Oslo"),
+        #: The organizer's e-mail address for questions and problems, shown on the Help page.
+        "UPSS_CONTACT_EMAIL": environ.get("UPSS_CONTACT_EMAIL", "organizer@example.org"),
         # Stripe: no secret key means "talk to localstripe".
         "UPSS_USES_LOCALSTRIPE": uses_localstripe,
         "UPSS_STRIPE_SECRET_KEY": stripe_key or LOCALSTRIPE_SECRET_KEY,
@@ -232,6 +238,9 @@ def deployment_problems(config) -> list[str]:
             problems.append("UPSS_STRIPE_CONNECT_WEBHOOK_SECRET is the local development "
                             "secret, which is public: set the signing secret of your Connect "
                             "webhook endpoint.")
+        if config.get("UPSS_CONTACT_EMAIL", "").endswith("@example.org"):
+            problems.append("Set UPSS_CONTACT_EMAIL to the address where people can reach the "
+                            "organizer (the Help page shows it).")
         if secret == LOCAL_WEBHOOK_SECRET:
             problems.append("UPSS_STRIPE_WEBHOOK_SECRET is the local development secret, which "
                             "is public: set the signing secret Stripe shows for your endpoint.")

@@ -96,7 +96,7 @@ def sign_in_as(page, app, base, user_id, variant):
     page.goto(base + "/sign-in")
     page.locator("#email").fill(email)
     page.locator("#password").fill("correct horse 9")
-    page.locator("form button[type=submit]").click()
+    page.locator("main form button[type=submit]").click()  # not the language form
     page.wait_for_load_state()
 
 

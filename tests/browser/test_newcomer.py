@@ -60,8 +60,9 @@ def test_answerer_lands_on_the_queue_and_tells_the_forms_apart(page, live_server
     sign_in_by_keyboard(page, live_server, f"answerer{answerer}@example.org")
     assert page.url == live_server + "/answer/queue"
     expect(page.get_by_role("heading", level=1)).to_have_text("My answer queue")
-    # Five forms, each found by its own name: pick up and pass for each offer, and sign out.
-    expect(page.get_by_role("form")).to_have_count(5)
+    # Six forms, each found by its own name: pick up and pass for each offer, sign out and
+    # the language.
+    expect(page.get_by_role("form")).to_have_count(6)
     for title in TITLES:
         for action in ("Pick up", "Pass"):
             form = page.get_by_role("form", name=f"{action} – {title}", exact=True)
@@ -102,7 +103,7 @@ def test_asker_lands_on_my_questions_and_tells_the_answer_forms_apart(page, live
     expect(page.get_by_role("heading", level=1)).to_have_attribute("lang", "fi")
     for name in ("Accept the answer", "Ask for more detail", "Reject the answer", "Sign out"):
         expect(page.get_by_role("form", name=name, exact=True)).to_have_count(1)
-    expect(page.get_by_role("form")).to_have_count(4)
+    expect(page.get_by_role("form")).to_have_count(5)  # and sign out, the language
     a11y.check(page, "answered question")
     activate(page, "^Accept the answer$")
     expect(page.get_by_role("status").first).to_contain_text("The answer is accepted")
@@ -145,7 +146,7 @@ def test_organizer_lands_on_the_overview_and_follows_it(page, live_server, app, 
     activate(page, "^Asker 2$")
     for name in ("Approve", "Reject", "Sign out"):
         expect(page.get_by_role("form", name=name, exact=True)).to_have_count(1)
-    expect(page.get_by_role("form")).to_have_count(3)
+    expect(page.get_by_role("form")).to_have_count(4)  # and sign out, the language
     a11y.check(page, "application")
     activate(page, "^Organizer$")
     assert page.url == live_server + "/organizer/"

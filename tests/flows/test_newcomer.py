@@ -218,16 +218,17 @@ def test_every_page_with_several_forms_names_each_form(app, client, site):
     assert problems == []
     ids = site["ids"]
     # The pages the issue names really had several forms here: the checks were not vacuous.
-    assert form_counts["/answer/queue"] == 5  # pick up and pass for two offers, and sign out
-    assert form_counts[f"/questions/{ids['answered']}"] == 4  # accept, clarify, reject
-    assert form_counts["/organizer/applications/1"] == 3  # approve, reject
-    assert form_counts["/organizer/answerers"] == 3  # one suspend form per answerer
-    assert form_counts["/organizer/disputes"] == 5  # uphold and refund, twice
-    assert form_counts["/organizer/payouts"] >= 3  # run a batch, mark the file sent
-    assert form_counts["/account/preferences"] == 3
-    assert form_counts[f"/questions/{ids['closed']}"] == 3  # rate, tip
-    assert form_counts[f"/questions/{ids['draft']}/pay"] == 2  # the test card
-    assert form_counts[f"/answer/questions/{ids['clarifying']}"] == 2  # the reply
+    # Every page also has sign out (header) and the language (footer).
+    assert form_counts["/answer/queue"] == 6  # pick up and pass for two offers
+    assert form_counts[f"/questions/{ids['answered']}"] == 5  # accept, clarify, reject
+    assert form_counts["/organizer/applications/1"] == 4  # approve, reject
+    assert form_counts["/organizer/answerers"] == 4  # one suspend form per answerer
+    assert form_counts["/organizer/disputes"] == 6  # uphold and refund, twice
+    assert form_counts["/organizer/payouts"] >= 4  # run a batch, mark the file sent
+    assert form_counts["/account/preferences"] == 4
+    assert form_counts[f"/questions/{ids['closed']}"] == 4  # rate, tip
+    assert form_counts[f"/questions/{ids['draft']}/pay"] == 3  # the test card
+    assert form_counts[f"/answer/questions/{ids['clarifying']}"] == 3  # the reply
 
 
 def test_the_forms_are_named_by_what_they_do(app, client, site):
@@ -237,18 +238,18 @@ def test_the_forms_are_named_by_what_they_do(app, client, site):
     names = sorted(page.accessible_name(form) for form in page.forms())
     assert names == sorted([f"Pick up – {TITLES['offered']}", f"Pass – {TITLES['offered']}",
                             f"Pick up – {TITLES['offered2']}", f"Pass – {TITLES['offered2']}",
-                            "Sign out"])
+                            "Sign out", "Language"])
     sign_in_as(client, app, site["asker"])
     page = get_page(client, f"/questions/{ids['answered']}")
     assert [page.accessible_name(form) for form in page.forms()] == [
-        "Sign out", "Accept the answer", "Ask for more detail", "Reject the answer"]
+        "Sign out", "Accept the answer", "Ask for more detail", "Reject the answer", "Language"]
     sign_in_as(client, app, site["organizer"])
     page = get_page(client, "/organizer/applications/1")
     assert [page.accessible_name(form) for form in page.forms()] == [
-        "Sign out", "Approve", "Reject"]
+        "Sign out", "Approve", "Reject", "Language"]
     page = get_page(client, "/organizer/answerers")
-    assert sorted(page.accessible_name(form) for form in page.forms())[:2] == [
-        "Sign out", "Suspend Answerer 4"]
+    assert sorted(page.accessible_name(form) for form in page.forms())[:3] == [
+        "Language", "Sign out", "Suspend Answerer 4"]
 
 
 def test_the_skip_link_is_inside_the_banner_landmark(client):

@@ -295,6 +295,7 @@ def _settings(**overrides) -> dict:
      "Production needs rate limits shared by all workers: set UPSS_RATELIMIT_STORAGE"),
     ({"UPSS_ENV": "production", "UPSS_RATELIMIT_ENABLED": "false"},
      "Production cannot run without rate limits"),
+    ({"UPSS_ENV": "production"}, "Set UPSS_CONTACT_EMAIL"),
 ])
 def test_start_up_refuses_unsafe_settings_and_says_what_to_set(environ, message):
     """Each unsafe combination stops create_app with a message naming the setting."""
@@ -307,11 +308,12 @@ def test_start_up_refuses_unsafe_settings_and_says_what_to_set(environ, message)
     {},  # development on the local Stripe
     {"UPSS_ENV": "test"},
     {"UPSS_ENV": "production", "UPSS_STRIPE_SECRET_KEY": "sk_live_abc",
-     "UPSS_STRIPE_WEBHOOK_SECRET": "whsec_real_endpoint", "UPSS_RATELIMIT_STORAGE": "redis"},
+     "UPSS_STRIPE_WEBHOOK_SECRET": "whsec_real_endpoint", "UPSS_RATELIMIT_STORAGE": "redis",
+     "UPSS_CONTACT_EMAIL": "help@upss.example.no"},
 ])
 def test_start_up_accepts_safe_settings(environ, request):
-    """Development may use the local Stripe; production with a real key and secret, and
-    rate limits in Redis, starts."""
+    """Development may use the local Stripe; production with a real key and secret, rate
+    limits in Redis and a real contact address, starts."""
     if environ.get("UPSS_RATELIMIT_STORAGE") == "redis":
         environ = {**environ, "UPSS_RATELIMIT_STORAGE": request.getfixturevalue("redis_url")}
     assert create_app(_settings(**environ)).config["UPSS_ENV"] == environ.get(

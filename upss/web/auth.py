@@ -118,7 +118,7 @@ class SignInForm(Form):
     password = PasswordField(_l("Password"), validators=[InputRequired(_l("Enter your password"))])
 
 
-def _safe_next(default: str | None) -> str | None:
+def safe_next(default: str | None) -> str | None:
     """The ``next`` of this request if it is a path on this site, else ``default``."""
     target = request.args.get("next", "")
     parts = urlsplit(target)
@@ -153,7 +153,7 @@ def sign_up():
         else:
             _start_session(user)
             flash(_("Your account is ready."))
-            return limits.remember_device(redirect(_safe_next(url_for("asker.ask"))),
+            return limits.remember_device(redirect(safe_next(url_for("asker.ask"))),
                                           user.email)
     return render_template("auth/sign_up.html", form=form), 400 if form.errors else 200
 
@@ -171,7 +171,7 @@ def sign_in():
         if user is not None:
             _start_session(user)
             return limits.remember_device(
-                redirect(_safe_next(start_page(user))), user.email)
+                redirect(safe_next(start_page(user))), user.email)
         failed = True
     status = 400 if (form.errors or failed) else 200
     return render_template("auth/sign_in.html", form=form, failed=failed), status
@@ -226,4 +226,4 @@ def signed_in_user():
     """``user`` for every template, and ``auth_next``: a safe ``next`` of this request, which
     the sign-in and sign-up links carry, so either way leads back to where the visitor was
     going (None: no ``next``)."""
-    return {"user": current_user, "auth_next": _safe_next(None)}
+    return {"user": current_user, "auth_next": safe_next(None)}
