@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from tests.flows.test_release import DAY, NIGHT, offers
 from upss import ledger, questions, release
 from upss.extensions import db
-from upss.models import LedgerTransaction, Offer
+from upss.models import LedgerTransaction, Offer, User
 
 
 @contextlib.contextmanager
@@ -182,3 +182,27 @@ def test_an_offer_at_00_00_00_local_counts_for_the_new_day(app, world, zone):
     assert released_at(world, zone, 2026, 1, 15, 0, 0, 0) == [(first, a)]
     assert released_at(world, zone, 2026, 1, 15, 23, 59, 59) == []
     assert released_at(world, zone, 2026, 1, 16, 0, 0, 0) == [(second, a)]
+
+
+# --- Whose hours, and who is an answerer -----------------------------------------------------
+
+def test_available_hours_are_read_in_the_answerers_own_timezone(app, world):
+    """An answerer in Tokyo free 09:00–12:00 there: 01:00 UTC is 10:00 in Tokyo (offered),
+    although 01:00 is outside those hours in UTC and in the organizer's Oslo."""
+    tokyo = world.answerer(timezone="Asia/Tokyo", available_from_minute=9 * 60,
+                           available_until_minute=12 * 60)
+    q = world.paid_question(paid_at=DAY)
+    assert released_at(world, "Asia/Tokyo", 2026, 1, 15, 8, 59, 0) == []
+    assert released_at(world, "Asia/Tokyo", 2026, 1, 15, 10, 0, 0) == [(q, tokyo)]
+
+
+def test_an_active_profile_without_the_answerer_role_gets_no_offer(app, world):
+    """The role decides: a user whose answerer role was taken away (``is_answerer`` false)
+    keeps an active profile row, yet gets no offers; one who has the role does."""
+    former, current = world.answerer(), world.answerer()
+    with app.app_context():
+        db.session.get(User, former).is_answerer = False
+        db.session.commit()
+    ids = [world.paid_question(paid_at=DAY) for _ in range(2)]
+    world.run(release.release_due_questions, NIGHT)
+    assert {offered_to(app, q) for q in ids} == {current}
