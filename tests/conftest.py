@@ -183,6 +183,25 @@ def postgres_url():
         admin.dispose()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_database(request, tmp_path):
+    """A database with no tables at all (for migration tests), on SQLite and on PostgreSQL."""
+    import sqlalchemy as sa
+
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.sqlite'}"
+        return
+    request.getfixturevalue("postgres_url")  # skips, or fails under CI, without PostgreSQL
+    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    name = f"upss_empty_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
 def _truncate_postgres(url: str) -> None:
     import sqlalchemy as sa
 

@@ -1,5 +1,20 @@
-"""An answerer's earnings: what is owed, what can be paid out now, what was paid, and this
-year's total against their yearly ceiling. Also the weekly payout schedule."""
+"""An answerer's earnings: what is owed, what can be paid out now, what sits in a bank file
+not yet sent, what was paid, and this year's total against their yearly ceiling. Also the
+weekly payout schedule.
+
+Where an answerer's money is, by the ledger and the payout rows (``upss.payouts``,
+``upss.sepa``):
+
+* **owed**: the balance of their ``payable:answerer:<id>`` account (settlements and tips credit
+  it; every payout debits it; a failed or returned payout's reversal credits it again);
+* **in the bank file, not yet sent**: a SEPA payout's posting has already moved the money out of
+  the payable account into the organizer's shared ``bank_clearing`` account, and the payout is
+  ``awaiting_bank`` until the organizer marks its batch's file sent. It is neither owed (no
+  longer on the payable account) nor paid (not sent), so it is its own line, read from the
+  answerer's own ``awaiting_bank`` payouts and their files' dates;
+* **paid**: their payouts with status ``sent`` (a Connect transfer made, or a SEPA file marked
+  sent); a payment the bank returns becomes ``failed`` and is owed again.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +27,27 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from . import ledger, payouts, settings, statements
-from .models import AnswererProfile, LedgerAccount, LedgerEntry, LedgerTransaction, Payout, User
+from .models import (
+    AnswererProfile,
+    LedgerAccount,
+    LedgerEntry,
+    LedgerTransaction,
+    Payout,
+    PayoutBatch,
+    User,
+)
 
 #: The weekly payout batch runs on Mondays (weekday 0) at 09:00 in the organizer's timezone.
 PAYOUT_WEEKDAY, PAYOUT_HOUR = 0, 9
+
+
+@dataclass(frozen=True)
+class BankFilePart:
+    """The answerer's money in one SEPA bank file the organizer has not marked sent."""
+
+    #: When the file was made (its payout batch's time).
+    made_at: datetime
+    amount_cents: int
 
 
 @dataclass(frozen=True)
@@ -23,6 +55,10 @@ class Earnings:
     currency: str
     owed_cents: int
     payable_now_cents: int
+    #: Money in SEPA files made but not yet sent: neither owed nor paid.
+    in_bank_file_cents: int
+    #: Each such file, oldest first (its parts add up to ``in_bank_file_cents``).
+    bank_files: tuple[BankFilePart, ...]
     paid_cents: int
     this_year_cents: int
     ceiling_cents: int | None
@@ -60,8 +96,24 @@ def next_payout_date(now: datetime, zone: ZoneInfo) -> date:
     return (local + timedelta(days=days)).date()
 
 
+def in_unsent_bank_files(session: Session, answerer_id: int) -> tuple[BankFilePart, ...]:
+    """The answerer's money in SEPA bank files made but not yet marked sent, one part per file,
+    oldest first: their ``awaiting_bank`` payouts (``upss.sepa.mark_file_sent`` makes them
+    ``sent``; a batch's file holds at most one payout per answerer). Reads only this
+    answerer's payouts (``payout.answerer_id`` is indexed)."""
+    rows = session.execute(
+        select(PayoutBatch.created_at, func.sum(Payout.amount_cents))
+        .join(PayoutBatch, PayoutBatch.id == Payout.batch_id)
+        .where(Payout.answerer_id == answerer_id, Payout.status == "awaiting_bank")
+        .group_by(PayoutBatch.id, PayoutBatch.created_at)
+        .order_by(PayoutBatch.created_at, PayoutBatch.id))
+    return tuple(BankFilePart(made_at, int(cents)) for made_at, cents in rows)
+
+
 def summary(session: Session, answerer: User, now: datetime) -> Earnings:
-    """The numbers of the answerer's earnings page."""
+    """The numbers of the answerer's earnings page: owed (of which payable now), in a bank file
+    not yet sent, paid, and this year's income (module docstring). Exact integer cents; every
+    query is limited to this answerer."""
     rules = settings.current(session)
     account = ledger.payable_account(answerer.id)
     owed = -ledger.balance(session, account)
@@ -73,10 +125,15 @@ def summary(session: Session, answerer: User, now: datetime) -> Earnings:
         Payout.answerer_id == answerer.id, Payout.status == "sent"))
     this_year = income_since(session, [answerer.id], year_start(now, rules.zone)).get(
         answerer.id, 0)
+    bank_files = in_unsent_bank_files(session, answerer.id)
     profile = session.get(AnswererProfile, answerer.id)
-    return Earnings(rules.currency, owed, payable_now, int(paid), int(this_year),
-                    profile.yearly_ceiling_cents if profile else None,
-                    next_payout_date(now, rules.zone), cfg["UPSS_PAYOUT_MINIMUM_CENTS"])
+    return Earnings(
+        currency=rules.currency, owed_cents=owed, payable_now_cents=payable_now,
+        in_bank_file_cents=sum(part.amount_cents for part in bank_files),
+        bank_files=bank_files, paid_cents=int(paid), this_year_cents=int(this_year),
+        ceiling_cents=profile.yearly_ceiling_cents if profile else None,
+        next_payout=next_payout_date(now, rules.zone),
+        minimum_cents=cfg["UPSS_PAYOUT_MINIMUM_CENTS"])
 
 
 def run_weekly_payouts(session: Session, now: datetime):

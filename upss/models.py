@@ -434,12 +434,23 @@ class PayoutBatch(db.Model):
     payouts: Mapped[list[Payout]] = relationship(order_by="Payout.id")
 
 
+#: Why a payout failed or is not confirmed, as a code; pages show each in the reader's language
+#: (``upss.web.display.REASON_TEXTS``). ``other``: an old free-text reason no code fits
+#: (migration 0010), kept as the payout's ``failure_reason``.
+PAYOUT_FAILURE_CODES = (
+    "transfer_refused", "no_clear_answer", "amount_differs", "not_at_stripe",
+    "reversed_at_stripe", "returned_by_bank", "other",
+)
+
+
 class Payout(db.Model):
     __tablename__ = "payout"
     __table_args__ = (
         CheckConstraint("amount_cents > 0", name="amount_positive"),
         CheckConstraint("status IN ('sending', 'sent', 'unknown', 'awaiting_bank', 'failed')",
                         name="status_known"),
+        CheckConstraint("failure_code IN (" + ", ".join(
+            f"'{code}'" for code in PAYOUT_FAILURE_CODES) + ")", name="failure_code_known"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -457,6 +468,11 @@ class Payout(db.Model):
     idempotency_key: Mapped[str | None] = mapped_column(String(255), unique=True)
     stripe_transfer_id: Mapped[str | None] = mapped_column(String(255))
     iban: Mapped[str | None] = mapped_column(String(34))
+    #: Why the payout failed or is not confirmed (one of ``PAYOUT_FAILURE_CODES``); empty
+    #: while nothing went wrong. The words people read come from this code.
+    failure_code: Mapped[str | None] = mapped_column(String(40))
+    #: The detail behind ``failure_code`` for the organizer, as it came: Stripe's own message,
+    #: the transfer's id, the reason the bank gave. Never shown to the answerer.
     failure_reason: Mapped[str | None] = mapped_column(String(500))
     #: How often the transfer was sent, and when last.
     attempts: Mapped[int] = mapped_column(Integer, default=0)

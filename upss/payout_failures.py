@@ -6,7 +6,8 @@ never made keeps its ``payout:<id>`` posting and gets the reversing transaction
 account statement shows the attempt and its undo. A refusal also pauses the answerer's
 payouts (``pause_after_refusal``): one week, doubled by each refusal in a row, at most eight
 weeks, so a broken account is not tried every batch; a payout that goes through clears it
-(``clear_pause``).
+(``clear_pause``). Why it failed is stored as a code with the detail behind it
+(``record_failure``).
 
 ``upss.payouts`` (batches, Connect) and ``upss.sepa`` (the bank file) both use these. This
 module imports neither, so ``payouts`` imports ``sepa`` and ``sepa`` never imports ``payouts``.
@@ -37,6 +38,15 @@ def reverse_payout(session: Session, payout: Payout, description: str) -> Ledger
     if original is None:
         raise PayoutError(f"payout {payout.id} has no ledger posting to reverse")
     return ledger.reverse(session, original, f"payout:{payout.id}:reversal", description)
+
+
+def record_failure(payout: Payout, code: str, detail: str | None = None) -> None:
+    """Record why ``payout`` failed or is not confirmed: ``code`` (one of
+    ``models.PAYOUT_FAILURE_CODES``; pages show it in the reader's language, never stored
+    English) and the detail behind it for the organizer (Stripe's message, a transfer's id,
+    the reason the bank gave), at most 500 characters, or None."""
+    payout.failure_code = code
+    payout.failure_reason = detail[:500] if detail else None
 
 
 def pause_after_refusal(profile: AnswererProfile, now: datetime) -> None:

@@ -40,7 +40,10 @@ and tips credit it). ``run_batch(now)`` pays what is *eligible*:
   batch). The organizer's marks on the file (sent, settled, a payment returned) are in
   ``upss.sepa``.
 * **Failures are posted and reversed** (``upss.payout_failures``): a refused payout keeps its
-  ``payout:<id>`` posting and gets ``payout:<id>:reversal``.
+  ``payout:<id>`` posting and gets ``payout:<id>:reversal``. Why a payout failed (or is not
+  confirmed) is stored as a code, ``failure_code`` (``models.PAYOUT_FAILURE_CODES``), which
+  pages show in the reader's language; ``failure_reason`` keeps only the detail behind it for
+  the organizer (Stripe's message, a transfer's id), never English sentences.
 
 The organizer's Payouts page uses ``run_batch_audited``: ``run_batch`` plus its audit-log row
 (``upss.audit``). ``GatewayError`` is re-exported for pages (an error they show).
@@ -70,7 +73,14 @@ from .models import (
     PayoutBatch,
     User,
 )
-from .payout_failures import PayoutError, clear_pause, pause_after_refusal, reverse_payout
+from .money import to_decimal
+from .payout_failures import (
+    PayoutError,
+    clear_pause,
+    pause_after_refusal,
+    record_failure,
+    reverse_payout,
+)
 from .stripe_gateway import GatewayError as GatewayError  # an error pages show: re-exported
 from .stripe_gateway import Transfer, gateway
 
@@ -187,7 +197,7 @@ def holds(session: Session, now: datetime, answerer_ids: list[int]) -> dict[int,
 def _start_connect_payout(session: Session, payout: Payout, now: datetime) -> None:
     """Phase 1 of a Connect payout: the key is fixed and the money leaves the payable account."""
     payout.status = "sending"
-    payout.failure_reason = None
+    payout.failure_code = payout.failure_reason = None
     payout.idempotency_key = idempotency_key(session, "payout", payout.id)
     payout.last_attempt_at = now
     _post_payout(session, payout, ledger.STRIPE_BALANCE)
@@ -304,9 +314,9 @@ def _send_transfer(session: Session, payout_id: int, now: datetime) -> str:
             _mark_sent(session, payout, transfer)
         elif error.outcome_unknown:
             payout.status = "unknown"
-            payout.failure_reason = f"no clear answer from Stripe: {error}"[:500]
+            record_failure(payout, "no_clear_answer", str(error))
         else:
-            _refuse(session, payout, f"Stripe refused the transfer: {error}", now)
+            _refuse(session, payout, str(error), now)
     session.commit()
     return payout.status
 
@@ -314,22 +324,25 @@ def _send_transfer(session: Session, payout_id: int, now: datetime) -> str:
 def _mark_sent(session: Session, payout: Payout, transfer: Transfer) -> None:
     if transfer.amount != payout.amount_cents or transfer.currency != payout.currency:
         payout.status = "unknown"
-        payout.failure_reason = (f"transfer {transfer.id} at Stripe is {transfer.amount} "
-                                 f"{transfer.currency}, not {payout.amount_cents} "
-                                 f"{payout.currency}: check it")[:500]
+        record_failure(payout, "amount_differs",
+                   f"{transfer.id}: {to_decimal(transfer.amount, transfer.currency)} "
+                   f"{transfer.currency}")
         return
     payout.status = "sent"
-    payout.failure_reason = None
+    payout.failure_code = payout.failure_reason = None
     payout.stripe_transfer_id = transfer.id
     clear_pause(session.get(AnswererProfile, payout.answerer_id))
 
 
-def _refuse(session: Session, payout: Payout, reason: str, now: datetime) -> None:
-    """A clear refusal: the payout is failed and reversed (the money is owed again) and the
+def _refuse(session: Session, payout: Payout, stripe_message: str, now: datetime) -> None:
+    """Stripe clearly refused the transfer: the payout is failed (``transfer_refused``, with
+    Stripe's message as the detail) and reversed (the money is owed again), and the
     answerer's payouts pause before the next try."""
     payout.status = "failed"
-    payout.failure_reason = reason[:500]
-    reverse_payout(session, payout, f"Payout {payout.id} failed: {reason}"[:255])
+    record_failure(payout, "transfer_refused", stripe_message)
+    reverse_payout(session, payout,
+                   f"Payout {payout.id} failed: Stripe refused the transfer: {stripe_message}"
+                   [:255])
     pause_after_refusal(session.get(AnswererProfile, payout.answerer_id), now)
 
 
@@ -373,8 +386,7 @@ def _resolve(session: Session, payout_id: int, now: datetime) -> str:
         outcome = "found: " + payout.status
     else:
         payout.status = "failed"
-        payout.failure_reason = ("Stripe has no transfer for this payout, and its key has "
-                                 "expired: the money is owed again")
+        record_failure(payout, "not_at_stripe")
         reverse_payout(session, payout, f"Payout {payout.id} not made at Stripe")
         outcome = "not at Stripe: failed"
     session.commit()

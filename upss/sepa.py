@@ -47,7 +47,7 @@ from text_unidecode import unidecode  # installed with sepaxml, which runs it on
 
 from . import audit, ledger
 from .models import AnswererProfile, Payout, PayoutBatch, User
-from .payout_failures import PayoutError, pause_after_refusal, reverse_payout
+from .payout_failures import PayoutError, pause_after_refusal, record_failure, reverse_payout
 
 PAIN_001_NS = "urn:iso:std:iso:20022:tech:xsd:pain.001.001.03"
 #: The end-to-end id of payout ``<id>`` in its file is this prefix and the id.
@@ -273,9 +273,10 @@ def mark_file_settled(session: Session, batch: PayoutBatch, organizer: User,
 
 def mark_payout_returned(session: Session, payout: Payout, organizer: User, reason: str,
                          now: datetime) -> bool:
-    """The bank returned one SEPA payment of a file marked sent: the payout is failed and
-    reversed (before settlement back into ``bank_clearing``, after it into ``bank``), so the
-    money is owed again, and the answerer's payouts pause; recorded in the audit log. False
+    """The bank returned one SEPA payment of a file marked sent: the payout is failed
+    (``returned_by_bank``, with the reason the bank gave as its detail) and reversed (before
+    settlement back into ``bank_clearing``, after it into ``bank``), so the money is owed
+    again, and the answerer's payouts pause; recorded in the audit log. False
     (nothing done or recorded) if it was failed already; ``SepaStateError`` if it is not a
     SEPA payout or its file was not marked sent."""
     if payout.method != "sepa":
@@ -287,7 +288,7 @@ def mark_payout_returned(session: Session, payout: Payout, organizer: User, reas
         return False
     before = {"status": payout.status}
     payout.status = "failed"
-    payout.failure_reason = (reason or "returned by the bank")[:500]
+    record_failure(payout, "returned_by_bank", reason)
     description = f"SEPA payout {payout.id} returned by the bank on {now.date().isoformat()}"
     if payout.batch.sepa_settled_at is None:
         reverse_payout(session, payout, description)
@@ -298,5 +299,6 @@ def mark_payout_returned(session: Session, payout: Payout, organizer: User, reas
                     payout.currency)
     pause_after_refusal(session.get(AnswererProfile, payout.answerer_id), now)
     audit.record(session, organizer, "mark SEPA payment returned", f"payout:{payout.id}",
-                 before, {"status": payout.status, "reason": payout.failure_reason})
+                 before, {"status": payout.status, "failure_code": payout.failure_code,
+                          "reason": payout.failure_reason})
     return True

@@ -130,7 +130,7 @@ LEDGER_CSV_COLUMNS = ("transaction_id", "created_at", "idempotency_key", "descri
                       "account", "account_type", "currency", "debit", "credit", "amount_cents")
 PAYOUT_CSV_COLUMNS = ("payout_id", "batch_id", "created_at", "answerer_id", "answerer_name",
                       "method", "status", "currency", "amount", "amount_cents", "iban",
-                      "stripe_transfer_id", "failure_reason")
+                      "stripe_transfer_id", "failure_code", "failure_reason")
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -189,5 +189,6 @@ def payouts_csv(session: Session) -> str:
         rows.append((payout.id, payout.batch_id, _iso_utc(payout.created_at), payout.answerer_id,
                      _cell(name), payout.method, payout.status, payout.currency,
                      _decimal_text(amount, payout.currency), amount, _cell(payout.iban),
-                     _cell(payout.stripe_transfer_id), _cell(payout.failure_reason)))
+                     _cell(payout.stripe_transfer_id), payout.failure_code or "",
+                     _cell(payout.failure_reason)))
     return _csv(PAYOUT_CSV_COLUMNS, rows)

@@ -46,6 +46,7 @@ from sqlalchemy.orm import Session
 
 from . import ledger, money, questions
 from .models import LedgerTransaction, Payout, Question, StripeDispute, Tip, utcnow
+from .payout_failures import record_failure
 from .stripe_gateway import (
     BalanceMove,
     Dispute,
@@ -291,7 +292,7 @@ def _transfer_reversed(session: Session, event: WebhookEvent) -> str:
                 transfer.currency)
     if transfer.amount_reversed >= payout.amount_cents:
         payout.status = "failed"
-        payout.failure_reason = f"the transfer {transfer.id} was reversed at Stripe"
+        record_failure(payout, "reversed_at_stripe", transfer.id)
     session.flush()
     return "applied: payout reversed"
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import func, select
 
-from tests.conftest import POSTGRES_ADMIN_URL, _base_config
+from tests.conftest import _base_config
 from upss import create_app, ledger
 from upss.extensions import db
 
@@ -56,23 +54,6 @@ def test_seed_demo_creates_one_user_per_role_and_can_run_twice(app, runner):
         assert [(u.email, u.is_answerer, u.is_organizer) for u in users] == [
             ("asker@example.org", False, False), ("answerer@example.org", True, False),
             ("organizer@example.org", False, True)]
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def empty_database(request, tmp_path):
-    """A database with no tables at all."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'empty.sqlite'}"
-        return
-    request.getfixturevalue("postgres_url")  # skips, or fails under CI, without PostgreSQL
-    admin = sa.create_engine(POSTGRES_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    name = f"upss_empty_{uuid.uuid4().hex[:8]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield POSTGRES_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def test_db_upgrade_from_empty_matches_the_models(empty_database, localstripe_url):

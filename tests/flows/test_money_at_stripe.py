@@ -272,7 +272,9 @@ def test_a_transfer_reversed_at_stripe_makes_the_payout_owed_again(app, world, s
         f"payout:{made.id}:reversed-to:2250"]
     assert balance(app, f"payable:answerer:{answerer}") == -2250
     with app.app_context():
-        assert db.session.get(Payout, made.id).status == "failed"
+        after = db.session.get(Payout, made.id)
+        assert (after.status, after.failure_code, after.failure_reason) == (
+            "failed", "reversed_at_stripe", made.stripe_transfer_id)
     assert_stripe_balance_matches(app)
 
 

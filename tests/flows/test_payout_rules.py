@@ -22,6 +22,7 @@ from tests.flows.test_payouts import (
     earn,
     later,
     run_batch,
+    two_in_one_sepa_batch,
 )
 from upss import ledger, payouts, reconciliation, sepa
 from upss.extensions import db
@@ -153,15 +154,16 @@ def test_a_batch_refused_by_the_ledger_check_names_its_first_three_problems(app,
 
 
 def test_a_long_refusal_is_cut_to_fit_the_payout_and_its_reversal(app, world, stripe):
-    """Stripe's refusal text goes into the failure reason (500 characters at most) and the
-    reversal's description (255 at most)."""
+    """The failure is coded ``transfer_refused``; Stripe's refusal text is its detail (500
+    characters at most) and goes into the reversal's description (255 at most)."""
     a = connect(world)
     earn(app, world, a, 2000)
     stripe.fail_with = GatewayError("x" * 600, http_status=400)
     now = later()
     payout = batch_payouts(app, run_batch(app, now))[a]
     reason = "Stripe refused the transfer: " + "x" * 600
-    assert (payout.status, payout.failure_reason) == ("failed", reason[:500])
+    assert (payout.status, payout.failure_code, payout.failure_reason) == (
+        "failed", "transfer_refused", "x" * 500)
     assert posting(app, f"payout:{payout.id}:reversal") == (
         f"Payout {payout.id} failed: {reason}"[:255], f"payout:{payout.id}",
         {f"payable:answerer:{a}": -1800, "stripe_balance": 1800})
@@ -174,8 +176,8 @@ def test_a_long_unclear_answer_is_cut_to_fit_the_payout(app, world, stripe):
     earn(app, world, a, 2000)
     stripe.fail_with = GatewayError("y" * 600, outcome_unknown=True)
     payout = batch_payouts(app, run_batch(app, later()))[a]
-    assert (payout.status, payout.failure_reason) == (
-        "unknown", ("no clear answer from Stripe: " + "y" * 600)[:500])
+    assert (payout.status, payout.failure_code, payout.failure_reason) == (
+        "unknown", "no_clear_answer", "y" * 500)
 
 
 def test_eligible_amounts_for_one_answerer_and_the_inactive_hold(app, world):
@@ -216,9 +218,8 @@ def test_the_look_up_job_fails_payouts_stripe_never_made_once_their_key_expired(
     after = batch_payouts(app, made[people[0]].batch_id)
     for person in people[:2]:
         payout = after[person]
-        assert (payout.status, payout.failure_reason) == (
-            "failed", "Stripe has no transfer for this payout, and its key has expired: the "
-                      "money is owed again")
+        assert (payout.status, payout.failure_code, payout.failure_reason) == (
+            "failed", "not_at_stripe", None)
         assert posting(app, f"payout:{payout.id}:reversal") == (
             f"Payout {payout.id} not made at Stripe", f"payout:{payout.id}",
             {f"payable:answerer:{person}": -1800, "stripe_balance": 1800})
@@ -252,8 +253,9 @@ def test_a_payout_left_sending_is_looked_up_from_two_minutes_and_sent_at_that_ti
 
 
 def test_a_transfer_found_with_another_amount_leaves_the_payout_unknown(app, world, stripe):
-    """The look-up finds a transfer that does not match: the payout stays unknown, and the
-    reason (500 characters at most) names both amounts."""
+    """The look-up finds a transfer that does not match: the payout stays unknown, coded
+    ``amount_differs``, and its detail (500 characters at most) names Stripe's transfer and
+    its amount (the payout's own is on the row)."""
     a = connect(world)
     earn(app, world, a, 2000)
     stripe.fail_with = LOST
@@ -265,8 +267,8 @@ def test_a_transfer_found_with_another_amount_leaves_the_payout_unknown(app, wor
         transfer_group=payout.idempotency_key)]
     assert resolve(app, now + timedelta(minutes=5)) == "1 found: unknown"
     after = detached(app, Payout, payout.id)
-    assert (after.status, after.stripe_transfer_id, after.failure_reason) == (
-        "unknown", None, f"transfer {odd} at Stripe is 1799 EUR, not 1800 EUR: check it"[:500])
+    assert (after.status, after.stripe_transfer_id, after.failure_code, after.failure_reason) == (
+        "unknown", None, "amount_differs", f"{odd}: 17.99 EUR"[:500])
 
 
 def test_a_payout_settled_while_it_was_looked_up_is_left_alone(app, world, stripe):
@@ -292,11 +294,7 @@ def test_a_payout_settled_while_it_was_looked_up_is_left_alone(app, world, strip
 def test_reconciliation_reports_a_file_that_lost_an_end_to_end_id_or_an_amount(app, world):
     """A stored file edited by hand: the transfer without its end-to-end id counts as an
     unknown one, the transfer without its amount as zero."""
-    a, b = world.answerer(iban=IBAN_NO), world.answerer(iban=IBAN_FI)
-    earn(app, world, a, 2000)
-    earn(app, world, b, 3000)
-    batch_id = run_batch(app, later())
-    paid = batch_payouts(app, batch_id)
+    a, b, batch_id, paid = two_in_one_sepa_batch(app, world, IBAN_FI)
     pa, pb = paid[a].id, paid[b].id
     with app.app_context():
         batch = db.session.get(PayoutBatch, batch_id)
@@ -335,11 +333,7 @@ def test_each_mark_on_a_sepa_file_leaves_its_whole_audit_row(app, world):
     """Sent twice, settled twice, two payments returned after settlement (one reason too long,
     one empty): the ledger and every audit row say exactly what happened."""
     organizer = world.user("organizer")
-    a, b = world.answerer(iban=IBAN_NO), world.answerer(iban=IBAN_FI)
-    earn(app, world, a, 2000)
-    earn(app, world, b, 3000)
-    batch_id = run_batch(app, later())
-    paid = batch_payouts(app, batch_id)
+    a, b, batch_id, paid = two_in_one_sepa_batch(app, world, IBAN_FI)
     pa, pb = paid[a].id, paid[b].id
     sent, settled, returned = later(16), later(17), later(18)
     with app.app_context():
@@ -366,9 +360,9 @@ def test_each_mark_on_a_sepa_file_leaves_its_whole_audit_row(app, world):
         (organizer, "mark SEPA file settled", target, {},
          {"sepa_settled_at": str(settled), "total_cents": 0}),
         (organizer, "mark SEPA payment returned", f"payout:{pa}", {"status": "sent"},
-         {"status": "failed", "reason": "R" * 500}),
+         {"status": "failed", "failure_code": "returned_by_bank", "reason": "R" * 500}),
         (organizer, "mark SEPA payment returned", f"payout:{pb}", {"status": "sent"},
-         {"status": "failed", "reason": "returned by the bank"}),
+         {"status": "failed", "failure_code": "returned_by_bank", "reason": None}),
     ]
     assert posting(app, f"sepa-settled:batch:{batch_id}") == (
         f"SEPA file of batch {batch_id} paid by the bank", None,
@@ -376,4 +370,6 @@ def test_each_mark_on_a_sepa_file_leaves_its_whole_audit_row(app, world):
     assert posting(app, f"payout:{pa}:reversal") == (
         f"SEPA payout {pa} returned by the bank on {returned.date().isoformat()}", None,
         {"bank": 1800, f"payable:answerer:{a}": -1800})
-    assert detached(app, Payout, pb).failure_reason == "returned by the bank"
+    returned_without_words = detached(app, Payout, pb)
+    assert (returned_without_words.failure_code, returned_without_words.failure_reason) == (
+        "returned_by_bank", None)

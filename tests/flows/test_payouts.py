@@ -85,6 +85,16 @@ def batch_payouts(app, batch_id: int) -> dict[int, Payout]:
         return {p.answerer_id: p for p in found}
 
 
+def two_in_one_sepa_batch(app, world, second_iban: str) -> tuple[int, int, int, dict]:
+    """Answerer ``a`` (a Norwegian IBAN) earns 18.00 and ``b`` (``second_iban``) 27.00, both paid
+    in one SEPA batch: (a, b, the batch's id, its payouts by answerer)."""
+    a, b = world.answerer(iban=IBAN_NO), world.answerer(iban=second_iban)
+    earn(app, world, a, 2000)
+    earn(app, world, b, 3000)
+    batch_id = run_batch(app, later())
+    return a, b, batch_id, batch_payouts(app, batch_id)
+
+
 def balance(app, account: str) -> int:
     with app.app_context():
         return ledger.balance(db.session, account)
@@ -702,11 +712,7 @@ def test_the_organizer_marks_a_returned_payment_on_the_payouts_page(app, world, 
     bank" form with a required reason; the mark fails the payout, reverses it, pauses the
     answerer and leaves an audit row. Not before the file is sent, not for another batch."""
     organizer = world.user("organizer")
-    a, b = world.answerer(iban=IBAN_NO), world.answerer(iban=IBAN_SE)
-    earn(app, world, a, 2000)
-    earn(app, world, b, 3000)
-    batch_id = run_batch(app, later())
-    paid = batch_payouts(app, batch_id)
+    a, b, batch_id, paid = two_in_one_sepa_batch(app, world, IBAN_SE)
     with app.app_context():
         email = db.session.get(User, organizer).email
     sign_in(client, email, "correct horse 9")

@@ -170,7 +170,7 @@ def test_a_clear_refusal_is_reversed_once_and_not_retried_every_batch(app, world
     earn(app, world, answerer, 2500)
     now = later()
     failed = batch(app, now)
-    assert failed.status == "failed" and "Stripe refused" in failed.failure_reason
+    assert (failed.status, failed.failure_code) == ("failed", "transfer_refused")
     assert payout_postings(app) == [f"payout:{failed.id}", f"payout:{failed.id}:reversal"]
     assert entries(app, f"payout:{failed.id}:reversal") == {
         f"payable:answerer:{answerer}": -2250, "stripe_balance": 2250}

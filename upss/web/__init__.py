@@ -82,7 +82,14 @@ def register_blueprints(app: Flask) -> None:
         paying,
         webhooks,
     )
-    from .display import STATUS_LABELS, duration_text, money_text, reader_locale, until_text
+    from .display import (
+        STATUS_LABELS,
+        duration_text,
+        money_text,
+        reader_locale,
+        reason_text,
+        until_text,
+    )
 
     for module in (main, auth, asker, paying, answerer, organizer, money_pages, webhooks):
         app.register_blueprint(module.bp)
@@ -91,6 +98,7 @@ def register_blueprints(app: Flask) -> None:
     app.jinja_env.filters["duration"] = duration_text
     app.jinja_env.filters["until"] = until_text
     app.jinja_env.globals["status_label"] = lambda status: STATUS_LABELS.get(status, status)
+    app.jinja_env.globals["reason_text"] = reason_text
 
     @app.context_processor
     def page_language():
