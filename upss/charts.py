@@ -121,9 +121,13 @@ def queue_depth(session: Session, now: datetime, days: int = 28,
 
 # --------------------------------------------------------------------------- SVG chart
 
-#: viewBox width: rendered at 320 CSS px, FONT_SIZE is still 12.4 px.
-VIEW_WIDTH = 360
+#: viewBox width. A page 320 CSS px wide leaves the chart 280 px (288 without larger text), so
+#: FONT_SIZE is drawn at 14.4 px or more there; CSS caps the width (``.chart svg``) so the text
+#: does not grow past about 26 px on a wide screen.
+VIEW_WIDTH = 272
 FONT_SIZE = 14
+#: Average width of a digit or letter of FONT_SIZE in sans-serif, to keep axis labels apart.
+CHAR_WIDTH = FONT_SIZE * 0.62
 INK = "#0b0c0c"
 GRID = "#505a5f"
 
@@ -267,12 +271,17 @@ def _depth_svg(depth: Sequence[tuple[datetime, int]], label: str, caption: str,
             return left + (right - left) * (at - first).total_seconds() / span
 
         with_time = last - first <= timedelta(days=2)
+
+        def tick_text(at: datetime) -> str:
+            return at.strftime("%H:%M") if with_time else _when(at, with_time=False)
+
         ticks = [(first, "start"), (last, "end")]
-        if len(depth) > 2:
-            ticks.insert(1, (depth[len(depth) // 2][0], "middle"))
+        middle = depth[len(depth) // 2][0]
+        # The middle label only where three fit side by side with a gap (times do, dates not).
+        if len(depth) > 2 and 3 * (len(tick_text(middle)) + 1) * CHAR_WIDTH <= right - left:
+            ticks.insert(1, (middle, "middle"))
         for at, anchor in ticks:
-            label_text = at.strftime("%H:%M") if with_time else _when(at, with_time=False)
-            parts.append(_text(x_of(at), bottom + FONT_SIZE + 6, label_text, anchor))
+            parts.append(_text(x_of(at), bottom + FONT_SIZE + 6, tick_text(at), anchor))
         points = " ".join(f"{_fmt(x_of(at))},{_fmt(bottom - plot_h * n / axis_top)}"
                           for at, n in depth)
         parts.append(f'<polyline fill="none" stroke="{colour}" stroke-width="2.5" '

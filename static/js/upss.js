@@ -360,3 +360,24 @@ function setUpReadAloud() {
     text.insertAdjacentElement("beforebegin", button);
   });
 }
+
+/* A tall text box reached with the keyboard is shown whole when it fits the window: browsers
+   bring only the caret's line into view, which can leave most of the box below the screen.
+   Not on a mouse or touch press, where moving the page would move the text under the pointer. */
+(() => {
+  let pressing = false;
+  document.addEventListener("pointerdown", () => { pressing = true; }, true);
+  document.addEventListener("pointerup", () => { pressing = false; }, true);
+  document.addEventListener("keydown", () => { pressing = false; }, true);
+  document.addEventListener("focusin", (event) => {
+    const field = event.target;
+    if (pressing || !(field instanceof HTMLTextAreaElement)) return;
+    const room = window.innerHeight;
+    const box = field.getBoundingClientRect();
+    if (box.height > room || (box.top >= 0 && box.bottom <= room)) return;
+    field.scrollIntoView({block: "nearest"});  // with the field's CSS scroll-margin
+    const shown = field.getBoundingClientRect();  // the margin may not fit: the box itself must
+    if (shown.top < 0) window.scrollBy(0, shown.top);
+    else if (shown.bottom > room) window.scrollBy(0, shown.bottom - room);
+  });
+})();
