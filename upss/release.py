@@ -103,11 +103,12 @@ def load_candidates(session: Session, now: datetime,
             session, ids, earnings.year_start(now, rules.zone)).items():
         candidates[answerer_id].earned_this_year_cents = cents
 
+    # Today's offers of each answerer, counted from their own local midnight; the query reads
+    # only offers since the earliest of those midnights.
     earliest_midnight = min(_local_midnight(now, ZoneInfo(c.profile.timezone))
                             for c in candidates.values())
     for offer in session.scalars(
-        select(Offer).where(Offer.answerer_id.in_(ids),
-                            Offer.offered_at >= earliest_midnight - timedelta(days=1))
+        select(Offer).where(Offer.answerer_id.in_(ids), Offer.offered_at >= earliest_midnight)
     ):
         c = candidates[offer.answerer_id]
         if offer.offered_at >= _local_midnight(now, ZoneInfo(c.profile.timezone)):

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.flows.test_release import DAY, NIGHT, offers
-from upss import ledger, questions, release
+from upss import ledger, questions, release, vetting
 from upss.extensions import db
 from upss.models import LedgerTransaction, Offer, User
 
@@ -206,3 +206,28 @@ def test_an_active_profile_without_the_answerer_role_gets_no_offer(app, world):
     ids = [world.paid_question(paid_at=DAY) for _ in range(2)]
     world.run(release.release_due_questions, NIGHT)
     assert {offered_to(app, q) for q in ids} == {current}
+
+
+def test_each_offer_today_counts_once_toward_the_daily_limit(app, world):
+    """Daily limit 2: one offer at 23:00 leaves room for exactly one more today."""
+    a = world.answerer(daily_limit=2)
+    first = world.paid_question(paid_at=DAY)
+    assert released_at(world, "Europe/Oslo", 2026, 1, 14, 23, 0, 0) == [(first, a)]
+    second, third = (world.paid_question(paid_at=DAY) for _ in range(2))
+    offered = released_at(world, "Europe/Oslo", 2026, 1, 14, 23, 40, 0)
+    assert len(offered) == 1 and offered[0][0] in (second, third) and offered[0][1] == a
+
+
+def test_offers_of_a_suspended_answerer_do_not_disturb_the_release(app, world):
+    """An answerer suspended after an offer today is no candidate; the release still offers the
+    next question to the others (their offers are read only for candidates)."""
+    gone, other, organizer = world.answerer(), world.answerer(), world.user("organizer")
+    first = world.paid_question(paid_at=DAY)
+    assert released_at(world, "Europe/Oslo", 2026, 1, 14, 23, 0, 0) == [(first, gone)]
+    with app.app_context():
+        vetting.set_suspended(db.session, db.session.get(User, gone),
+                              db.session.get(User, organizer), True, "test",
+                              now=local("Europe/Oslo", 2026, 1, 14, 23, 20, 0))
+        db.session.commit()
+    later_one = world.paid_question(paid_at=DAY)
+    assert dict(released_at(world, "Europe/Oslo", 2026, 1, 14, 23, 40, 0))[later_one] == other
