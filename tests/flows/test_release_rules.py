@@ -231,3 +231,42 @@ def test_offers_of_a_suspended_answerer_do_not_disturb_the_release(app, world):
         db.session.commit()
     later_one = world.paid_question(paid_at=DAY)
     assert dict(released_at(world, "Europe/Oslo", 2026, 1, 14, 23, 40, 0))[later_one] == other
+
+
+def test_claimed_work_counts_toward_the_open_offer_limit(app, world):
+    """Open-offer limit 1: an answerer holding a claimed question gets no new offer."""
+    a = world.answerer(open_offer_limit=1)
+    first = world.paid_question(paid_at=DAY)
+    world.run(release.release_due_questions, NIGHT)
+    world.act(questions.claim, first, a, NIGHT)
+    second = world.paid_question(paid_at=DAY)
+    assert world.run(release.release_due_questions, NIGHT + timedelta(minutes=10)) == []
+    assert world.question(second).status == "queued"
+
+
+def test_an_answerer_whose_offer_expired_goes_last_for_that_question(app, world):
+    """Two answerers each let an offer expire; each question then goes to the other one,
+    although otherwise the answerer offered longest ago would come first."""
+    a, b = world.answerer(open_offer_limit=1), world.answerer(open_offer_limit=1)
+    q1, q2 = (world.paid_question(paid_at=DAY) for _ in range(2))
+    first = {o.question_id: o.answerer_id for o in world.run(release.release_due_questions,
+                                                                NIGHT)}
+    assert first == {q1: a, q2: b}
+    expired_at = max(world.question(q).offer_expires_at for q in (q1, q2))
+    assert world.run(release.expire_offers, expired_at) == 2
+    again = {o.question_id: o.answerer_id for o in world.run(
+        release.release_due_questions, expired_at + timedelta(minutes=1), ignore_window=True)}
+    assert again == {q1: b, q2: a}
+
+
+def test_outside_the_window_only_a_deadline_strictly_inside_the_urgent_hours_releases(
+        app, world):
+    """Urgent hours 12, outside the off-peak window: a deadline exactly 12 hours ahead is not
+    urgent yet; one second later it is."""
+    a = world.answerer()
+    q = world.paid_question(paid_at=datetime(2026, 1, 14, 0, 0, tzinfo=UTC))
+    boundary = world.question(q).deadline_at - timedelta(hours=12)
+    assert boundary == datetime(2026, 1, 16, 12, 0, tzinfo=UTC)  # 13:00 in Oslo: not off-peak
+    assert world.run(release.release_due_questions, boundary) == []
+    made = world.run(release.release_due_questions, boundary + timedelta(seconds=1))
+    assert [(o.question_id, o.answerer_id) for o in made] == [(q, a)]
