@@ -575,8 +575,8 @@ def gunicorn(environ: dict, workers: int = 4):
             try:
                 if requests.get(f"{base}/sign-in", timeout=5).status_code == 200:
                     break
-            except requests.ConnectionError:
-                pass
+            except (requests.ConnectionError, requests.Timeout):
+                pass  # not listening yet, or workers still busy starting (a loaded machine)
             if proc.poll() is not None or time.monotonic() > deadline:
                 errors.seek(0)
                 raise RuntimeError("gunicorn did not start: "
