@@ -270,3 +270,21 @@ def test_outside_the_window_only_a_deadline_strictly_inside_the_urgent_hours_rel
     assert world.run(release.release_due_questions, boundary) == []
     made = world.run(release.release_due_questions, boundary + timedelta(seconds=1))
     assert [(o.question_id, o.answerer_id) for o in made] == [(q, a)]
+
+
+def test_a_question_that_changed_meanwhile_is_skipped_and_the_release_goes_on(
+        app, world, monkeypatch):
+    """If offering one question is refused (it changed after it was read, e.g. cancelled), the
+    release skips it and still offers the questions after it."""
+    a = world.answerer()
+    first, second = (world.paid_question(paid_at=DAY) for _ in range(2))
+    real_offer = questions.offer
+
+    def offer(session, question, *args, **kwargs):
+        if question.id == first:
+            raise questions.InvalidTransition(question.id, "cancelled", "offer")
+        return real_offer(session, question, *args, **kwargs)
+
+    monkeypatch.setattr(questions, "offer", offer)
+    made = world.run(release.release_due_questions, NIGHT)
+    assert [(o.question_id, o.answerer_id) for o in made] == [(second, a)]
