@@ -591,3 +591,55 @@ def gunicorn(environ: dict, workers: int = 4):
             proc.kill()
             proc.wait()
         errors.close()
+
+
+class SmtpTestServer:
+    """A real SMTP server (aiosmtpd) in the test process on a free loopback port, keeping what
+    it receives in memory: ``raw`` (the bytes as received) and ``messages`` (parsed).
+
+    ``stop()`` and ``start()`` take it down and bring it back on the same port (connections
+    are refused meanwhile); ``reply`` set to e.g. ``"451 …"`` or ``"550 …"`` answers every
+    message with that instead of taking it."""
+
+    def __init__(self):
+        self.port = free_port()
+        self.url = f"smtp://127.0.0.1:{self.port}"
+        self.raw: list[bytes] = []
+        self.reply: str | None = None
+        self.controller = None
+        self.lock = threading.Lock()
+
+    @property
+    def messages(self):
+        from email import policy
+        from email.parser import BytesParser
+
+        with self.lock:
+            return [BytesParser(policy=policy.default).parsebytes(raw) for raw in self.raw]
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's name
+        if self.reply:
+            return self.reply
+        with self.lock:
+            self.raw.append(envelope.original_content or envelope.content)
+        return "250 OK"
+
+    def start(self) -> None:
+        from aiosmtpd.controller import Controller
+
+        self.controller = Controller(self, hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+            self.controller = None
+
+
+@pytest.fixture
+def smtp_server():
+    """A running :class:`SmtpTestServer`; stopped after the test."""
+    server = SmtpTestServer()
+    server.start()
+    yield server
+    server.stop()

@@ -107,6 +107,17 @@ def release_now() -> None:
         click.echo(f"  question {offer.question_id} -> answerer {offer.answerer_id}")
 
 
+@upss_cli.command("send-notifications")
+def send_notifications() -> None:
+    """Send the messages that are due now (the scheduler does this every tick)."""
+    from . import notifications
+    from .models import utcnow
+
+    result = notifications.dispatch_due(db.session, utcnow())
+    db.session.commit()
+    click.echo(str(result))
+
+
 @upss_cli.command("make-answerer")
 @click.argument("email")
 @click.option("--by", "organizer_email", required=True,

@@ -200,6 +200,21 @@ def from_environment(instance_path: str, environ=None) -> dict:
         "UPSS_ORGANIZER_BIC": environ.get("UPSS_ORGANIZER_BIC", "DNBANOKKXXX"),
         "UPSS_PAYOUT_AFTER_DAYS": _int(environ, "UPSS_PAYOUT_AFTER_DAYS", 14),
         "UPSS_PAYOUT_MINIMUM_CENTS": _int(environ, "UPSS_PAYOUT_MINIMUM_CENTS", 1000),
+        # E-mail (upss/mailer.py, upss/notifications.py). The default is the local development
+        # SMTP server of ``make run`` (aiosmtpd, Procfile ``smtp``), whose mail /dev/mail shows.
+        #: ``smtp://user:password@host:587`` (STARTTLS when the server offers it) or
+        #: ``smtps://user:password@host:465`` (TLS from the start).
+        "UPSS_SMTP_URL": environ.get("UPSS_SMTP_URL", "smtp://127.0.0.1:8025"),
+        #: The sender of every message; its domain also ends each Message-ID.
+        "UPSS_MAIL_FROM": environ.get("UPSS_MAIL_FROM", "UPSS <upss@localhost>"),
+        #: Where people reach UPSS: links in messages start with it.
+        "UPSS_BASE_URL": environ.get("UPSS_BASE_URL", "http://127.0.0.1:5000"),
+        #: DKIM signing, when all three are set: the selector, the signing domain and the file
+        #: holding the private key (PEM) whose public key is published at
+        #: ``<selector>._domainkey.<domain>``.
+        "UPSS_DKIM_SELECTOR": environ.get("UPSS_DKIM_SELECTOR", ""),
+        "UPSS_DKIM_DOMAIN": environ.get("UPSS_DKIM_DOMAIN", ""),
+        "UPSS_DKIM_KEY_FILE": environ.get("UPSS_DKIM_KEY_FILE", ""),
         #: Scheduler: seconds between runs of the frequent jobs (tests make it short).
         "UPSS_SCHEDULER_TICK_SECONDS": _int(environ, "UPSS_SCHEDULER_TICK_SECONDS", 60),
         #: Seconds a SQLite scheduler lease lasts without renewal.
@@ -238,6 +253,12 @@ def deployment_problems(config) -> list[str]:
             problems.append("UPSS_STRIPE_CONNECT_WEBHOOK_SECRET is the local development "
                             "secret, which is public: set the signing secret of your Connect "
                             "webhook endpoint.")
+        if not config.get("UPSS_BASE_URL", "").startswith("https://"):
+            problems.append("Set UPSS_BASE_URL to the https:// address where people reach UPSS "
+                            "(links in e-mails start with it).")
+        if config.get("UPSS_MAIL_FROM", "").rstrip(">").endswith("@localhost"):
+            problems.append("Set UPSS_MAIL_FROM to the sender of UPSS's e-mail, at your own "
+                            "domain (e.g. UPSS <upss@example.no>).")
         if config.get("UPSS_CONTACT_EMAIL", "").endswith("@example.org"):
             problems.append("Set UPSS_CONTACT_EMAIL to the address where people can reach the "
                             "organizer (the Help page shows it).")

@@ -16,7 +16,7 @@ from datetime import datetime, timedelta
 from apscheduler.schedulers.blocking import BlockingScheduler
 from flask import Flask
 
-from . import earnings, payments, payouts, reconciliation, release, settings
+from . import earnings, notifications, payments, payouts, reconciliation, release, settings
 from .extensions import commit_retrying_disconnect, db
 from .lease import Lease
 from .models import JobRun, utcnow
@@ -45,6 +45,7 @@ JOBS = (
     Job("resolve-payouts", payouts.resolve_unfinished, 1),
     Job("resolve-refunds", payments.resolve_unfinished_refunds, 1),
     Job("reconcile", reconciliation.reconcile_with_stripe, 15),
+    Job("send-notifications", notifications.send_notifications, 1),
     Job("payouts", earnings.run_weekly_payouts,
         weekly=(earnings.PAYOUT_WEEKDAY, earnings.PAYOUT_HOUR)),
 )

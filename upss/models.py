@@ -597,3 +597,50 @@ class LedgerEntry(db.Model):
 
     transaction: Mapped[LedgerTransaction] = relationship(back_populates="entries")
     account: Mapped[LedgerAccount] = relationship()
+
+
+#: What became of a notification: waiting to be sent (or retried), sent, failed for good, or
+#: not sent because its recipient turned that kind off after it was written.
+NOTIFICATION_STATES = ("pending", "sent", "failed", "skipped")
+
+
+class Notification(db.Model):
+    """One message to one user, written by the service that changed state in the same
+    transaction (the outbox); ``upss.notifications`` sends it. Its id makes the Message-ID."""
+
+    __tablename__ = "notification"
+    __table_args__ = (
+        CheckConstraint("status IN (" + ", ".join(f"'{s}'" for s in NOTIFICATION_STATES) + ")",
+                        name="status_known"),
+        Index("ix_notification_status_next_attempt_at", "status", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"), index=True)
+    #: A name of ``upss.notifications.KINDS``.
+    kind: Mapped[str] = mapped_column(String(40))
+    #: What the message says (JSON): ids, amounts, times; the text is rendered when sent.
+    data: Mapped[str] = mapped_column(Text, default="{}")
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: Not sent before this moment (a retry waits longer each time).
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    #: A dispatcher took it until then; another may take it after (it died while sending).
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    claim_token: Mapped[str | None] = mapped_column(String(40))
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The mail server's last answer when sending failed.
+    last_error: Mapped[str | None] = mapped_column(String(500))
+
+
+class NotificationPreference(db.Model):
+    """A user's choice for one kind of message; no row means "send at once"."""
+
+    __tablename__ = "notification_preference"
+    __table_args__ = (CheckConstraint("mode IN ('now', 'off')", name="mode_known"),)
+
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(40), primary_key=True)
+    mode: Mapped[str] = mapped_column(String(10), default="now")
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -13,7 +13,14 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from .models import AnswererApplication, PayoutBatch, Question, ReconciliationRun, StripeDispute
+from .models import (
+    AnswererApplication,
+    Notification,
+    PayoutBatch,
+    Question,
+    ReconciliationRun,
+    StripeDispute,
+)
 from .stripe_money import CLOSED_DISPUTE
 
 
@@ -40,6 +47,8 @@ class OrganizerOverview:
     bank_files_to_send: int
     #: None if reconciliation has never finished a run.
     reconciliation: LastReconciliation | None
+    #: Messages the mail server refused for good, or that could not be sent for days.
+    failed_messages: int = 0
 
 
 def _count(session: Session, model, *where) -> int:
@@ -64,4 +73,5 @@ def organizer_overview(session: Session) -> OrganizerOverview:
         reconciliation=None if run is None else LastReconciliation(
             finished_at=run.finished_at, differences=len(json.loads(run.differences or "[]")),
             failed=run.error is not None),
+        failed_messages=_count(session, Notification, Notification.status == "failed"),
     )

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from . import access, audit, ledger, money, settings
+from . import access, audit, ledger, money, notifications, settings
 from .models import (
     LANGUAGES,
     AnswerDraft,
@@ -251,6 +251,9 @@ def confirm_payment(session: Session, question: Question, payment_intent_id: str
                 payment_intent_id=payment_intent_id, payment_error=None, paid_at=now,
                 payment_check_due_at=None, commission_bps=rules.commission_bps,
                 deadline_at=now + timedelta(hours=rules.deadline_hours))
+    notifications.enqueue(session, question.asker, "payment_confirmed", {
+        "question_id": question.id, "title": question.title,
+        "amount_cents": question.price_cents, "currency": question.currency}, now)
     return ledger.post(
         session, f"payment:{payment_intent_id}", f"Payment for question {question.id}",
         [(ledger.STRIPE_BALANCE, question.price_cents),
@@ -289,6 +292,9 @@ def offer(session: Session, question: Question, answerer: User, now: datetime,
     made = Offer(question_id=question.id, answerer_id=answerer.id, offered_at=now,
                  expires_at=expires)
     session.add(made)
+    notifications.enqueue(session, answerer, "new_offer", {
+        "question_id": question.id, "title": question.title,
+        "expires_at": expires.isoformat()}, now)
     session.flush()
     return made
 
@@ -546,6 +552,8 @@ def post_answer(session: Session, question: Question, answerer: User, body: str,
     _transition(session, question, "post_answer", at=now, actor=answerer, answer_body=body,
                 answered_at=now, lock_expires_at=None,
                 guard=(Question.answerer_id == answerer.id,))
+    notifications.enqueue(session, question.asker, "answer_ready", {
+        "question_id": question.id, "title": question.title}, now)
 
 
 def ask_clarification(session: Session, question: Question, asker: User, body: str,

@@ -419,7 +419,7 @@ def test_the_overview_counts_with_count_queries(app, site):
         assert found.reconciliation.differences == 1 and not found.reconciliation.failed
         selects = [s for s in statements if s.startswith("select")]
         counts = [s for s in selects if s.startswith("select count(*)")]
-        assert len(counts) == 4
+        assert len(counts) == 5  # applications, rejected answers, disputes, files, messages
         assert [s for s in selects if s not in counts] == [
             s for s in selects if "from reconciliation_run" in s and "limit" in s]
         db.session.get(PayoutBatch, 1).sepa_marked_sent_at = now

@@ -26,7 +26,7 @@ def test_jobs_are_declared_as_data():
     assert [j.id for j in jobs.JOBS] == ["expire-offers", "expire-locks", "release",
                                          "refund-overdue", "auto-accept", "check-payments",
                                          "resolve-payouts", "resolve-refunds", "reconcile",
-                                         "payouts"]
+                                         "send-notifications", "payouts"]
     assert jobs.JOBS[2].func is release.release_due_questions
 
 

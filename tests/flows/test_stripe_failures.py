@@ -296,6 +296,10 @@ def _settings(**overrides) -> dict:
     ({"UPSS_ENV": "production", "UPSS_RATELIMIT_ENABLED": "false"},
      "Production cannot run without rate limits"),
     ({"UPSS_ENV": "production"}, "Set UPSS_CONTACT_EMAIL"),
+    ({"UPSS_ENV": "production"}, "Set UPSS_BASE_URL to the https:// address"),
+    ({"UPSS_ENV": "production", "UPSS_BASE_URL": "http://upss.example.no"},
+     "Set UPSS_BASE_URL to the https:// address"),
+    ({"UPSS_ENV": "production"}, "Set UPSS_MAIL_FROM"),
 ])
 def test_start_up_refuses_unsafe_settings_and_says_what_to_set(environ, message):
     """Each unsafe combination stops create_app with a message naming the setting."""
@@ -309,11 +313,12 @@ def test_start_up_refuses_unsafe_settings_and_says_what_to_set(environ, message)
     {"UPSS_ENV": "test"},
     {"UPSS_ENV": "production", "UPSS_STRIPE_SECRET_KEY": "sk_live_abc",
      "UPSS_STRIPE_WEBHOOK_SECRET": "whsec_real_endpoint", "UPSS_RATELIMIT_STORAGE": "redis",
-     "UPSS_CONTACT_EMAIL": "help@upss.example.no"},
+     "UPSS_CONTACT_EMAIL": "help@upss.example.no", "UPSS_BASE_URL": "https://upss.example.no",
+     "UPSS_MAIL_FROM": "UPSS <upss@upss.example.no>"},
 ])
 def test_start_up_accepts_safe_settings(environ, request):
     """Development may use the local Stripe; production with a real key and secret, rate
-    limits in Redis and a real contact address, starts."""
+    limits in Redis, a real contact address, its https address and its own sender, starts."""
     if environ.get("UPSS_RATELIMIT_STORAGE") == "redis":
         environ = {**environ, "UPSS_RATELIMIT_STORAGE": request.getfixturevalue("redis_url")}
     assert create_app(_settings(**environ)).config["UPSS_ENV"] == environ.get(

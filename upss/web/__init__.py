@@ -76,6 +76,7 @@ def register_blueprints(app: Flask) -> None:
         auth,
         expired_forms,
         limits,
+        mail,
         main,
         money_pages,
         organizer,
@@ -93,6 +94,7 @@ def register_blueprints(app: Flask) -> None:
 
     for module in (main, auth, asker, paying, answerer, organizer, money_pages, webhooks):
         app.register_blueprint(module.bp)
+    mail.register(app)
 
     app.jinja_env.filters["money"] = money_text
     app.jinja_env.filters["duration"] = duration_text
