@@ -470,6 +470,27 @@ class World:
     def answerer(self, **profile) -> int:
         return self.user("answerer", **profile)
 
+    #: The application :meth:`applicant` sends unless told otherwise.
+    APPLICATION = {"basis": "disability", "birth_year": None, "languages": ("sv",), "topics": (),
+                   "available_from_minute": 0, "available_until_minute": 1440, "daily_limit": 2,
+                   "yearly_ceiling_cents": None, "payout_method": "connect", "iban": None,
+                   "account_holder": None}
+
+    def applicant(self, now=None, **application) -> int:
+        """A new user who has applied to answer (``application`` changes fields of
+        :attr:`APPLICATION`), through ``vetting.apply``."""
+        from datetime import UTC, datetime
+
+        from upss import vetting
+        from upss.models import User
+
+        user_id = self.user()
+        with self.app.app_context():
+            vetting.apply(db.session, db.session.get(User, user_id), vetting.ApplicationData(
+                **{**self.APPLICATION, **application}), now or datetime.now(UTC))
+            db.session.commit()
+        return user_id
+
     def paid_question(self, paid_at, price_cents: int = 1000, language: str = "en",
                       asker_id: int | None = None, real_stripe: bool = False) -> int:
         """A question paid at ``paid_at`` (through localstripe if ``real_stripe``)."""

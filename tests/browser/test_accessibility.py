@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.browser.conftest import screenshot
-from upss import payouts, questions, release, vetting
+from upss import payouts, questions, release
 from upss.extensions import db
 from upss.models import AnswererProfile, User
 
@@ -26,15 +26,11 @@ def app_config(app_config):
 def site(app, world):
     """Users of every role and questions in every state an asker and an answerer see."""
     now = datetime.now(UTC)
-    organizer, asker, applicant = world.user("organizer"), world.user("asker"), world.user()
+    organizer, asker = world.user("organizer"), world.user("asker")
+    world.applicant(now)  # an application waiting to be decided
     answerer = world.answerer(languages="en,fi")
     with app.app_context():
         db.session.get(AnswererProfile, answerer).iban = "FI2112345600000785"
-        vetting.apply(db.session, db.session.get(User, applicant), vetting.ApplicationData(
-            basis="disability", birth_year=None, languages=("sv",), topics=(),
-            available_from_minute=0, available_until_minute=1440, daily_limit=2,
-            yearly_ceiling_cents=None, payout_method="connect", iban=None,
-            account_holder=None), now)
         db.session.commit()
     ids = {}
     for name in ("closed", "answered", "claimed", "offered", "queued", "disputed"):

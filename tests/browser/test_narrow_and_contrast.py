@@ -315,15 +315,11 @@ def tables_site(app, world) -> dict:
     reconciliation with a difference and two open card disputes (one with no question and no
     deadline: empty cells), and audit-log rows."""
     now = datetime.now(UTC)
-    organizer, asker, applicant = world.user("organizer"), world.user("asker"), world.user()
+    organizer, asker = world.user("organizer"), world.user("asker")
+    world.applicant(now)  # an application waiting to be decided
     answerer, suspended = world.answerer(languages="en,fi"), world.answerer()
     with app.app_context():
         db.session.get(AnswererProfile, answerer).iban = "FI2112345600000785"
-        vetting.apply(db.session, db.session.get(User, applicant), vetting.ApplicationData(
-            basis="disability", birth_year=None, languages=("sv",), topics=(),
-            available_from_minute=0, available_until_minute=1440, daily_limit=2,
-            yearly_ceiling_cents=None, payout_method="connect", iban=None,
-            account_holder=None), now)
         vetting.set_suspended(db.session, db.session.get(User, suspended),
                               db.session.get(User, organizer), True, now=now)
         db.session.commit()

@@ -15,7 +15,7 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import screenshot
 from tests.browser.keyboard import activate, sign_in_by_keyboard, tab_to
-from upss import questions, release, vetting
+from upss import questions, release
 from upss.extensions import db
 from upss.models import User
 
@@ -115,14 +115,8 @@ def test_asker_lands_on_my_questions_and_tells_the_answer_forms_apart(page, live
 
 @pytest.fixture
 def organizer_site(app, world):
-    organizer, applicant = world.user("organizer"), world.user()
-    with app.app_context():
-        vetting.apply(db.session, db.session.get(User, applicant), vetting.ApplicationData(
-            basis="age", birth_year=1950, languages=("fi",), topics=(),
-            available_from_minute=0, available_until_minute=1440, daily_limit=2,
-            yearly_ceiling_cents=None, payout_method="connect", iban=None,
-            account_holder=None), datetime.now(UTC))
-        db.session.commit()
+    organizer = world.user("organizer")
+    world.applicant(basis="age", birth_year=1950, languages=("fi",))
     return organizer
 
 

@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import screenshot
-from upss import questions, release, sepa, vetting
+from upss import questions, release, sepa
 from upss.extensions import db
 from upss.models import AnswererProfile, User
 
@@ -22,14 +22,10 @@ def app_config(app_config):
 
 def seed(app, world) -> tuple[int, int]:
     organizer = world.user("organizer")
-    applicant = world.user("asker")
-    with app.app_context():
-        vetting.apply(db.session, db.session.get(User, applicant), vetting.ApplicationData(
-            basis="both", birth_year=1948, languages=("nb", "en"), topics=("home",),
-            available_from_minute=480, available_until_minute=1200, daily_limit=3,
-            yearly_ceiling_cents=None, payout_method="sepa", iban="NO9386011117947",
-            account_holder="Åse Østby"), datetime.now(UTC))
-        db.session.commit()
+    applicant = world.applicant(
+        basis="both", birth_year=1948, languages=("nb", "en"), topics=("home",),
+        available_from_minute=480, available_until_minute=1200, daily_limit=3,
+        payout_method="sepa", iban="NO9386011117947", account_holder="Åse Østby")
     earner = world.answerer()
     with app.app_context():
         profile = db.session.get(AnswererProfile, earner)

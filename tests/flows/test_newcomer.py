@@ -16,7 +16,7 @@ from babel.messages.pofile import read_po
 from sqlalchemy import event
 
 from tests.conftest import ask, csrf_token, sign_in_as, submit
-from upss import overview, payouts, questions, release, vetting
+from upss import overview, payouts, questions, release
 from upss.extensions import db
 from upss.models import (
     AnswererProfile,
@@ -143,17 +143,13 @@ def site(app, world):
     reject, a closed question to rate and tip, two rejected answers to decide, an application
     to approve or reject, two answerers to suspend, and a bank file to mark as sent."""
     now = datetime.now(UTC)
-    organizer, asker, applicant = world.user("organizer"), world.user("asker"), world.user()
+    organizer, asker = world.user("organizer"), world.user("asker")
+    applicant = world.applicant(now, basis="age", birth_year=1950, languages=("fi",))
     answerer = world.answerer(languages="en,fi")
     other_answerer = world.answerer(languages="sv")
     with app.app_context():
         profile = db.session.get(AnswererProfile, answerer)
         profile.iban, profile.account_holder = "FI2112345600000785", "Answerer"
-        vetting.apply(db.session, db.session.get(User, applicant), vetting.ApplicationData(
-            basis="age", birth_year=1950, languages=("fi",), topics=(),
-            available_from_minute=0, available_until_minute=1440, daily_limit=2,
-            yearly_ceiling_cents=None, payout_method="connect", iban=None,
-            account_holder=None), now)
         db.session.commit()
     ids = {name: paid_question(app, asker, title, "fi", now - timedelta(hours=3))
            for name, title in TITLES.items()}
