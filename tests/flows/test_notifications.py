@@ -352,8 +352,8 @@ def test_the_development_mail_page_exists_only_outside_production(app, client, t
         "UPSS_STRIPE_SECRET_KEY": "sk_live_abc", "UPSS_STRIPE_WEBHOOK_SECRET": "whsec_real",
         "UPSS_STRIPE_CONNECT_WEBHOOK_SECRET": "whsec_real_connect",
         "RATELIMIT_ENABLED": True, "RATELIMIT_STORAGE_URI": "redis://127.0.0.1:6379/0",
-        "UPSS_CONTACT_EMAIL": "help@upss.example.no",
-        "UPSS_SMTP_URL": "smtp://127.0.0.1:8025"})
+        "UPSS_CONTACT_EMAIL": "help@upss.example.no", "UPSS_BASE_URL": "https://upss.example.no",
+        "UPSS_MAIL_FROM": "UPSS <upss@upss.example.no>", "UPSS_SMTP_URL": "smtp://127.0.0.1:8025"})
     assert production.config["UPSS_ENV"] == "production"
     assert "devmail.received" not in production.view_functions
     with production.app_context():
