@@ -435,7 +435,7 @@ class PayoutBatch(db.Model):
 
 
 #: Why a payout failed or is not confirmed, as a code; pages show each in the reader's language
-#: (``upss.web.display.REASON_TEXTS``). ``other``: an old free-text reason no code fits
+#: (``upss.reasons.REASON_TEXTS``). ``other``: an old free-text reason no code fits
 #: (migration 0010), kept as the payout's ``failure_reason``.
 PAYOUT_FAILURE_CODES = (
     "transfer_refused", "no_clear_answer", "amount_differs", "not_at_stripe",

@@ -59,7 +59,7 @@ from email.utils import formataddr
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from babel.dates import format_datetime
+from babel.dates import format_date, format_datetime
 from flask import current_app
 from flask_babel import force_locale, gettext
 from flask_babel import lazy_gettext as _l
@@ -67,12 +67,13 @@ from itsdangerous import BadSignature, URLSafeSerializer
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from . import mailer, money
+from . import mailer, money, reasons
 from .models import (
     LANGUAGES,
     AnswererProfile,
     Notification,
     NotificationPreference,
+    Payout,
     User,
     utcnow,
 )
@@ -152,6 +153,12 @@ def _moment(at: str, zone: str, user: User) -> str:
                            locale=_locale(user))
 
 
+def _day(at: str, zone: str, user: User) -> str:
+    """The date of a moment in the recipient's time zone and language ("12 December 2026")."""
+    return format_date(datetime.fromisoformat(at).astimezone(ZoneInfo(zone)).date(), "long",
+                       locale=_locale(user))
+
+
 # --- the kinds of messages -----------------------------------------------------------------
 
 def _payment_confirmed(data: dict, user: User) -> Content:
@@ -191,11 +198,274 @@ def _new_offer(data: dict, user: User) -> Content:
         link_url=link("answerer.question", question_id=data["question_id"]))
 
 
+def _payment_failed(data: dict, user: User) -> Content:
+    return Content(
+        subject=gettext("Your payment for “%(title)s” did not go through", title=data["title"]),
+        paragraphs=[
+            gettext("We could not take your payment of %(amount)s. No money was taken.",
+                    amount=_amount(data, user)),
+            gettext("Your question is kept. You can try again, with another card if you "
+                    "like."),
+        ],
+        link_label=gettext("See your question"),
+        link_url=link("asker.question", question_id=data["question_id"]))
+
+
+def _clarification_replied(data: dict, user: User) -> Content:
+    return Content(
+        subject=gettext("The answerer has explained more: “%(title)s”", title=data["title"]),
+        paragraphs=[
+            gettext("The answerer has replied to what you asked about their answer."),
+            gettext("Read the reply, then accept the answer or tell us what is wrong with "
+                    "it."),
+        ],
+        link_label=gettext("Read the answer"),
+        link_url=link("asker.question", question_id=data["question_id"]))
+
+
+#: Why a question's money was given back (``refund_made``'s ``reason``): the question's
+#: refunding action (``questions.TRANSITIONS``).
+REFUND_REASONS = {
+    "cancel": _l("You cancelled the question before it was answered."),
+    "refund_at_deadline": _l("No answerer answered it before your deadline."),
+    "refund_dispute": _l("The organizer agreed with your complaint about the answer."),
+    "refund_at_stripe": _l("The payment was refunded through our payment provider, Stripe."),
+}
+
+
+def _refund_made(data: dict, user: User) -> Content:
+    return Content(
+        subject=gettext("We have refunded %(amount)s for “%(title)s”",
+                        amount=_amount(data, user), title=data["title"]),
+        paragraphs=[
+            str(REFUND_REASONS.get(data["reason"], REFUND_REASONS["refund_at_stripe"])),
+            gettext("The money goes back to the card you paid with. It can take a few days "
+                    "before your bank shows it."),
+        ],
+        link_label=gettext("See your question"),
+        link_url=link("asker.question", question_id=data["question_id"]))
+
+
+def _earned(data: dict, user: User) -> str:
+    return gettext("%(amount)s has been added to your earnings.", amount=_amount(data, user))
+
+
+def _clarification_asked(data: dict, user: User) -> Content:
+    return Content(
+        subject=gettext("The asker has a question about your answer: “%(title)s”",
+                        title=data["title"]),
+        paragraphs=[
+            gettext("The asker wants you to explain more before they accept your answer."),
+            gettext("Write your reply on the question's page."),
+        ],
+        link_label=gettext("See the question"),
+        link_url=link("answerer.question", question_id=data["question_id"]))
+
+
+def _answer_accepted(data: dict, user: User) -> Content:
+    return Content(
+        subject=gettext("Your answer was accepted: “%(title)s”", title=data["title"]),
+        paragraphs=[
+            gettext("The asker did not reply in time, so your answer was accepted for them.")
+            if data["automatically"] else gettext("The asker accepted your answer."),
+            _earned(data, user),
+        ],
+        link_label=gettext("See your earnings"),
+        link_url=link("answerer.earnings"))
+
+
+def _answer_rated(data: dict, user: User) -> Content:
+    paragraphs = [gettext("The asker gave your answer %(stars)s of 5 stars.",
+                          stars=data["stars"])]
+    if data.get("comment"):
+        paragraphs.append(gettext("Their comment: %(comment)s", comment=data["comment"]))
+    return Content(
+        subject=gettext("Your answer was rated: “%(title)s”", title=data["title"]),
+        paragraphs=paragraphs,
+        link_label=gettext("See the question"),
+        link_url=link("answerer.question", question_id=data["question_id"]))
+
+
+def _tip_received(data: dict, user: User) -> Content:
+    return Content(
+        subject=gettext("You got a tip of %(amount)s: “%(title)s”",
+                        amount=_amount(data, user), title=data["title"]),
+        paragraphs=[
+            gettext("The asker sent you a tip for your answer. All of it is yours."),
+            _earned(data, user),
+        ],
+        link_label=gettext("See your earnings"),
+        link_url=link("answerer.earnings"))
+
+
+def _answer_disputed(data: dict, user: User) -> Content:
+    return Content(
+        subject=gettext("The asker rejected your answer: “%(title)s”", title=data["title"]),
+        paragraphs=[
+            gettext("The asker has told us what they think is wrong with your answer. The "
+                    "organizer will read the answer and decide."),
+            gettext("You do not need to do anything. We will write to you when the organizer "
+                    "has decided."),
+        ],
+        link_label=gettext("See the question"),
+        link_url=link("answerer.question", question_id=data["question_id"]))
+
+
+def _dispute_decided(data: dict, user: User) -> Content:
+    if data["upheld"]:
+        subject = gettext("Your answer was found fair: “%(title)s”", title=data["title"])
+        paragraphs = [gettext("The organizer read your answer and found it fair."),
+                      _earned(data, user)]
+    else:
+        subject = gettext("The asker got their money back: “%(title)s”", title=data["title"])
+        paragraphs = [gettext("The organizer agreed with the asker, and the asker got their "
+                              "money back. You are not paid for this answer.")]
+    return Content(subject=subject, paragraphs=paragraphs,
+                   link_label=gettext("See the question"),
+                   link_url=link("answerer.question", question_id=data["question_id"]))
+
+
+def _suspension(data: dict, user: User) -> Content:
+    if data["suspended"]:
+        return Content(
+            subject=gettext("You have been suspended as an answerer"),
+            paragraphs=[
+                gettext("The organizer has suspended you as an answerer. You will not get new "
+                        "questions, and questions you were working on have gone back to the "
+                        "queue."),
+                gettext("Your earnings are kept, but they are not paid out while you are "
+                        "suspended. If you think this is a mistake, write to %(contact)s.",
+                        contact=current_app.config["UPSS_CONTACT_EMAIL"]),
+            ],
+            link_label=gettext("Get help"),
+            link_url=link("main.help_page"))
+    return Content(
+        subject=gettext("You can answer questions again"),
+        paragraphs=[gettext("The organizer has reinstated you as an answerer. You will be "
+                            "offered questions again, and your payouts go on.")],
+        link_label=gettext("Open your queue"),
+        link_url=link("answerer.queue"))
+
+
+def _application_approved(data: dict, user: User) -> Content:
+    paragraphs = [gettext("Your application has been approved. You will be offered questions "
+                          "in your languages during your hours.")]
+    if data["connect"]:
+        paragraphs.append(gettext("To be paid, set up payouts with Stripe on your earnings "
+                                  "page."))
+        label, url = gettext("Set up payouts"), link("answerer.earnings")
+    else:
+        label, url = gettext("Open your queue"), link("answerer.queue")
+    return Content(subject=gettext("You are now an answerer at UPSS"), paragraphs=paragraphs,
+                   link_label=label, link_url=url)
+
+
+def _application_rejected(data: dict, user: User) -> Content:
+    return Content(
+        subject=gettext("Your application to answer was not approved"),
+        paragraphs=[gettext("The organizer could not approve your application. The reason "
+                            "they gave: %(reason)s", reason=data["reason"])],
+        link_label=gettext("See your application"),
+        link_url=link("answerer.application"))
+
+
+def about_payout(payout: Payout, at: datetime, reason: str | None = None) -> dict:
+    """The data of a payout message: amount, method, when (ISO) and why (a reason code of
+    ``upss.reasons``, or None)."""
+    return {"payout_id": payout.id, "amount_cents": payout.amount_cents,
+            "currency": payout.currency, "method": payout.method, "at": at.isoformat(),
+            "reason": reason}
+
+
+def _why(data: dict) -> str:
+    return gettext("Why: %(reason)s.", reason=reasons.reason_text(data["reason"]))
+
+
+def _see_payout(data: dict) -> dict:
+    return {"link_label": gettext("See the payout"),
+            "link_url": link("answerer.payout", payout_id=data["payout_id"])}
+
+
+def _payout_sent(data: dict, user: User) -> Content:
+    when = _day(data["at"], data["timezone"], user)
+    amount = _amount(data, user)
+    if data["method"] == "sepa":
+        paragraphs = [gettext("We sent %(amount)s to your bank account on %(date)s. The bank "
+                              "can take a few working days.", amount=amount, date=when)]
+    else:
+        paragraphs = [gettext("We sent %(amount)s to your Stripe account on %(date)s.",
+                              amount=amount, date=when)]
+    return Content(subject=gettext("We have paid you %(amount)s", amount=amount),
+                   paragraphs=paragraphs, **_see_payout(data))
+
+
+def _payout_failed(data: dict, user: User) -> Content:
+    return Content(
+        subject=gettext("Your payout of %(amount)s did not go through",
+                        amount=_amount(data, user)),
+        paragraphs=[
+            _why(data),
+            gettext("The money is still yours and will be paid in a later payout. Check your "
+                    "payout details on your earnings page."),
+        ],
+        **_see_payout(data))
+
+
+def _payout_unknown(data: dict, user: User) -> Content:
+    return Content(
+        subject=gettext("Your payout of %(amount)s is being checked",
+                        amount=_amount(data, user)),
+        paragraphs=[
+            _why(data),
+            gettext("You do not need to do anything. We will write to you when we know more."),
+        ],
+        **_see_payout(data))
+
+
+def _payout_held(data: dict, user: User) -> Content:
+    return Content(
+        subject=gettext("Your payout of %(amount)s is waiting", amount=_amount(data, user)),
+        paragraphs=[
+            _why(data),
+            gettext("The money is kept for you and paid in the first payout after this is "
+                    "put right."),
+        ],
+        link_label=gettext("See your earnings"),
+        link_url=link("answerer.earnings"))
+
+
 KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     Kind("payment_confirmed", "asker", False, _l("Your payment was received"),
          _payment_confirmed),
     Kind("answer_ready", "asker", True, _l("Your answer is ready"), _answer_ready),
     Kind("new_offer", "answerer", True, _l("A new question for you"), _new_offer),
+    Kind("payment_failed", "asker", False, _l("Your payment did not go through"),
+         _payment_failed),
+    Kind("clarification_replied", "asker", True, _l("The answerer explained more"),
+         _clarification_replied),
+    Kind("refund_made", "asker", False, _l("Your money was refunded"), _refund_made),
+    Kind("clarification_asked", "answerer", True, _l("The asker has a question about your "
+                                                     "answer"), _clarification_asked),
+    Kind("answer_accepted", "answerer", False, _l("Your answer was accepted"),
+         _answer_accepted),
+    Kind("answer_rated", "answerer", True, _l("Your answer was rated"), _answer_rated),
+    Kind("tip_received", "answerer", False, _l("You got a tip"), _tip_received),
+    Kind("answer_disputed", "answerer", False, _l("The asker rejected your answer"),
+         _answer_disputed),
+    Kind("dispute_decided", "answerer", False, _l("The organizer decided about your answer"),
+         _dispute_decided),
+    Kind("suspension", "answerer", False, _l("You were suspended or reinstated"),
+         _suspension),
+    Kind("application_approved", "answerer", False, _l("Your application was approved"),
+         _application_approved),
+    Kind("application_rejected", "answerer", False, _l("Your application was not approved"),
+         _application_rejected),
+    Kind("payout_sent", "answerer", False, _l("A payout was sent to you"), _payout_sent),
+    Kind("payout_failed", "answerer", False, _l("A payout did not go through"),
+         _payout_failed),
+    Kind("payout_unknown", "answerer", False, _l("A payout is being checked"),
+         _payout_unknown),
+    Kind("payout_held", "answerer", False, _l("A payout is waiting"), _payout_held),
 )}
 
 
@@ -222,6 +492,19 @@ def enqueue(session: Session, user: User, kind: str, data: dict,
     return row
 
 
+def told_since(session: Session, user_id: int, kind: str, since: datetime | None,
+               **match) -> bool:
+    """Whether ``user_id`` was written ``kind`` (after ``since``, if given) with data that has
+    the values ``match``: for a state that is seen again and again (a payout held at each
+    batch), which must be told once, not at every look."""
+    query = select(Notification.data).where(Notification.user_id == user_id,
+                                            Notification.kind == kind)
+    if since is not None:
+        query = query.where(Notification.created_at > since)
+    return any(all(json.loads(data).get(key) == value for key, value in match.items())
+               for data in session.scalars(query))
+
+
 def message_id(row_id: int, sender: str) -> str:
     """The Message-ID of the message of row ``row_id``: the same every time it is sent."""
     return f"<upss-notification-{row_id}@{mailer.mail_domain(sender)}>"
@@ -232,7 +515,7 @@ def render(session: Session, row: Notification, user: User, now: datetime) -> Em
     kind = KINDS[row.kind]
     config = current_app.config
     data = json.loads(row.data)
-    if kind.name == "new_offer" and "timezone" not in data:
+    if kind.recipient == "answerer" and "timezone" not in data:
         profile = session.get(AnswererProfile, user.id)
         data["timezone"] = profile.timezone if profile else config["BABEL_DEFAULT_TIMEZONE"]
     locale = _locale(user)

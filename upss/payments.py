@@ -33,7 +33,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from . import connect, ledger, money, questions, stripe_money
+from . import connect, ledger, money, notifications, questions, stripe_money
 from .installation import idempotency_key
 from .models import Question, StripeEvent, Tip, User, utcnow
 from .stripe_gateway import CardDeclined as CardDeclined  # errors pages show: re-exported
@@ -131,8 +131,7 @@ def pay_with_test_card(session: Session, question: Question, asker: User,
             intent.id, scenario,
             idempotency_key(session, "question", question.id, "confirm", intent.id, scenario))
     except CardDeclined as exc:
-        question.payment_error = exc.message
-        session.flush()
+        record_payment_failure(session, question, exc.message)
         raise
 
 
@@ -453,6 +452,10 @@ def _tip_succeeded(session: Session, intent: PaymentIntent) -> str:
     if intent.amount != tip.amount_cents or intent.currency != tip.currency:
         return "ignored: amount does not match the tip"
     tip.status, tip.paid_at, tip.payment_error = "paid", utcnow(), None
+    question = session.get(Question, tip.question_id)
+    notifications.enqueue(session, session.get(User, tip.answerer_id), "tip_received", {
+        "question_id": question.id, "title": question.title,
+        "amount_cents": tip.amount_cents, "currency": tip.currency}, tip.paid_at)
     ledger.post(session, f"payment:{intent.id}", f"Tip {tip.id} for question "
                 f"{tip.question_id}", [(ledger.STRIPE_BALANCE, tip.amount_cents),
                                        (ledger.payable_account(tip.answerer_id),
@@ -491,9 +494,20 @@ def _payment_failed(session: Session, intent: PaymentIntent) -> str:
         return "ignored: no question for this payment"
     if question.status != "awaiting_payment" or question.payment_intent_id != intent.id:
         return "ignored: not the question's current payment"
-    question.payment_error = intent.failure_message or DEFAULT_FAILURE
-    session.flush()
+    record_payment_failure(session, question, intent.failure_message or DEFAULT_FAILURE)
     return "applied: failure recorded"
+
+
+def record_payment_failure(session: Session, question: Question, message: str) -> None:
+    """The question's current payment failed: keep Stripe's reason for the pay page and, the
+    first time this payment's failure is recorded (the test card's answer and its webhook
+    both report it), tell the asker (``payment_failed``)."""
+    if question.payment_error is None:
+        notifications.enqueue(session, question.asker, "payment_failed", {
+            "question_id": question.id, "title": question.title,
+            "amount_cents": question.price_cents, "currency": question.currency})
+    question.payment_error = message
+    session.flush()
 
 
 #: Event type -> what applies it. Connect events arrive at their own endpoint but are stored

@@ -62,7 +62,7 @@ from flask import current_app
 from sqlalchemy import case, func, select, text
 from sqlalchemy.orm import Session
 
-from . import audit, ledger, sepa, settings
+from . import audit, ledger, notifications, sepa, settings
 from .installation import idempotency_key
 from .models import (
     AnswererProfile,
@@ -230,6 +230,8 @@ def run_batch(session: Session, now: datetime, *, created_by: User | None = None
     profiles = {p.user_id: p for p in session.scalars(
         select(AnswererProfile).where(AnswererProfile.user_id.in_(list(due))))
         if _hold_reason(p, now) is None} if due else {}
+    _tell_held(session, {user_id: cents for user_id, cents in due.items()
+                         if user_id not in profiles}, currency, now)
     if not profiles:
         return None
     problems = ledger.verify_accounts(
@@ -258,6 +260,19 @@ def run_batch(session: Session, now: datetime, *, created_by: User | None = None
     session.flush()
     session.refresh(batch, ["payouts"])
     return batch
+
+
+def _tell_held(session: Session, held: dict[int, int], currency: str, now: datetime) -> None:
+    """Tell each answerer owed ``held[id]`` cents who cannot be paid now why the money waits
+    (``payout_held``): once per reason until they are paid again, not at every batch."""
+    for user_id, reason in holds(session, now, list(held)).items():
+        last_paid = session.scalar(select(func.max(Payout.created_at)).where(
+            Payout.answerer_id == user_id))
+        if not notifications.told_since(session, user_id, "payout_held", last_paid,
+                                        reason=reason):
+            notifications.enqueue(session, session.get(User, user_id), "payout_held", {
+                "amount_cents": held[user_id], "currency": currency, "reason": reason,
+                "at": now.isoformat()}, now)
 
 
 def run_batch_audited(session: Session, now: datetime, organizer: User) -> PayoutBatch | None:
@@ -313,6 +328,10 @@ def _send_transfer(session: Session, payout_id: int, now: datetime) -> str:
         if transfer is not None:
             _mark_sent(session, payout, transfer)
         elif error.outcome_unknown:
+            if payout.status != "unknown":  # told once, not at every look-up
+                notifications.enqueue(session, payout.answerer, "payout_unknown",
+                                      notifications.about_payout(payout, now, "no_clear_answer"),
+                                      now)
             payout.status = "unknown"
             record_failure(payout, "no_clear_answer", str(error))
         else:
@@ -323,6 +342,10 @@ def _send_transfer(session: Session, payout_id: int, now: datetime) -> str:
 
 def _mark_sent(session: Session, payout: Payout, transfer: Transfer) -> None:
     if transfer.amount != payout.amount_cents or transfer.currency != payout.currency:
+        if payout.status != "unknown":
+            notifications.enqueue(session, payout.answerer, "payout_unknown",
+                                  notifications.about_payout(payout, payout.last_attempt_at,
+                                                             "amount_differs"))
         payout.status = "unknown"
         record_failure(payout, "amount_differs",
                    f"{transfer.id}: {to_decimal(transfer.amount, transfer.currency)} "
@@ -331,6 +354,8 @@ def _mark_sent(session: Session, payout: Payout, transfer: Transfer) -> None:
     payout.status = "sent"
     payout.failure_code = payout.failure_reason = None
     payout.stripe_transfer_id = transfer.id
+    notifications.enqueue(session, payout.answerer, "payout_sent",
+                          notifications.about_payout(payout, payout.last_attempt_at))
     clear_pause(session.get(AnswererProfile, payout.answerer_id))
 
 
@@ -340,6 +365,8 @@ def _refuse(session: Session, payout: Payout, stripe_message: str, now: datetime
     answerer's payouts pause before the next try."""
     payout.status = "failed"
     record_failure(payout, "transfer_refused", stripe_message)
+    notifications.enqueue(session, payout.answerer, "payout_failed",
+                          notifications.about_payout(payout, now, "transfer_refused"), now)
     reverse_payout(session, payout,
                    f"Payout {payout.id} failed: Stripe refused the transfer: {stripe_message}"
                    [:255])
@@ -387,6 +414,8 @@ def _resolve(session: Session, payout_id: int, now: datetime) -> str:
     else:
         payout.status = "failed"
         record_failure(payout, "not_at_stripe")
+        notifications.enqueue(session, payout.answerer, "payout_failed",
+                              notifications.about_payout(payout, now, "not_at_stripe"), now)
         reverse_payout(session, payout, f"Payout {payout.id} not made at Stripe")
         outcome = "not at Stripe: failed"
     session.commit()

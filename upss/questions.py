@@ -564,6 +564,8 @@ def ask_clarification(session: Session, question: Question, asker: User, body: s
     _transition(session, question, "ask_clarification", at=now, actor=asker)
     session.add(Message(question_id=question.id, author_id=asker.id,
                         kind="clarification_request", body=body, at=now))
+    notifications.enqueue(session, question.answerer, "clarification_asked", {
+        "question_id": question.id, "title": question.title}, now)
     session.flush()
 
 
@@ -577,6 +579,8 @@ def reply_clarification(session: Session, question: Question, answerer: User, bo
     _transition(session, question, "reply_clarification", at=now, actor=answerer, answered_at=now)
     session.add(Message(question_id=question.id, author_id=answerer.id,
                         kind="clarification_reply", body=body, at=now))
+    notifications.enqueue(session, question.asker, "clarification_replied", {
+        "question_id": question.id, "title": question.title}, now)
     session.flush()
 
 
@@ -600,11 +604,21 @@ def settle(session: Session, question: Question) -> ledger.LedgerTransaction:
                        [(name, amount) for name, amount in entries if amount], question.currency)
 
 
+def _tell_answerer(session: Session, question: Question, kind: str, now: datetime,
+                   **data) -> None:
+    """Write ``kind`` to the question's answerer, with their share of the price."""
+    notifications.enqueue(session, question.answerer, kind, {
+        "question_id": question.id, "title": question.title,
+        "amount_cents": answerer_share(session, question), "currency": question.currency,
+        **data}, now)
+
+
 def accept(session: Session, question: Question, asker: User, now: datetime) -> None:
     """The asker accepts the answer: the question closes and the payment is split."""
     check_owner(question, asker)
     _transition(session, question, "accept", at=now, actor=asker, closed_at=now)
     settle(session, question)
+    _tell_answerer(session, question, "answer_accepted", now, automatically=False)
 
 
 def auto_accept(session: Session, question: Question, now: datetime,
@@ -613,6 +627,7 @@ def auto_accept(session: Session, question: Question, now: datetime,
     _transition(session, question, "auto_accept", at=now, actor=None, actor_kind="scheduler",
                 closed_at=now, guard=(Question.answered_at <= now - after,))
     settle(session, question)
+    _tell_answerer(session, question, "answer_accepted", now, automatically=True)
 
 
 def reject(session: Session, question: Question, asker: User, reason: str,
@@ -621,6 +636,8 @@ def reject(session: Session, question: Question, asker: User, reason: str,
     check_owner(question, asker)
     reason = _text(reason, MESSAGE_MAX, "reason")
     _transition(session, question, "reject", at=now, actor=asker, dispute_reason=reason)
+    notifications.enqueue(session, question.answerer, "answer_disputed", {
+        "question_id": question.id, "title": question.title}, now)
 
 
 def check_may_decide(question: Question, organizer: User) -> None:
@@ -636,6 +653,7 @@ def uphold_dispute(session: Session, question: Question, organizer: User,
     check_may_decide(question, organizer)
     _transition(session, question, "uphold_dispute", at=now, actor=organizer, closed_at=now)
     settle(session, question)
+    _tell_answerer(session, question, "dispute_decided", now, upheld=True)
     audit.record(session, organizer, "uphold dispute", f"question:{question.id}",
                  {"status": "disputed"}, {"status": question.status,
                                           "answerer_id": question.answerer_id})
@@ -664,6 +682,8 @@ def refund(session: Session, question: Question, action: str, actor: User | None
         audit.record(session, actor, "refund dispute", f"question:{question.id}",
                      {"status": "disputed"}, {"status": question.status,
                                               "refund_cents": question.price_cents})
+        notifications.enqueue(session, question.answerer, "dispute_decided", {
+            "question_id": question.id, "title": question.title, "upheld": False}, now)
     session.flush()
 
 
@@ -688,6 +708,11 @@ def rate(session: Session, question: Question, asker: User, stars: int,
     comment = (comment or "").strip()
     if len(comment) > MESSAGE_MAX:
         raise InvalidText(f"the comment is longer than {MESSAGE_MAX} characters")
+    if (question.rating, question.rating_comment) != (stars, comment or None):
+        # A new or changed rating; the same one sent again (a double click) tells nobody.
+        notifications.enqueue(session, question.answerer, "answer_rated", {
+            "question_id": question.id, "title": question.title, "stars": stars,
+            "comment": comment})
     question.rating = stars
     question.rating_comment = comment or None
     session.flush()

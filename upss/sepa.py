@@ -45,7 +45,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from text_unidecode import unidecode  # installed with sepaxml, which runs it on these fields too
 
-from . import audit, ledger
+from . import audit, ledger, notifications
 from .models import AnswererProfile, Payout, PayoutBatch, User
 from .payout_failures import PayoutError, pause_after_refusal, record_failure, reverse_payout
 
@@ -240,6 +240,8 @@ def mark_file_sent(session: Session, batch: PayoutBatch, organizer: User,
     for payout in session.scalars(select(Payout).where(
             Payout.batch_id == batch.id, Payout.status == "awaiting_bank")):
         payout.status = "sent"
+        notifications.enqueue(session, payout.answerer, "payout_sent",
+                              notifications.about_payout(payout, now), now)
         changed += 1
     audit.record(session, organizer, "mark SEPA file sent", f"payout_batch:{batch.id}",
                  before, {"sepa_marked_sent_at": batch.sepa_marked_sent_at,
@@ -289,6 +291,8 @@ def mark_payout_returned(session: Session, payout: Payout, organizer: User, reas
     before = {"status": payout.status}
     payout.status = "failed"
     record_failure(payout, "returned_by_bank", reason)
+    notifications.enqueue(session, payout.answerer, "payout_failed",
+                          notifications.about_payout(payout, now, "returned_by_bank"), now)
     description = f"SEPA payout {payout.id} returned by the bank on {now.date().isoformat()}"
     if payout.batch.sepa_settled_at is None:
         reverse_payout(session, payout, description)

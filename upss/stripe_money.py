@@ -44,8 +44,16 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import ledger, money, questions
-from .models import LedgerTransaction, Payout, Question, StripeDispute, Tip, utcnow
+from . import ledger, money, notifications, questions
+from .models import (
+    LedgerTransaction,
+    Payout,
+    Question,
+    QuestionEvent,
+    StripeDispute,
+    Tip,
+    utcnow,
+)
 from .payout_failures import record_failure
 from .stripe_gateway import (
     BalanceMove,
@@ -162,6 +170,9 @@ def _apply_refund(session: Session, target: Question | Tip, refund: Refund) -> s
         if target.stripe_refund_id is None:
             target.stripe_refund_id = refund.id
         target.refunded_cents += refund.amount
+    question = target if isinstance(target, Question) else session.get(Question,
+                                                                        target.question_id)
+    _tell_refund(session, question, refund, "refund_at_stripe")
     ledger.post(session, key, f"Refund {refund.id} made at Stripe (question "
                 f"{_question_id(target)})",
                 loss_entries(session, target, refund.amount)
@@ -177,10 +188,22 @@ def post_refund(session: Session, question: Question, refund: Refund) -> None:
     question.stripe_refund_id = refund.id
     if ledger.posted(session, f"refund:{refund.id}") is None:
         question.refunded_cents += refund.amount
+        reason = session.scalar(select(QuestionEvent.action).where(
+            QuestionEvent.question_id == question.id, QuestionEvent.to_status == "refunded")
+            .order_by(QuestionEvent.id.desc()).limit(1))
+        _tell_refund(session, question, refund, reason or "refund_at_stripe")
     ledger.post(session, f"refund:{refund.id}", f"Refund of question {question.id}",
                 [(ledger.escrow_account(question.id), refund.amount),
                  (ledger.STRIPE_BALANCE, -refund.amount)], refund.currency)
     session.flush()
+
+
+def _tell_refund(session: Session, question: Question, refund: Refund, reason: str) -> None:
+    """Tell the asker about a refund, when it is first posted (its ``refund:<id>`` key makes
+    that once per refund, however often Stripe reports it)."""
+    notifications.enqueue(session, question.asker, "refund_made", {
+        "question_id": question.id, "title": question.title, "reason": reason,
+        "amount_cents": refund.amount, "currency": refund.currency})
 
 
 def _refund_event(session: Session, event: WebhookEvent) -> str:
@@ -291,6 +314,10 @@ def _transfer_reversed(session: Session, event: WebhookEvent) -> str:
                  (ledger.payable_account(payout.answerer_id), -delta)],
                 transfer.currency)
     if transfer.amount_reversed >= payout.amount_cents:
+        if payout.status != "failed":
+            notifications.enqueue(session, payout.answerer, "payout_failed",
+                                  notifications.about_payout(payout, utcnow(),
+                                                             "reversed_at_stripe"))
         payout.status = "failed"
         record_failure(payout, "reversed_at_stripe", transfer.id)
     session.flush()

@@ -14,7 +14,7 @@ from datetime import date, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import audit, money, questions
+from . import audit, money, notifications, questions
 from .models import LANGUAGES, AnswererApplication, AnswererProfile, User, utcnow
 from .questions import TOPICS
 from .sepa import InvalidIBAN, validate_iban
@@ -149,6 +149,8 @@ def approve(session: Session, application: AnswererApplication, organizer: User,
                  before, {**audit.snapshot(application, (
                      "status", "verification_method", "verified_on", "verification_note")),
                      "user_id": user.id})
+    notifications.enqueue(session, user, "application_approved", {
+        "connect": application.payout_method == "connect"}, now)
     return profile
 
 
@@ -166,6 +168,8 @@ def reject(session: Session, application: AnswererApplication, organizer: User, 
     session.flush()
     audit.record(session, organizer, "reject application", f"application:{application.id}",
                  before, audit.snapshot(application, ("status", "rejection_reason")))
+    notifications.enqueue(session, application.user, "application_rejected",
+                          {"reason": reason}, now)
 
 
 def set_suspended(session: Session, answerer: User, organizer: User, suspended: bool,
@@ -189,3 +193,5 @@ def set_suspended(session: Session, answerer: User, organizer: User, suspended: 
                  f"user:{answerer.id}", before,
                  {**audit.snapshot(profile, _PROFILE_FIELDS), "reason": reason,
                   **({"questions_withdrawn": withdrawn} if withdrawn else {})})
+    # Only on a change (the same decision again returned above): sent once.
+    notifications.enqueue(session, answerer, "suspension", {"suspended": suspended}, now)

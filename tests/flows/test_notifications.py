@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import subprocess
 import threading
 import time
@@ -372,7 +373,9 @@ def test_the_development_mail_server_keeps_each_message_as_a_file(tmp_path):
         text="Hello there", html="<p>Hello there</p>", message_id="<x@localhost>",
         date=NIGHT)
     envelope = SimpleNamespace(original_content=bytes(message), content=bytes(message))
-    answer = asyncio.run(handler.handle_DATA(None, None, envelope))
+    # Its own thread: after the browser tests, Playwright's loop still runs in this one.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(asyncio.run, handler.handle_DATA(None, None, envelope)).result()
     assert answer.startswith("250")
     [mail] = devmail.received(folder)
     assert (mail.subject, mail.to, mail.text.strip()) == (
