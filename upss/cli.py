@@ -118,6 +118,18 @@ def send_notifications() -> None:
     click.echo(str(result))
 
 
+@upss_cli.command("organizer-digest")
+def organizer_digest() -> None:
+    """Write the organizer's daily digest if it is due (the scheduler does this too; run it
+    from the system's timer as well, so a stopped scheduler is noticed)."""
+    from . import jobs
+    from .models import utcnow
+
+    written = jobs.send_organizer_digests(db.session, utcnow())
+    db.session.commit()
+    click.echo(f"{written} digest(s) written")
+
+
 @upss_cli.command("make-answerer")
 @click.argument("email")
 @click.option("--by", "organizer_email", required=True,

@@ -14,9 +14,19 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from apscheduler.schedulers.blocking import BlockingScheduler
-from flask import Flask
+from flask import Flask, current_app
 
-from . import earnings, notifications, payments, payouts, reconciliation, release, settings
+from . import (
+    earnings,
+    notifications,
+    organizer_digest,
+    payments,
+    payouts,
+    reconciliation,
+    release,
+    reminders,
+    settings,
+)
 from .extensions import commit_retrying_disconnect, db
 from .lease import Lease
 from .models import JobRun, utcnow
@@ -35,6 +45,13 @@ class Job:
     weekly: tuple[int, int] | None = None
 
 
+def send_organizer_digests(session, now: datetime) -> int:
+    """The ``organizer-digest`` job: ``organizer_digest.send_organizer_digests`` with the
+    schedule's gaps, so the digest can name the jobs that are late."""
+    return organizer_digest.send_organizer_digests(
+        session, now, expected_gaps(current_app.config["UPSS_SCHEDULER_TICK_SECONDS"]))
+
+
 JOBS = (
     Job("expire-offers", release.expire_offers, 1),
     Job("expire-locks", release.expire_locks, 1),
@@ -46,9 +63,20 @@ JOBS = (
     Job("resolve-refunds", payments.resolve_unfinished_refunds, 1),
     Job("reconcile", reconciliation.reconcile_with_stripe, 15),
     Job("send-notifications", notifications.send_notifications, 1),
+    Job("gather-digests", notifications.gather_digests, 1),
+    Job("remind-lock-ending", reminders.remind_lock_ending, 5),
+    Job("remind-auto-accept", reminders.remind_auto_accept, 15),
+    Job("organizer-digest", send_organizer_digests, 15),
     Job("payouts", earnings.run_weekly_payouts,
         weekly=(earnings.PAYOUT_WEEKDAY, earnings.PAYOUT_HOUR)),
 )
+
+
+def expected_gaps(tick_seconds: int) -> dict[str, timedelta]:
+    """For each job run every few ticks, the longest gap between runs that is still normal:
+    three of its intervals (a slow run, a restart), and never under ten minutes."""
+    return {job.id: max(timedelta(seconds=3 * tick_seconds * job.every_ticks),
+                        timedelta(minutes=10)) for job in JOBS if job.every_ticks}
 
 
 #: The outcome of a run that changed nothing.

@@ -52,6 +52,8 @@ class User(UserMixin, db.Model):
     #: Display preferences, remembered across sessions and devices.
     large_text: Mapped[bool] = mapped_column(default=False)
     high_contrast: Mapped[bool] = mapped_column(default=False)
+    #: The local hour (0–23) of the daily digest of the messages they chose to get that way.
+    digest_hour: Mapped[int] = mapped_column(Integer, default=8)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     questions: Mapped[list[Question]] = relationship(back_populates="asker",
@@ -171,6 +173,8 @@ class AnswererProfile(db.Model):
     payout_failures: Mapped[int] = mapped_column(Integer, default=0)
     #: No payout is tried before this time (after refusals).
     payouts_held_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Optional messages may arrive outside the available hours (else they wait for them).
+    messages_outside_hours: Mapped[bool] = mapped_column(default=False)
 
     user: Mapped[User] = relationship()
 
@@ -239,6 +243,11 @@ class Question(db.Model):
     refunded_cents: Mapped[int] = mapped_column(Integer, default=0)
     rating: Mapped[int | None] = mapped_column(Integer)
     rating_comment: Mapped[str | None] = mapped_column(String(2000))
+    #: The lock end the answerer was reminded of (a new or longer lock is reminded again).
+    lock_reminded_for: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The answer time whose coming auto-accept the asker was reminded of (a clarification
+    #: reply restarts the clock, and the reminder).
+    accept_reminded_for: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     asker: Mapped[User] = relationship(back_populates="questions", foreign_keys=[asker_id])
     answerer: Mapped[User | None] = relationship(foreign_keys=[answerer_id])
@@ -347,6 +356,7 @@ class JobRun(db.Model):
     """One run of a scheduler job: which process ran it, when, and what it did."""
 
     __tablename__ = "job_run"
+    __table_args__ = (Index("ix_job_run_job_id_started_at", "job_id", "started_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     job_id: Mapped[str] = mapped_column(String(40), index=True)
@@ -601,7 +611,12 @@ class LedgerEntry(db.Model):
 
 #: What became of a notification: waiting to be sent (or retried), sent, failed for good, or
 #: not sent because its recipient turned that kind off after it was written.
-NOTIFICATION_STATES = ("pending", "sent", "failed", "skipped")
+#: pending: to be sent; sent; failed (for good); skipped: not sent by e-mail (turned off, or no
+#: longer true when its time came; still in the person's list); digest: waits for the person's
+#: daily digest; digested: went out inside a digest message.
+NOTIFICATION_STATES = ("pending", "sent", "failed", "skipped", "digest", "digested")
+#: A person's choice per kind: at once, in the daily digest, or not by e-mail.
+NOTIFICATION_MODES = ("now", "digest", "off")
 
 
 class Notification(db.Model):
@@ -613,6 +628,7 @@ class Notification(db.Model):
         CheckConstraint("status IN (" + ", ".join(f"'{s}'" for s in NOTIFICATION_STATES) + ")",
                         name="status_known"),
         Index("ix_notification_status_next_attempt_at", "status", "next_attempt_at"),
+        Index("ix_notification_user_id_read_at", "user_id", "read_at"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -632,13 +648,16 @@ class Notification(db.Model):
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     #: The mail server's last answer when sending failed.
     last_error: Mapped[str | None] = mapped_column(String(500))
+    #: When the person saw it in their list of messages on the site (None: unread).
+    read_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class NotificationPreference(db.Model):
     """A user's choice for one kind of message; no row means "send at once"."""
 
     __tablename__ = "notification_preference"
-    __table_args__ = (CheckConstraint("mode IN ('now', 'off')", name="mode_known"),)
+    __table_args__ = (CheckConstraint(
+        "mode IN (" + ", ".join(f"'{m}'" for m in NOTIFICATION_MODES) + ")", name="mode_known"),)
 
     user_id: Mapped[int] = mapped_column(ForeignKey("user.id"), primary_key=True)
     kind: Mapped[str] = mapped_column(String(40), primary_key=True)

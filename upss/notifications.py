@@ -40,10 +40,19 @@ kept as ``failed`` with the server's answer; the organizer's overview counts the
 
 Choices
 -------
-A person may turn an optional kind off (``NotificationPreference``), also without signing in by
-the one-click link in the message (:func:`unsubscribe`, RFC 8058: a signed token of user id and
-kind, made with the app's secret). A message already written when its kind is turned off is not
-sent (``skipped``).
+For each optional kind a person chooses (``NotificationPreference``) to get it at once, in a
+daily digest at their ``digest_hour``, or not by e-mail; money and security kinds always come
+at once (``Kind.modes``). ``enqueue`` follows the choice: a digest row waits (``digest``) until
+:func:`gather_digests` puts the person's due rows into one ``digest`` message; a row turned
+off is ``skipped``. Answerers are not woken: a message outside their available hours waits for
+the start of those hours unless they chose otherwise. A kind may be turned off also without
+signing in by the one-click link in the message (:func:`unsubscribe`, RFC 8058: a signed token
+of user id and kind, made with the app's secret). A message already written when its kind is
+turned off is not sent, nor one about something that has run out by then (``still_true``).
+
+Every message, e-mailed or not, is in the person's list on the site (:func:`notices_page`,
+:func:`unread_count` for the header), and those that failed for good are on their account page
+(:func:`failed_for`).
 """
 
 from __future__ import annotations
@@ -51,32 +60,40 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime, time, timedelta
 from email.message import EmailMessage
 from email.utils import formataddr
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
-from babel.dates import format_date, format_datetime
 from flask import current_app
 from flask_babel import force_locale, gettext
-from flask_babel import lazy_gettext as _l
 from itsdangerous import BadSignature, URLSafeSerializer
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from . import mailer, money, reasons
+from . import mailer
 from .models import (
-    LANGUAGES,
     AnswererProfile,
     Notification,
     NotificationPreference,
-    Payout,
     User,
     utcnow,
 )
+from .notification_texts import (
+    KINDS,
+    UNLISTED,
+    Kind,
+    about_payout,
+    describe_digest,
+    link,
+    locale_of,
+)
+from .offpeak import daily_hours_contain
+
+__all__ = ["KINDS", "about_payout", "enqueue"]
 
 log = logging.getLogger(__name__)
 
@@ -94,29 +111,6 @@ MAX_ATTEMPTS = 16
 UNSUBSCRIBE_SALT = "upss-unsubscribe"
 
 
-@dataclass(frozen=True)
-class Content:
-    """What one message says, already in the recipient's language."""
-
-    subject: str
-    paragraphs: list[str]
-    link_label: str
-    link_url: str
-
-
-@dataclass(frozen=True)
-class Kind:
-    name: str
-    #: Who gets it: "asker", "answerer" or "organizer".
-    recipient: str
-    #: May the person turn it off? Money and security messages may not.
-    optional: bool
-    #: What the person sees in their choices and on the unsubscribe page.
-    label: object
-    #: ``describe(data, recipient) -> Content``, called inside ``force_locale``.
-    describe: Callable[[dict, User], Content] = field(repr=False)
-
-
 class NotificationError(Exception):
     """Base of this module's refusals."""
 
@@ -129,365 +123,82 @@ class NotOptional(NotificationError):
     """This kind of message cannot be turned off (money, security)."""
 
 
-# --- links and formats ---------------------------------------------------------------------
-
-def link(endpoint: str, **values) -> str:
-    """An absolute link to a page of UPSS (``UPSS_BASE_URL``), outside any request."""
-    base = urlsplit(current_app.config["UPSS_BASE_URL"])
-    adapter = current_app.url_map.bind(base.netloc, script_name=base.path or "/",
-                                       url_scheme=base.scheme or "https")
-    return adapter.build(endpoint, values, force_external=True)
-
-
-def _locale(user: User) -> str:
-    return user.locale if user.locale in LANGUAGES else "en"
-
-
-def _amount(data: dict, user: User) -> str:
-    return money.format_money(data["amount_cents"], data["currency"], _locale(user))
-
-
-def _moment(at: str, zone: str, user: User) -> str:
-    """A moment in the recipient's time zone and language, with the zone's name."""
-    return format_datetime(datetime.fromisoformat(at), "full", tzinfo=ZoneInfo(zone),
-                           locale=_locale(user))
-
-
-def _day(at: str, zone: str, user: User) -> str:
-    """The date of a moment in the recipient's time zone and language ("12 December 2026")."""
-    return format_date(datetime.fromisoformat(at).astimezone(ZoneInfo(zone)).date(), "long",
-                       locale=_locale(user))
-
-
-# --- the kinds of messages -----------------------------------------------------------------
-
-def _payment_confirmed(data: dict, user: User) -> Content:
-    return Content(
-        subject=gettext("We have your payment for “%(title)s”", title=data["title"]),
-        paragraphs=[
-            gettext("Your payment of %(amount)s has been received. Your question is now "
-                    "waiting for an answerer.", amount=_amount(data, user)),
-            gettext("You do not need to do anything. We will write to you when the answer "
-                    "is ready."),
-        ],
-        link_label=gettext("See your question"),
-        link_url=link("asker.question", question_id=data["question_id"]))
-
-
-def _answer_ready(data: dict, user: User) -> Content:
-    return Content(
-        subject=gettext("Your answer is ready: “%(title)s”", title=data["title"]),
-        paragraphs=[
-            gettext("An answerer has answered your question."),
-            gettext("Read the answer, then accept it, ask for a clarification, or tell us "
-                    "what is wrong with it."),
-        ],
-        link_label=gettext("Read the answer"),
-        link_url=link("asker.question", question_id=data["question_id"]))
-
-
-def _new_offer(data: dict, user: User) -> Content:
-    return Content(
-        subject=gettext("A new question for you: “%(title)s”", title=data["title"]),
-        paragraphs=[
-            gettext("A question has been offered to you. You can take it until %(time)s.",
-                    time=_moment(data["expires_at"], data["timezone"], user)),
-            gettext("If you do not take it by then, it will be offered to someone else."),
-        ],
-        link_label=gettext("See the question"),
-        link_url=link("answerer.question", question_id=data["question_id"]))
-
-
-def _payment_failed(data: dict, user: User) -> Content:
-    return Content(
-        subject=gettext("Your payment for “%(title)s” did not go through", title=data["title"]),
-        paragraphs=[
-            gettext("We could not take your payment of %(amount)s. No money was taken.",
-                    amount=_amount(data, user)),
-            gettext("Your question is kept. You can try again, with another card if you "
-                    "like."),
-        ],
-        link_label=gettext("See your question"),
-        link_url=link("asker.question", question_id=data["question_id"]))
-
-
-def _clarification_replied(data: dict, user: User) -> Content:
-    return Content(
-        subject=gettext("The answerer has explained more: “%(title)s”", title=data["title"]),
-        paragraphs=[
-            gettext("The answerer has replied to what you asked about their answer."),
-            gettext("Read the reply, then accept the answer or tell us what is wrong with "
-                    "it."),
-        ],
-        link_label=gettext("Read the answer"),
-        link_url=link("asker.question", question_id=data["question_id"]))
-
-
-#: Why a question's money was given back (``refund_made``'s ``reason``): the question's
-#: refunding action (``questions.TRANSITIONS``).
-REFUND_REASONS = {
-    "cancel": _l("You cancelled the question before it was answered."),
-    "refund_at_deadline": _l("No answerer answered it before your deadline."),
-    "refund_dispute": _l("The organizer agreed with your complaint about the answer."),
-    "refund_at_stripe": _l("The payment was refunded through our payment provider, Stripe."),
-}
-
-
-def _refund_made(data: dict, user: User) -> Content:
-    return Content(
-        subject=gettext("We have refunded %(amount)s for “%(title)s”",
-                        amount=_amount(data, user), title=data["title"]),
-        paragraphs=[
-            str(REFUND_REASONS.get(data["reason"], REFUND_REASONS["refund_at_stripe"])),
-            gettext("The money goes back to the card you paid with. It can take a few days "
-                    "before your bank shows it."),
-        ],
-        link_label=gettext("See your question"),
-        link_url=link("asker.question", question_id=data["question_id"]))
-
-
-def _earned(data: dict, user: User) -> str:
-    return gettext("%(amount)s has been added to your earnings.", amount=_amount(data, user))
-
-
-def _clarification_asked(data: dict, user: User) -> Content:
-    return Content(
-        subject=gettext("The asker has a question about your answer: “%(title)s”",
-                        title=data["title"]),
-        paragraphs=[
-            gettext("The asker wants you to explain more before they accept your answer."),
-            gettext("Write your reply on the question's page."),
-        ],
-        link_label=gettext("See the question"),
-        link_url=link("answerer.question", question_id=data["question_id"]))
-
-
-def _answer_accepted(data: dict, user: User) -> Content:
-    return Content(
-        subject=gettext("Your answer was accepted: “%(title)s”", title=data["title"]),
-        paragraphs=[
-            gettext("The asker did not reply in time, so your answer was accepted for them.")
-            if data["automatically"] else gettext("The asker accepted your answer."),
-            _earned(data, user),
-        ],
-        link_label=gettext("See your earnings"),
-        link_url=link("answerer.earnings"))
-
-
-def _answer_rated(data: dict, user: User) -> Content:
-    paragraphs = [gettext("The asker gave your answer %(stars)s of 5 stars.",
-                          stars=data["stars"])]
-    if data.get("comment"):
-        paragraphs.append(gettext("Their comment: %(comment)s", comment=data["comment"]))
-    return Content(
-        subject=gettext("Your answer was rated: “%(title)s”", title=data["title"]),
-        paragraphs=paragraphs,
-        link_label=gettext("See the question"),
-        link_url=link("answerer.question", question_id=data["question_id"]))
-
-
-def _tip_received(data: dict, user: User) -> Content:
-    return Content(
-        subject=gettext("You got a tip of %(amount)s: “%(title)s”",
-                        amount=_amount(data, user), title=data["title"]),
-        paragraphs=[
-            gettext("The asker sent you a tip for your answer. All of it is yours."),
-            _earned(data, user),
-        ],
-        link_label=gettext("See your earnings"),
-        link_url=link("answerer.earnings"))
-
-
-def _answer_disputed(data: dict, user: User) -> Content:
-    return Content(
-        subject=gettext("The asker rejected your answer: “%(title)s”", title=data["title"]),
-        paragraphs=[
-            gettext("The asker has told us what they think is wrong with your answer. The "
-                    "organizer will read the answer and decide."),
-            gettext("You do not need to do anything. We will write to you when the organizer "
-                    "has decided."),
-        ],
-        link_label=gettext("See the question"),
-        link_url=link("answerer.question", question_id=data["question_id"]))
-
-
-def _dispute_decided(data: dict, user: User) -> Content:
-    if data["upheld"]:
-        subject = gettext("Your answer was found fair: “%(title)s”", title=data["title"])
-        paragraphs = [gettext("The organizer read your answer and found it fair."),
-                      _earned(data, user)]
-    else:
-        subject = gettext("The asker got their money back: “%(title)s”", title=data["title"])
-        paragraphs = [gettext("The organizer agreed with the asker, and the asker got their "
-                              "money back. You are not paid for this answer.")]
-    return Content(subject=subject, paragraphs=paragraphs,
-                   link_label=gettext("See the question"),
-                   link_url=link("answerer.question", question_id=data["question_id"]))
-
-
-def _suspension(data: dict, user: User) -> Content:
-    if data["suspended"]:
-        return Content(
-            subject=gettext("You have been suspended as an answerer"),
-            paragraphs=[
-                gettext("The organizer has suspended you as an answerer. You will not get new "
-                        "questions, and questions you were working on have gone back to the "
-                        "queue."),
-                gettext("Your earnings are kept, but they are not paid out while you are "
-                        "suspended. If you think this is a mistake, write to %(contact)s.",
-                        contact=current_app.config["UPSS_CONTACT_EMAIL"]),
-            ],
-            link_label=gettext("Get help"),
-            link_url=link("main.help_page"))
-    return Content(
-        subject=gettext("You can answer questions again"),
-        paragraphs=[gettext("The organizer has reinstated you as an answerer. You will be "
-                            "offered questions again, and your payouts go on.")],
-        link_label=gettext("Open your queue"),
-        link_url=link("answerer.queue"))
-
-
-def _application_approved(data: dict, user: User) -> Content:
-    paragraphs = [gettext("Your application has been approved. You will be offered questions "
-                          "in your languages during your hours.")]
-    if data["connect"]:
-        paragraphs.append(gettext("To be paid, set up payouts with Stripe on your earnings "
-                                  "page."))
-        label, url = gettext("Set up payouts"), link("answerer.earnings")
-    else:
-        label, url = gettext("Open your queue"), link("answerer.queue")
-    return Content(subject=gettext("You are now an answerer at UPSS"), paragraphs=paragraphs,
-                   link_label=label, link_url=url)
-
-
-def _application_rejected(data: dict, user: User) -> Content:
-    return Content(
-        subject=gettext("Your application to answer was not approved"),
-        paragraphs=[gettext("The organizer could not approve your application. The reason "
-                            "they gave: %(reason)s", reason=data["reason"])],
-        link_label=gettext("See your application"),
-        link_url=link("answerer.application"))
-
-
-def about_payout(payout: Payout, at: datetime, reason: str | None = None) -> dict:
-    """The data of a payout message: amount, method, when (ISO) and why (a reason code of
-    ``upss.reasons``, or None)."""
-    return {"payout_id": payout.id, "amount_cents": payout.amount_cents,
-            "currency": payout.currency, "method": payout.method, "at": at.isoformat(),
-            "reason": reason}
-
-
-def _why(data: dict) -> str:
-    return gettext("Why: %(reason)s.", reason=reasons.reason_text(data["reason"]))
-
-
-def _see_payout(data: dict) -> dict:
-    return {"link_label": gettext("See the payout"),
-            "link_url": link("answerer.payout", payout_id=data["payout_id"])}
-
-
-def _payout_sent(data: dict, user: User) -> Content:
-    when = _day(data["at"], data["timezone"], user)
-    amount = _amount(data, user)
-    if data["method"] == "sepa":
-        paragraphs = [gettext("We sent %(amount)s to your bank account on %(date)s. The bank "
-                              "can take a few working days.", amount=amount, date=when)]
-    else:
-        paragraphs = [gettext("We sent %(amount)s to your Stripe account on %(date)s.",
-                              amount=amount, date=when)]
-    return Content(subject=gettext("We have paid you %(amount)s", amount=amount),
-                   paragraphs=paragraphs, **_see_payout(data))
-
-
-def _payout_failed(data: dict, user: User) -> Content:
-    return Content(
-        subject=gettext("Your payout of %(amount)s did not go through",
-                        amount=_amount(data, user)),
-        paragraphs=[
-            _why(data),
-            gettext("The money is still yours and will be paid in a later payout. Check your "
-                    "payout details on your earnings page."),
-        ],
-        **_see_payout(data))
-
-
-def _payout_unknown(data: dict, user: User) -> Content:
-    return Content(
-        subject=gettext("Your payout of %(amount)s is being checked",
-                        amount=_amount(data, user)),
-        paragraphs=[
-            _why(data),
-            gettext("You do not need to do anything. We will write to you when we know more."),
-        ],
-        **_see_payout(data))
-
-
-def _payout_held(data: dict, user: User) -> Content:
-    return Content(
-        subject=gettext("Your payout of %(amount)s is waiting", amount=_amount(data, user)),
-        paragraphs=[
-            _why(data),
-            gettext("The money is kept for you and paid in the first payout after this is "
-                    "put right."),
-        ],
-        link_label=gettext("See your earnings"),
-        link_url=link("answerer.earnings"))
-
-
-KINDS: dict[str, Kind] = {kind.name: kind for kind in (
-    Kind("payment_confirmed", "asker", False, _l("Your payment was received"),
-         _payment_confirmed),
-    Kind("answer_ready", "asker", True, _l("Your answer is ready"), _answer_ready),
-    Kind("new_offer", "answerer", True, _l("A new question for you"), _new_offer),
-    Kind("payment_failed", "asker", False, _l("Your payment did not go through"),
-         _payment_failed),
-    Kind("clarification_replied", "asker", True, _l("The answerer explained more"),
-         _clarification_replied),
-    Kind("refund_made", "asker", False, _l("Your money was refunded"), _refund_made),
-    Kind("clarification_asked", "answerer", True, _l("The asker has a question about your "
-                                                     "answer"), _clarification_asked),
-    Kind("answer_accepted", "answerer", False, _l("Your answer was accepted"),
-         _answer_accepted),
-    Kind("answer_rated", "answerer", True, _l("Your answer was rated"), _answer_rated),
-    Kind("tip_received", "answerer", False, _l("You got a tip"), _tip_received),
-    Kind("answer_disputed", "answerer", False, _l("The asker rejected your answer"),
-         _answer_disputed),
-    Kind("dispute_decided", "answerer", False, _l("The organizer decided about your answer"),
-         _dispute_decided),
-    Kind("suspension", "answerer", False, _l("You were suspended or reinstated"),
-         _suspension),
-    Kind("application_approved", "answerer", False, _l("Your application was approved"),
-         _application_approved),
-    Kind("application_rejected", "answerer", False, _l("Your application was not approved"),
-         _application_rejected),
-    Kind("payout_sent", "answerer", False, _l("A payout was sent to you"), _payout_sent),
-    Kind("payout_failed", "answerer", False, _l("A payout did not go through"),
-         _payout_failed),
-    Kind("payout_unknown", "answerer", False, _l("A payout is being checked"),
-         _payout_unknown),
-    Kind("payout_held", "answerer", False, _l("A payout is waiting"), _payout_held),
-)}
 
 
 # --- the outbox ------------------------------------------------------------------------------
 
 def mode(session: Session, user_id: int, kind: str) -> str:
-    """The user's choice for ``kind``: "now" (the default) or "off"."""
+    """The user's choice for ``kind``: "now" (the default), "digest" or "off"."""
+    if not KINDS[kind].optional:
+        return "now"
     chosen = session.get(NotificationPreference, (user_id, kind))
     return chosen.mode if chosen else "now"
 
 
+def user_zone(session: Session, user: User) -> ZoneInfo:
+    """The time zone the user lives in: an answerer's own, else the service's."""
+    profile = session.get(AnswererProfile, user.id)
+    return ZoneInfo(profile.timezone if profile else
+                    current_app.config["BABEL_DEFAULT_TIMEZONE"])
+
+
+def next_local_time(now: datetime, zone: ZoneInfo, minute_of_day: int) -> datetime:
+    """The first moment at or after ``now`` whose local time in ``zone`` is
+    ``minute_of_day`` minutes after midnight (a time skipped by a clock change moves on)."""
+    local_day = now.astimezone(zone).date()
+    wanted = time(minute_of_day // 60, minute_of_day % 60)
+    for days in range(3):
+        moment = datetime.combine(local_day + timedelta(days=days), wanted, tzinfo=zone)
+        if moment.astimezone(UTC) >= now:
+            return moment.astimezone(UTC)
+    raise AssertionError("unreachable: a local time comes every day")
+
+
+def last_local_time(now: datetime, zone: ZoneInfo, minute_of_day: int) -> datetime:
+    """The last moment at or before ``now`` whose local time in ``zone`` is ``minute_of_day``
+    minutes after midnight."""
+    local_day = now.astimezone(zone).date()
+    wanted = time(minute_of_day // 60, minute_of_day % 60)
+    for days in range(3):
+        moment = datetime.combine(local_day - timedelta(days=days), wanted, tzinfo=zone)
+        if moment.astimezone(UTC) <= now:
+            return moment.astimezone(UTC)
+    raise AssertionError("unreachable: a local time comes every day")
+
+
+def _quiet_until(session: Session, user: User, now: datetime) -> datetime:
+    """When a message to ``user`` may go out: an answerer is not woken, so outside their
+    available hours it waits for the start of those hours, unless they chose otherwise."""
+    profile = session.get(AnswererProfile, user.id)
+    if profile is None or profile.messages_outside_hours:
+        return now
+    zone = ZoneInfo(profile.timezone)
+    if daily_hours_contain(now, zone, profile.available_from_minute,
+                           profile.available_until_minute):
+        return now
+    return next_local_time(now, zone, profile.available_from_minute)
+
+
 def enqueue(session: Session, user: User, kind: str, data: dict,
-            now: datetime | None = None) -> Notification | None:
+            now: datetime | None = None) -> Notification:
     """Write a message to ``user`` into the outbox, in the caller's transaction (it only adds
-    a row; the caller commits, and a rollback takes it away). Returns None when the user
-    turned this optional kind off."""
-    chosen = KINDS[kind]
-    if chosen.optional and mode(session, user.id, kind) == "off":
-        return None
+    a row; the caller commits, and a rollback takes it away).
+
+    The row follows the person's choice for the kind: sent at once (an answerer's waits for
+    their available hours), kept for their daily digest (``digest``, due at their digest
+    hour), or not e-mailed at all (``skipped``). Every row shows in their list on the site."""
     now = now or utcnow()
+    status, due = "pending", now
+    chosen = mode(session, user.id, kind)
+    if chosen == "off":
+        status = "skipped"
+    elif chosen == "digest":
+        status = "digest"
+        due = next_local_time(now, user_zone(session, user), user.digest_hour * 60)
+    elif KINDS[kind].recipient == "answerer":  # account and security messages go at once
+        due = _quiet_until(session, user, now)
     row = Notification(user_id=user.id, kind=kind, data=json.dumps(data, sort_keys=True),
-                       status="pending", created_at=now, next_attempt_at=now, attempts=0)
+                       status=status, created_at=now, next_attempt_at=due, attempts=0)
     session.add(row)
     return row
 
@@ -510,17 +221,30 @@ def message_id(row_id: int, sender: str) -> str:
     return f"<upss-notification-{row_id}@{mailer.mail_domain(sender)}>"
 
 
+def _data(session: Session, row: Notification, user: User) -> dict:
+    data = json.loads(row.data)
+    data.setdefault("timezone", user_zone(session, user).key)
+    return data
+
+
+def describe(session: Session, row: Notification, user: User):
+    """What ``row`` says (``notification_texts.Content``), in the current locale: a digest
+    gathers the messages it names."""
+    if row.kind != "digest":
+        return KINDS[row.kind].describe(_data(session, row, user), user)
+    items = session.scalars(select(Notification).where(
+        Notification.id.in_(json.loads(row.data)["items"])).order_by(Notification.id))
+    return describe_digest([(KINDS[item.kind], _data(session, item, user)) for item in items],
+                           user)
+
+
 def render(session: Session, row: Notification, user: User, now: datetime) -> EmailMessage:
     """The e-mail of ``row`` for ``user``, in their language."""
     kind = KINDS[row.kind]
     config = current_app.config
-    data = json.loads(row.data)
-    if kind.recipient == "answerer" and "timezone" not in data:
-        profile = session.get(AnswererProfile, user.id)
-        data["timezone"] = profile.timezone if profile else config["BABEL_DEFAULT_TIMEZONE"]
-    locale = _locale(user)
+    locale = locale_of(user)
     with force_locale(locale):
-        content = kind.describe(data, user)
+        content = describe(session, row, user)
         unsubscribe_url = (link("mail.unsubscribe", token=unsubscribe_token(user.id, kind.name))
                            if kind.optional else None)
         values = {
@@ -557,7 +281,7 @@ class DispatchResult:
 
     def __str__(self) -> str:
         return (f"{self.sent} sent, {self.retrying} to try again, {self.failed} failed, "
-                f"{self.skipped} turned off")
+                f"{self.skipped} turned off or out of date")
 
 
 def _free(now: datetime):
@@ -615,7 +339,9 @@ def dispatch_due(session: Session, now: datetime, batch: int = BATCH,
                 result.retrying += 1
                 continue
             user = session.get(User, row.user_id)
-            if KINDS[row.kind].optional and mode(session, user.id, row.kind) == "off":
+            kind = KINDS[row.kind]
+            if mode(session, user.id, row.kind) == "off" or (
+                    kind.still_true and not kind.still_true(session, json.loads(row.data), now)):
                 _finish(row, status="skipped")
                 session.commit()
                 result.skipped += 1
@@ -664,6 +390,113 @@ def send_notifications(session: Session, now: datetime):
     return str(result) if result.attempted else 0
 
 
+# --- daily digests ---------------------------------------------------------------------------
+
+#: People whose digests are gathered per run, and messages per digest at most (more wait for
+#: the next run, a minute later).
+DIGESTS_PER_RUN = 200
+DIGEST_MAX_ITEMS = 50
+
+
+def gather_digests(session: Session, now: datetime) -> int:
+    """The ``gather-digests`` job: for each person whose digest hour has come, one ``digest``
+    message naming the messages kept for it, which become ``digested``; the dispatcher then
+    sends it like any other. Commits per person. Returns how many digests it wrote."""
+    due = (Notification.status == "digest", Notification.next_attempt_at <= now)
+    user_ids = list(session.scalars(select(Notification.user_id).where(*due).distinct()
+                                    .limit(DIGESTS_PER_RUN)))
+    written = 0
+    for user_id in user_ids:
+        ids = list(session.scalars(select(Notification.id).where(
+            Notification.user_id == user_id, *due).order_by(Notification.id)
+            .limit(DIGEST_MAX_ITEMS)))
+        taken = session.execute(update(Notification).where(Notification.id.in_(ids), *due)
+                                .values(status="digested")
+                                .execution_options(synchronize_session=False)).rowcount
+        if taken != len(ids):  # another run took some first: leave them to it
+            session.rollback()
+            continue
+        session.add(Notification(user_id=user_id, kind="digest",
+                                 data=json.dumps({"items": ids}), status="pending",
+                                 created_at=now, next_attempt_at=now, attempts=0))
+        session.commit()
+        written += 1
+    return written
+
+
+# --- the list on the site --------------------------------------------------------------------
+
+def unread_count(session: Session, user_id: int) -> int:
+    """How many of the user's messages they have not seen on the site (one indexed count)."""
+    return session.scalar(select(func.count()).select_from(Notification).where(
+        Notification.user_id == user_id, Notification.read_at.is_(None),
+        Notification.kind.not_in(UNLISTED))) or 0
+
+
+@dataclass(frozen=True)
+class ListedNotice:
+    """One message as the person's list shows it."""
+
+    id: int
+    at: datetime
+    unread: bool
+    #: What it says (``notification_texts.Content``), in the current locale.
+    content: object
+
+
+@dataclass(frozen=True)
+class NoticePage:
+    notices: list[ListedNotice]
+    #: Pass as ``before`` for the next (older) page; None on the last page.
+    older_than: int | None
+
+
+def notices_page(session: Session, user: User, before: int | None = None,
+                 per_page: int = 20) -> NoticePage:
+    """One page of the user's messages, newest first, older than message ``before`` (keyset:
+    the same cost on every page). Digests themselves are not listed: what they gathered is."""
+    query = select(Notification).where(Notification.user_id == user.id,
+                                       Notification.kind.not_in(UNLISTED))
+    if before is not None:
+        query = query.where(Notification.id < before)
+    rows = list(session.scalars(query.order_by(Notification.id.desc()).limit(per_page + 1)))
+    shown = rows[:per_page]
+    return NoticePage(
+        notices=[ListedNotice(id=row.id, at=row.created_at, unread=row.read_at is None,
+                              content=describe(session, row, user)) for row in shown],
+        older_than=shown[-1].id if len(rows) > per_page else None)
+
+
+def mark_read(session: Session, user_id: int, ids: range, now: datetime) -> int:
+    """Mark the user's messages with ids in ``ids`` (those a page showed, oldest to newest)
+    as read: one that arrived since, or is on an older page, stays unread. Returns how many
+    changed."""
+    return session.execute(update(Notification).where(
+        Notification.user_id == user_id, Notification.id >= ids.start,
+        Notification.id < ids.stop,
+        Notification.read_at.is_(None)).values(read_at=now)
+        .execution_options(synchronize_session=False)).rowcount
+
+
+@dataclass(frozen=True)
+class FailedNotice:
+    """A message that could not be sent to the person, for their account page."""
+
+    at: datetime
+    subject: str
+    error: str | None
+
+
+def failed_for(session: Session, user: User, limit: int = 10) -> list[FailedNotice]:
+    """The user's newest messages that could not be sent for good (the mail server refused
+    the address, or gave up), with what they were about."""
+    rows = session.scalars(select(Notification).where(
+        Notification.user_id == user.id, Notification.status == "failed")
+        .order_by(Notification.id.desc()).limit(limit))
+    return [FailedNotice(at=row.created_at, subject=describe(session, row, user).subject,
+                         error=row.last_error) for row in rows]
+
+
 # --- choices and the one-click unsubscribe ---------------------------------------------------
 
 def unsubscribe_token(user_id: int, kind: str) -> str:
@@ -698,17 +531,75 @@ def unsubscribe_choice(session: Session, token: str) -> UnsubscribeChoice:
     return UnsubscribeChoice(kind=kind, off=mode(session, user_id, kind.name) == "off")
 
 
+class InvalidChoice(NotificationError):
+    """A choice the person cannot make (a mode this kind does not have, an hour off the clock)."""
+
+
 def set_mode(session: Session, user_id: int, kind: str, chosen: str,
              now: datetime | None = None) -> None:
-    """Store the user's choice for ``kind`` ("now" or "off"); money kinds cannot be off."""
-    if chosen == "off" and not KINDS[kind].optional:
-        raise NotOptional(kind)
-    row = session.get(NotificationPreference, (user_id, kind))
-    if row is None:
-        row = NotificationPreference(user_id=user_id, kind=kind)
-        session.add(row)
-    row.mode = chosen
-    row.updated_at = now or utcnow()
+    """Store the user's choice for ``kind`` (one of ``Kind.modes``): money kinds cannot be
+    off. An upsert, so two clicks at once (the one-click link twice) both succeed."""
+    if chosen not in KINDS[kind].modes:
+        if chosen == "off":
+            raise NotOptional(kind)
+        raise InvalidChoice(f"{kind} cannot be {chosen!r}")
+    dialect = session.get_bind().dialect.name
+    insert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    values = {"user_id": user_id, "kind": kind, "mode": chosen, "updated_at": now or utcnow()}
+    session.execute(insert(NotificationPreference).values(**values).on_conflict_do_update(
+        index_elements=["user_id", "kind"],
+        set_={"mode": chosen, "updated_at": values["updated_at"]}))
+    for loaded in list(session.identity_map.values()):
+        if isinstance(loaded, NotificationPreference) and (
+                loaded.user_id, loaded.kind) == (user_id, kind):
+            session.expire(loaded)
+
+
+def kinds_for(user: User) -> list[Kind]:
+    """The kinds of message ``user`` can get: every user may ask; answerers and organizers
+    get theirs too."""
+    roles = {"asker"} | ({"answerer"} if user.is_answerer else set()) | (
+        {"organizer"} if user.is_organizer else set())
+    return [kind for kind in KINDS.values() if kind.recipient in roles]
+
+
+@dataclass(frozen=True)
+class Choices:
+    #: Kind name → "now", "digest" or "off".
+    modes: dict[str, str]
+    digest_hour: int
+    #: None for someone who is not an answerer.
+    outside_hours: bool | None
+
+
+def choices(session: Session, user: User) -> Choices:
+    """What ``user`` chose for each of their kinds, and when."""
+    profile = session.get(AnswererProfile, user.id) if user.is_answerer else None
+    return Choices(modes={kind.name: mode(session, user.id, kind.name)
+                          for kind in kinds_for(user)},
+                   digest_hour=user.digest_hour,
+                   outside_hours=profile.messages_outside_hours if profile else None)
+
+
+def save_choices(session: Session, user: User, modes: dict[str, str], digest_hour: int,
+                 outside_hours: bool | None, now: datetime) -> None:
+    """Store ``user``'s choices (the page of choices): a mode per kind, the digest hour and,
+    for an answerer, whether messages may come outside their available hours. Messages
+    already waiting for a digest move to the new hour."""
+    if not 0 <= digest_hour <= 23:
+        raise InvalidChoice("the digest hour must be 0 to 23")
+    for kind in kinds_for(user):
+        if kind.name in modes:
+            set_mode(session, user.id, kind.name, modes[kind.name], now)
+    if digest_hour != user.digest_hour:
+        user.digest_hour = digest_hour
+        session.execute(update(Notification).where(
+            Notification.user_id == user.id, Notification.status == "digest").values(
+            next_attempt_at=next_local_time(now, user_zone(session, user), digest_hour * 60))
+            .execution_options(synchronize_session=False))
+    profile = session.get(AnswererProfile, user.id)
+    if profile is not None and outside_hours is not None:
+        profile.messages_outside_hours = outside_hours
     session.flush()
 
 

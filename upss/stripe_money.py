@@ -44,7 +44,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import ledger, money, notifications, questions
+from . import ledger, money, notifications, questions, settings
 from .models import (
     LedgerTransaction,
     Payout,
@@ -52,6 +52,7 @@ from .models import (
     QuestionEvent,
     StripeDispute,
     Tip,
+    User,
     utcnow,
 )
 from .payout_failures import record_failure
@@ -248,7 +249,8 @@ def sync_dispute(session: Session, dispute_id: str) -> str:
 def _record_dispute(session: Session, dispute: Dispute, question_id: int,
                     payment_intent: str) -> None:
     row = session.get(StripeDispute, dispute.id)
-    if row is None:
+    opened = row is None
+    if opened:
         row = StripeDispute(id=dispute.id, opened_at=utcnow())
         session.add(row)
     row.question_id, row.payment_intent_id = question_id, payment_intent
@@ -256,6 +258,14 @@ def _record_dispute(session: Session, dispute: Dispute, question_id: int,
     row.status, row.reason, row.updated_at = dispute.status, dispute.reason, utcnow()
     row.evidence_due_at = (datetime.fromtimestamp(dispute.due_by, UTC) if dispute.due_by
                            else None)
+    if opened:
+        data = {"dispute_id": dispute.id, "question_id": question_id,
+                "amount_cents": dispute.amount, "currency": dispute.currency,
+                "timezone": settings.current(session).timezone,
+                "evidence_due_at": (row.evidence_due_at.isoformat() if row.evidence_due_at
+                                    else None)}
+        for organizer in session.scalars(select(User).where(User.is_organizer)):
+            notifications.enqueue(session, organizer, "card_disputed", data)
     session.flush()
 
 

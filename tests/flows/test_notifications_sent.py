@@ -486,3 +486,27 @@ def test_a_sepa_payout_sent_and_returned_tell_the_answerer_once_each_in_slovenia
     assert "AC04" not in text_of(message)
     mark(sepa.mark_payout_returned, "again", later(19))
     assert sent(app, smtp_server) == []
+
+
+def test_a_card_dispute_tells_each_organizer_once(app, world, smtp_server, localstripe_url):
+    """A card dispute opened at Stripe (its webhook delivered ten times, in any order): each
+    organizer gets one message with the amount and the evidence deadline, which cannot be
+    turned off; the asker and the answerer get nothing."""
+    from tests.conftest import serving
+    from tests.flows.test_money_at_stripe import control, deliver, paid, wait_for
+
+    organizers = [world.user("organizer"), world.user("organizer")]
+    with serving(app) as base:
+        q, pi = paid(app, world)
+        sent(app, smtp_server)  # the payment's own message
+        control(app, "/_upss/disputes", {"payment_intent": pi, "inquiry": True})
+        assert set(deliver(app, base, wait_for(app, "charge.dispute.created"))) == {200}
+    messages = sent(app, smtp_server)
+    assert sorted(m["To"].addresses[0].addr_spec for m in messages) == sorted(
+        email_of(app, o) for o in organizers)
+    for message in messages:
+        assert message["Subject"] == f"A card payment was disputed (question {q})"
+        assert message["List-Unsubscribe"] is None
+        body = text_of(message)
+        assert "€12.50" in body and "Send your evidence to Stripe before" in body
+        assert link_of(message) == "/organizer/reconciliation"

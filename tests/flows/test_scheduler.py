@@ -26,7 +26,9 @@ def test_jobs_are_declared_as_data():
     assert [j.id for j in jobs.JOBS] == ["expire-offers", "expire-locks", "release",
                                          "refund-overdue", "auto-accept", "check-payments",
                                          "resolve-payouts", "resolve-refunds", "reconcile",
-                                         "send-notifications", "payouts"]
+                                         "send-notifications", "gather-digests",
+                                         "remind-lock-ending", "remind-auto-accept",
+                                         "organizer-digest", "payouts"]
     assert jobs.JOBS[2].func is release.release_due_questions
 
 

@@ -79,6 +79,7 @@ def register_blueprints(app: Flask) -> None:
         mail,
         main,
         money_pages,
+        notices,
         organizer,
         paying,
         webhooks,
@@ -92,7 +93,8 @@ def register_blueprints(app: Flask) -> None:
         until_text,
     )
 
-    for module in (main, auth, asker, paying, answerer, organizer, money_pages, webhooks):
+    for module in (main, auth, asker, paying, answerer, organizer, money_pages, notices,
+                   webhooks):
         app.register_blueprint(module.bp)
     mail.register(app)
 

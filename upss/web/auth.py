@@ -23,7 +23,7 @@ from wtforms import BooleanField, EmailField, PasswordField, SelectField, String
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Email, EqualTo, InputRequired, Length, ValidationError
 
-from .. import accounts, sessions
+from .. import accounts, notifications, sessions
 from ..extensions import db, limiter, login_manager
 from ..models import LANGUAGE_NAMES, User, utcnow
 from . import limits
@@ -217,7 +217,8 @@ def preferences():
         return redirect(url_for("auth.preferences"))
     other_sessions = sessions.other_session_count(db.session, current_user,
                                                   session.get(SESSION_TOKEN))
-    return render_template("auth/preferences.html", form=form, other_sessions=other_sessions), \
+    return render_template("auth/preferences.html", form=form, other_sessions=other_sessions,
+                           failed_messages=notifications.failed_for(db.session, current_user)), \
         400 if form.errors else 200
 
 
