@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -365,7 +366,8 @@ def make_user(app):
     def make(role: str = "asker", email: str | None = None, password: str = "correct horse 9"):
         email = email or f"{role}{next(counter)}@example.org"
         with app.app_context():
-            user = accounts.sign_up(db.session, email=email, name=role.title(), password=password)
+            user = accounts.sign_up(db.session, email=email, name=role.title(), password=password,
+                                    confirmed_at=datetime.now(UTC))
             user.is_answerer = role == "answerer"
             user.is_organizer = role == "organizer"
             db.session.commit()
@@ -457,7 +459,7 @@ class World:
         with self.app.app_context():
             user = accounts.sign_up(db.session, email=f"{role}{self.count}@example.org",
                                     name=f"{role.title()} {self.count}",
-                                    password="correct horse 9")
+                                    password="correct horse 9", confirmed_at=datetime.now(UTC))
             if role == "answerer":
                 user.is_answerer = True
                 db.session.add(AnswererProfile(user_id=user.id, **{
@@ -479,8 +481,6 @@ class World:
     def applicant(self, now=None, **application) -> int:
         """A new user who has applied to answer (``application`` changes fields of
         :attr:`APPLICATION`), through ``vetting.apply``."""
-        from datetime import UTC, datetime
-
         from upss import vetting
         from upss.models import User
 

@@ -17,6 +17,10 @@ person may take now; templates show only those, pages refuse the rest, and the s
 Separation of duties: nobody decides their own application (``vetting``), a dispute about a
 question they asked or answered (``may_decide_dispute``), or a payout to themselves
 (``payouts``, which leaves the organizer's own earnings to another organizer).
+
+Accounts: an account whose e-mail address is not confirmed yet may sign in, ask and pay (and
+is reminded on every page), but may not apply to answer (:func:`may_apply_to_answer`): the
+organizer must be able to reach an answerer.
 """
 
 from __future__ import annotations
@@ -41,6 +45,17 @@ ACTIONS = frozenset({
 _DRAFT_STATES = frozenset({"queued", "offered", "claimed"})
 #: States in which the question has an answer to show.
 _ANSWERED_STATES = frozenset({"answered", "clarifying", "closed", "disputed"})
+
+
+def needs_confirmation(user: User | None) -> bool:
+    """Whether ``user`` is signed in with an address not confirmed yet (pages remind them)."""
+    return bool(user is not None and getattr(user, "is_authenticated", False)
+                and getattr(user, "email_confirmed_at", "unknown") is None)
+
+
+def may_apply_to_answer(user: User) -> bool:
+    """Whether ``user`` may send an application to answer: only with a confirmed address."""
+    return user.email_confirmed_at is not None
 
 
 def is_active_answerer(session: Session, user: User) -> bool:

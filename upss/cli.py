@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from . import accounts, money, statements, vetting
 from .extensions import db
-from .models import LANGUAGES, AnswererProfile, User
+from .models import LANGUAGES, AnswererProfile, User, utcnow
 from .vetting import BASES
 
 upss_cli = AppGroup("upss", help="UPSS commands.")
@@ -32,7 +32,8 @@ def seed_demo() -> None:
     for email, name, password, role in DEMO_USERS:
         user = db.session.scalar(select(User).where(User.email == email))
         if user is None:
-            user = accounts.sign_up(db.session, email=email, name=name, password=password)
+            user = accounts.sign_up(db.session, email=email, name=name, password=password,
+                                    confirmed_at=utcnow())
         user.is_answerer = role == "answerer"
         user.is_organizer = role == "organizer"
         if user.is_answerer and db.session.get(AnswererProfile, user.id) is None:

@@ -88,6 +88,10 @@ RATE_LIMITS = {
     # Per account signed in to, from any address (a browser that has signed in to the
     # account before is exempt, so an attacker cannot lock the owner out).
     "SIGN_IN_ACCOUNT": "5 per minute; 20 per hour; 50 per day",
+    # Asking for a password reset link: per client address, and per address asked for
+    # (known or not, so the limit says nothing about which addresses have accounts).
+    "RESET_PASSWORD": "5 per minute; 20 per hour",
+    "RESET_PASSWORD_ACCOUNT": "3 per hour; 10 per day",
     # Per signed-in user (per address before signing in).
     "ASK": "10 per minute; 100 per day",
     "PAY": "20 per minute; 100 per hour",
@@ -155,6 +159,10 @@ def from_environment(instance_path: str, environ=None) -> dict:
         "BABEL_DEFAULT_TIMEZONE": environ.get("UPSS_TIMEZONE", "Europe/Oslo"),
         #: The organizer's e-mail address for questions and problems, shown on the Help page.
         "UPSS_CONTACT_EMAIL": environ.get("UPSS_CONTACT_EMAIL", "organizer@example.org"),
+        # Accounts: days between asking to delete an account and erasing it (signing in
+        # before cancels it), and days a data export can be downloaded.
+        "UPSS_DELETION_GRACE_DAYS": _int(environ, "UPSS_DELETION_GRACE_DAYS", 14),
+        "UPSS_DATA_EXPORT_DAYS": _int(environ, "UPSS_DATA_EXPORT_DAYS", 7),
         # Stripe: no secret key means "talk to localstripe".
         "UPSS_USES_LOCALSTRIPE": uses_localstripe,
         "UPSS_STRIPE_SECRET_KEY": stripe_key or LOCALSTRIPE_SECRET_KEY,

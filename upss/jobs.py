@@ -17,6 +17,8 @@ from apscheduler.schedulers.blocking import BlockingScheduler
 from flask import Flask, current_app
 
 from . import (
+    account_deletion,
+    data_export,
     earnings,
     notifications,
     organizer_digest,
@@ -67,6 +69,8 @@ JOBS = (
     Job("remind-lock-ending", reminders.remind_lock_ending, 5),
     Job("remind-auto-accept", reminders.remind_auto_accept, 15),
     Job("organizer-digest", send_organizer_digests, 15),
+    Job("data-exports", data_export.run, 1),
+    Job("erase-accounts", account_deletion.erase_due, 15),
     Job("payouts", earnings.run_weekly_payouts,
         weekly=(earnings.PAYOUT_WEEKDAY, earnings.PAYOUT_HOUR)),
 )

@@ -55,6 +55,13 @@ class User(UserMixin, db.Model):
     #: The local hour (0–23) of the daily digest of the messages they chose to get that way.
     digest_hour: Mapped[int] = mapped_column(Integer, default=8)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: When the person opened the link sent to their address (None: not confirmed yet).
+    email_confirmed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: They asked to delete the account; it is erased after the grace period unless they sign
+    #: in before (``upss.account_deletion``).
+    deletion_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    #: The account was erased: personal data replaced, only the pseudonym is left.
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     questions: Mapped[list[Question]] = relationship(back_populates="asker",
                                                      foreign_keys="Question.asker_id")
@@ -663,3 +670,27 @@ class NotificationPreference(db.Model):
     kind: Mapped[str] = mapped_column(String(40), primary_key=True)
     mode: Mapped[str] = mapped_column(String(10), default="now")
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+DATA_EXPORT_STATES = ("pending", "ready", "failed")
+
+
+class DataExport(db.Model):
+    """A copy of one person's data they asked for (GDPR Art. 15 and 20), made by a job and
+    offered for download until ``expires_at``."""
+
+    __tablename__ = "data_export"
+    __table_args__ = (
+        CheckConstraint("status IN (" + ", ".join(f"'{s}'" for s in DATA_EXPORT_STATES) + ")",
+                        name="status_known"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"), index=True)
+    status: Mapped[str] = mapped_column(String(20), default="pending")
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ready_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The JSON file, once made; emptied when it expires.
+    content: Mapped[str | None] = mapped_column(Text)
+    size_bytes: Mapped[int | None] = mapped_column(Integer)

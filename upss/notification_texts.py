@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -21,7 +21,7 @@ from flask_babel import gettext, ngettext
 from flask_babel import lazy_gettext as _l
 from sqlalchemy.orm import Session
 
-from . import money, reasons
+from . import account_tokens, money, reasons
 from .models import LANGUAGES, Payout, Question, User
 
 
@@ -506,6 +506,183 @@ def describe_digest(items: list[tuple[Kind, dict]], user: User) -> Content:
         sections=sections)
 
 
+# --- the account's own messages: never off, never in the list on the site ---------------------
+
+def _confirm_account(data: dict, user: User) -> Content:
+    return Content(
+        subject=gettext("Confirm your e-mail address for UPSS"),
+        paragraphs=[
+            gettext("Welcome to UPSS. Please confirm that this e-mail address is yours by "
+                    "opening the link below. It works for seven days."),
+            gettext("If you did not create an account, you can ignore this message."),
+        ],
+        link_label=gettext("Confirm my e-mail address"),
+        link_url=link("account.confirm_email",
+                      token=account_tokens.make("confirm", user.id, user.email)))
+
+
+def _account_exists(data: dict, user: User) -> Content:
+    return Content(
+        subject=gettext("You already have an account at UPSS"),
+        paragraphs=[
+            gettext("Someone, perhaps you, tried to create a new account with this e-mail "
+                    "address. You already have an account, so nothing was changed."),
+            gettext("You can sign in as usual. If you have forgotten your password, you can "
+                    "choose a new one."),
+        ],
+        link_label=gettext("Choose a new password"),
+        link_url=link("account.forgot_password"))
+
+
+def _password_reset(data: dict, user: User) -> Content:
+    return Content(
+        subject=gettext("Choose a new password for UPSS"),
+        paragraphs=[
+            gettext("You asked to choose a new password. Open the link below to do it. The "
+                    "link works for one hour, and only once."),
+            gettext("If you did not ask for this, you can ignore this message: your password "
+                    "stays the same."),
+        ],
+        link_label=gettext("Choose a new password"),
+        link_url=link("account.reset_password", token=account_tokens.make(
+            "reset", user.id, account_tokens.password_fingerprint(user))))
+
+
+def _password_changed(data: dict, user: User) -> Content:
+    return Content(
+        subject=gettext("Your UPSS password was changed"),
+        paragraphs=[
+            gettext("The password of your account was changed."),
+            gettext("If you did not do this, choose a new password at once with the link "
+                    "below, and write to us."),
+        ],
+        link_label=gettext("Choose a new password"),
+        link_url=link("account.forgot_password"))
+
+
+def _email_change_confirm(data: dict, user: User) -> Content:
+    return Content(
+        subject=gettext("Confirm your new e-mail address for UPSS"),
+        paragraphs=[
+            gettext("You asked to use this e-mail address for your UPSS account. Open the "
+                    "link below to confirm it. It works for one day."),
+            gettext("Until then, your account keeps its old address. If you did not ask for "
+                    "this, you can ignore this message."),
+        ],
+        link_label=gettext("Confirm my new e-mail address"),
+        link_url=link("account.confirm_email_change", token=account_tokens.make(
+            "email_change", user.id, user.email, data["to"])))
+
+
+def _email_change_requested(data: dict, user: User) -> Content:
+    return Content(
+        subject=gettext("Someone asked to change your UPSS e-mail address"),
+        paragraphs=[
+            gettext("Someone signed in to your account asked to use %(email)s instead of "
+                    "this address. It changes only if the link sent there is opened.",
+                    email=data["new_email"]),
+            gettext("If this was not you, change your password at once and write to us."),
+        ],
+        link_label=gettext("Choose a new password"),
+        link_url=link("account.forgot_password"))
+
+
+def _email_changed(data: dict, user: User) -> Content:
+    return Content(
+        subject=gettext("Your UPSS e-mail address was changed"),
+        paragraphs=[
+            gettext("Your account now uses %(email)s. Messages will go there from now on.",
+                    email=data["new_email"]),
+            gettext("If this was not you, write to us at once."),
+        ],
+        link_label=gettext("Get help"),
+        link_url=link("main.help_page"))
+
+
+# --- a copy of one's data (``upss.data_export``) ----------------------------------------------
+
+def _data_export_ready(data: dict, user: User) -> Content:
+    return Content(
+        subject=gettext("Your data is ready to download"),
+        paragraphs=[
+            gettext("The copy of your data you asked for is ready. You can download it until "
+                    "%(date)s.", date=_day(data["expires_at"], data["timezone"], user)),
+            gettext("For your safety the file is not attached to this e-mail: sign in to "
+                    "download it."),
+        ],
+        link_label=gettext("Download your data"),
+        link_url=link("account_data.page"))
+
+
+def _data_export_failed(data: dict, user: User) -> Content:
+    return Content(
+        subject=gettext("We could not prepare your data"),
+        paragraphs=[gettext("Something went wrong while we prepared the copy of your data. "
+                            "Please ask for it again. If it fails again, write to us.")],
+        link_label=gettext("Ask for your data again"),
+        link_url=link("account_data.page"))
+
+
+# --- deleting one's account (``upss.account_deletion``) --------------------------------------
+
+def _account_deletion_scheduled(data: dict, user: User) -> Content:
+    when = _day(data["erase_after"], data["timezone"], user)
+    paragraphs = [
+        gettext("You asked us to delete your UPSS account. We will delete it on %(date)s.",
+                date=when),
+        gettext("Changed your mind? Sign in before then: signing in cancels the deletion."),
+    ]
+    if data.get("questions_refunded"):
+        paragraphs.append(ngettext(
+            "%(num)d question that was still waiting for an answerer was withdrawn. You get "
+            "all your money back.",
+            "%(num)d questions that were still waiting for an answerer were withdrawn. You get "
+            "all your money back.", data["questions_refunded"]))
+    return Content(
+        subject=gettext("Your account will be deleted on %(date)s", date=when),
+        paragraphs=paragraphs,
+        link_label=gettext("Sign in to keep your account"),
+        link_url=link("auth.sign_in"))
+
+
+def _account_deletion_cancelled(data: dict, user: User) -> Content:
+    return Content(
+        subject=gettext("Your account will not be deleted"),
+        paragraphs=[
+            gettext("You signed in, so we cancelled the deletion of your account. Your account "
+                    "stays as it was."),
+            gettext("If you did not sign in yourself, change your password now."),
+        ],
+        link_label=gettext("See your account"),
+        link_url=link("auth.preferences"))
+
+
+def _account_deletion_waiting(data: dict, user: User) -> Content:
+    amount = _amount(data, user)
+    if data["reason"] == "owed":
+        paragraphs = [gettext("We still owe you %(amount)s. We delete your account only after "
+                              "we have paid it, so that you do not lose it.", amount=amount)]
+        if data.get("expected_on"):
+            paragraphs.append(gettext("We expect to pay it on %(date)s.", date=format_date(
+                date.fromisoformat(data["expected_on"]), "long", locale=locale_of(user))))
+        if data.get("held_because"):
+            paragraphs.append(gettext("It cannot be paid yet. Why: %(reason)s.",
+                                      reason=reasons.reason_text(data["held_because"])))
+    elif data["reason"] == "on_its_way":
+        paragraphs = [gettext("We sent you %(amount)s, and the payment is not confirmed yet. "
+                              "We delete your account once it is.", amount=amount)]
+    else:
+        paragraphs = [gettext("An answer of yours is not accepted yet. We delete your account "
+                              "after it is settled and we have paid you your share.")]
+    paragraphs.append(gettext("If you want to keep your account after all, sign in: that "
+                              "cancels the deletion."))
+    return Content(
+        subject=gettext("Your account will be deleted after we have paid you"),
+        paragraphs=paragraphs,
+        link_label=gettext("Sign in to keep your account"),
+        link_url=link("auth.sign_in"))
+
+
 KINDS: dict[str, Kind] = {kind.name: kind for kind in (
     Kind("payment_confirmed", "asker", False, _l("Your payment was received"),
          _payment_confirmed),
@@ -547,6 +724,31 @@ KINDS: dict[str, Kind] = {kind.name: kind for kind in (
          _card_disputed),
     Kind("organizer_digest", "organizer", False, _l("What is waiting for you each day"),
          _organizer_digest),
+    Kind("confirm_account", "account", False, _l("Confirm your e-mail address"),
+         _confirm_account, listed=False),
+    Kind("account_exists", "account", False, _l("You already have an account"),
+         _account_exists, listed=False),
+    Kind("password_reset", "account", False, _l("Choose a new password"), _password_reset,
+         listed=False),
+    Kind("password_changed", "account", False, _l("Your password was changed"),
+         _password_changed),
+    Kind("email_change_confirm", "account", False, _l("Confirm your new e-mail address"),
+         _email_change_confirm, listed=False),
+    Kind("email_change_requested", "account", False,
+         _l("Someone asked to change your e-mail address"), _email_change_requested),
+    Kind("email_changed", "account", False, _l("Your e-mail address was changed"),
+         _email_changed),
+    Kind("data_export_ready", "account", False, _l("Your data is ready to download"),
+         _data_export_ready),
+    Kind("data_export_failed", "account", False, _l("We could not prepare your data"),
+         _data_export_failed),
+    Kind("account_deletion_scheduled", "account", False,
+         _l("Your account will be deleted"), _account_deletion_scheduled),
+    Kind("account_deletion_cancelled", "account", False,
+         _l("Your account will not be deleted"), _account_deletion_cancelled),
+    Kind("account_deletion_waiting", "account", False,
+         _l("Your account will be deleted after we have paid you"),
+         _account_deletion_waiting),
     # The daily digest of one person's messages; ``describe_digest`` writes it.
     Kind("digest", "anyone", False, _l("Your daily summary"), describe_digest,
          listed=False),

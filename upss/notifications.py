@@ -180,13 +180,16 @@ def _quiet_until(session: Session, user: User, now: datetime) -> datetime:
 
 
 def enqueue(session: Session, user: User, kind: str, data: dict,
-            now: datetime | None = None) -> Notification:
+            now: datetime | None = None) -> Notification | None:
     """Write a message to ``user`` into the outbox, in the caller's transaction (it only adds
     a row; the caller commits, and a rollback takes it away).
 
     The row follows the person's choice for the kind: sent at once (an answerer's waits for
     their available hours), kept for their daily digest (``digest``, due at their digest
-    hour), or not e-mailed at all (``skipped``). Every row shows in their list on the site."""
+    hour), or not e-mailed at all (``skipped``). Every row shows in their list on the site.
+    Nothing is written to an erased account (None)."""
+    if user.deleted_at is not None:
+        return None
     now = now or utcnow()
     status, due = "pending", now
     chosen = mode(session, user.id, kind)
@@ -259,8 +262,9 @@ def render(session: Session, row: Notification, user: User, now: datetime) -> Em
         }
         text = current_app.jinja_env.get_template("email/message.txt").render(values)
         html = current_app.jinja_env.get_template("email/message.html").render(values)
+    address = json.loads(row.data).get("to") or user.email  # a new address being confirmed
     return mailer.build_message(
-        sender=config["UPSS_MAIL_FROM"], to=formataddr((user.name, user.email)),
+        sender=config["UPSS_MAIL_FROM"], to=formataddr((user.name, address)),
         subject=content.subject, text=text, html=html,
         message_id=message_id(row.id, config["UPSS_MAIL_FROM"]), date=now,
         unsubscribe_url=unsubscribe_url)

@@ -14,15 +14,17 @@ from datetime import date, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from . import audit, money, notifications, questions
+from . import access, audit, money, notifications, questions
 from .models import LANGUAGES, AnswererApplication, AnswererProfile, User, utcnow
 from .questions import TOPICS
 from .sepa import InvalidIBAN, validate_iban
 
 MINIMUM_AGE = 65
 BASES = ("age", "disability", "both")
+#: What the audit log keeps of a profile when it changes. Not the IBAN: the log is
+#: append-only, and an erased account's IBAN must not stay in it (``account_deletion``).
 _PROFILE_FIELDS = ("active", "languages", "daily_limit", "yearly_ceiling_cents",
-                   "payout_method", "iban")
+                   "payout_method")
 
 
 class VettingError(Exception):
@@ -92,6 +94,8 @@ def apply(session: Session, user: User, data: ApplicationData, now: datetime
         raise VettingError("you already have an application waiting")
     if user.is_answerer:
         raise VettingError("you are already an answerer")
+    if not access.may_apply_to_answer(user):
+        raise VettingError("confirm your e-mail address before applying")
     application = AnswererApplication(
         user_id=user.id, basis=data.basis, birth_year=data.birth_year,
         languages=",".join(data.languages), topics=",".join(data.topics),

@@ -15,6 +15,7 @@ import pytest
 import stripe
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
+from sqlalchemy import select
 
 from tests.browser.conftest import screenshot
 from tests.browser.keyboard import (
@@ -26,6 +27,7 @@ from tests.browser.keyboard import (
     type_into,
 )
 from tests.flows.test_payouts import earn
+from upss import account_tokens
 from upss.extensions import db
 from upss.models import AnswererProfile, Payout, User
 
@@ -43,14 +45,25 @@ def focused_label(page) -> str:
     return page.evaluate(ACTIVE)["label"]
 
 
-def sign_up_and_apply(page, base: str, a11y) -> None:
+def sign_up_and_apply(page, base: str, a11y, app) -> None:
     page.goto(base + "/sign-up")
     type_into(page, "^Your name", NAME)
     type_into(page, "^E-mail address", EMAIL)
     type_into(page, "^Password$", PASSWORD)
     type_into(page, "^Password again", PASSWORD)
     submit_with_enter(page)
-    expect(page.get_by_role("status").first).to_contain_text("Your account is ready")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Check your e-mail")
+    activate(page, "^Sign in$")
+    type_into(page, "^E-mail address", EMAIL)
+    type_into(page, "^Password", PASSWORD)
+    submit_with_enter(page)
+    # The link of the confirmation e-mail (applying to answer needs a confirmed address).
+    with app.app_context():
+        user = db.session.scalar(select(User).where(User.email == EMAIL.lower()))
+        link = base + "/confirm/" + account_tokens.make("confirm", user.id, user.email)
+        db.session.remove()
+    page.goto(link)
+    expect(page.get_by_role("status").first).to_contain_text("Your e-mail address is confirmed")
 
     activate(page, "^UPSS")                       # the service name: the home page
     activate(page, "^Apply to answer$")
@@ -133,7 +146,7 @@ def test_connect_onboarding_and_first_transfer_by_keyboard_only(
     with app.app_context():
         organizer_email = db.session.get(User, organizer).email
 
-    sign_up_and_apply(page, live_server, a11y)
+    sign_up_and_apply(page, live_server, a11y, app)
     approve_by_keyboard(page, live_server, organizer_email, a11y)
     onboard_by_keyboard(page, live_server, localstripe_url, a11y)
 

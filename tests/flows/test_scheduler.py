@@ -28,7 +28,8 @@ def test_jobs_are_declared_as_data():
                                          "resolve-payouts", "resolve-refunds", "reconcile",
                                          "send-notifications", "gather-digests",
                                          "remind-lock-ending", "remind-auto-accept",
-                                         "organizer-digest", "payouts"]
+                                         "organizer-digest", "data-exports",
+                                         "erase-accounts", "payouts"]
     assert jobs.JOBS[2].func is release.release_due_questions
 
 

@@ -71,6 +71,9 @@ def _forget_database_state() -> None:
 
 def register_blueprints(app: Flask) -> None:
     from . import (
+        account,
+        account_closing,
+        account_data,
         answerer,
         asker,
         auth,
@@ -93,8 +96,8 @@ def register_blueprints(app: Flask) -> None:
         until_text,
     )
 
-    for module in (main, auth, asker, paying, answerer, organizer, money_pages, notices,
-                   webhooks):
+    for module in (main, auth, account, account_data, account_closing, asker, paying, answerer,
+                   organizer, money_pages, notices, webhooks):
         app.register_blueprint(module.bp)
     mail.register(app)
 

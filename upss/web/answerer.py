@@ -261,6 +261,8 @@ def apply():
         .order_by(AnswererApplication.id.desc()).limit(1))
     if current_user.is_answerer or (latest and latest.status == "pending"):
         return redirect(url_for("answerer.application"))
+    if not access.may_apply_to_answer(current_user):
+        return render_template("answerer/apply_confirm_first.html"), 403
     currency = settings.current(db.session).currency
     form = ApplicationForm(currency)
     if form.validate_on_submit():

@@ -23,7 +23,7 @@ from wtforms import BooleanField, EmailField, PasswordField, SelectField, String
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import Email, EqualTo, InputRequired, Length, ValidationError
 
-from .. import accounts, notifications, sessions
+from .. import access, account_deletion, accounts, notifications, sessions
 from ..extensions import db, limiter, login_manager
 from ..models import LANGUAGE_NAMES, User, utcnow
 from . import limits
@@ -69,7 +69,7 @@ def _start_session(user: User) -> None:
     login_user(user)
 
 
-def _password_rules(form, field) -> None:
+def password_rules(form, field) -> None:
     problem = accounts.password_problem(field.data or "")
     if problem:
         raise ValidationError(PASSWORD_PROBLEMS[problem])
@@ -98,7 +98,7 @@ class SignUpForm(Form):
         Length(max=254, message=_l("The e-mail address must be 254 characters or fewer")),
         Email(_l("Enter an e-mail address like name@example.com"), check_deliverability=False)])
     password = PasswordField(_l("Password"), validators=[
-        InputRequired(_l("Enter a password")), _password_rules])
+        InputRequired(_l("Enter a password")), password_rules])
     confirm = PasswordField(_l("Password again"), validators=[
         InputRequired(_l("Enter the password again")),
         EqualTo("password", _l("The two passwords are not the same"))])
@@ -141,20 +141,15 @@ def start_page(user: User) -> str:
 @bp.route("/sign-up", methods=["GET", "POST"])
 @limiter.limit(limits.configured("SIGN_UP"), key_func=limits.client_address, methods=["POST"])
 def sign_up():
-    """Create an asker account and sign in."""
+    """Create an asker account. The answer is the same whether or not the address already has
+    an account (``accounts.register``): the e-mail sent to it says which."""
     form = SignUpForm()
     if form.validate_on_submit():
-        try:
-            user = accounts.sign_up(db.session, email=form.email.data, name=form.name.data,
-                                    password=form.password.data)
-        except accounts.EmailTaken:
-            form.email.errors.append(_("An account with this e-mail address already exists. "
-                                       "Sign in instead."))
-        else:
-            _start_session(user)
-            flash(_("Your account is ready."))
-            return limits.remember_device(redirect(safe_next(url_for("asker.ask"))),
-                                          user.email)
+        accounts.register(db.session, email=form.email.data, name=form.name.data,
+                          password=form.password.data, now=utcnow())
+        db.session.commit()
+        return render_template("auth/sign_up_sent.html",
+                               email=accounts.normalise_email(form.email.data))
     return render_template("auth/sign_up.html", form=form), 400 if form.errors else 200
 
 
@@ -169,7 +164,10 @@ def sign_in():
     if form.validate_on_submit():
         user = accounts.authenticate(db.session, form.email.data, form.password.data)
         if user is not None:
-            _start_session(user)
+            cancelled = account_deletion.cancel_on_sign_in(db.session, user, utcnow())
+            _start_session(user)  # commits the cancellation with the new session
+            if cancelled:
+                flash(_("You signed in, so your account will not be deleted."))
             return limits.remember_device(
                 redirect(safe_next(start_page(user))), user.email)
         failed = True
@@ -227,4 +225,5 @@ def signed_in_user():
     """``user`` for every template, and ``auth_next``: a safe ``next`` of this request, which
     the sign-in and sign-up links carry, so either way leads back to where the visitor was
     going (None: no ``next``)."""
-    return {"user": current_user, "auth_next": safe_next(None)}
+    return {"user": current_user, "auth_next": safe_next(None),
+            "needs_confirmation": access.needs_confirmation(current_user)}

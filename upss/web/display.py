@@ -71,3 +71,14 @@ def until_text(moment: datetime, now: datetime | None = None) -> str:
     if to_user_timezone(moment).date() == today:
         return format_time(moment, "short")
     return format_datetime(moment, "short")
+
+
+def person_name(user) -> str:
+    """How pages name a person: their name, or "Deleted user" once their account is erased
+    (``upss.account_deletion``; the stored pseudonym is not shown). Also the templates'
+    ``person_name``."""
+    if user is None:
+        return ""
+    if getattr(user, "deleted_at", None) is not None:
+        return _("Deleted user")
+    return user.name

@@ -15,6 +15,7 @@ from .. import payouts, sepa, statements, stripe_money
 from .. import reconciliation as reconciliation_service
 from ..extensions import db
 from ..models import Payout, PayoutBatch, utcnow
+from .display import person_name
 from .inputs import Form, strip_whitespace
 from .roles import organizer_required
 
@@ -70,7 +71,7 @@ def _returned_form(payout: Payout, **kwargs) -> ReturnedPaymentForm:
     are unique on the page)."""
     form = ReturnedPaymentForm(prefix=f"returned-{payout.id}", **kwargs)
     form.reason.label.text = _("Reason the bank gave for payment %(id)d to %(name)s",
-                               id=payout.id, name=payout.answerer.name)
+                               id=payout.id, name=person_name(payout.answerer))
     form.payout_id = payout.id
     return form
 
@@ -187,7 +188,7 @@ def mark_returned(batch_id: int, payout_id: int):
     if changed:
         return _back_to_payouts(_(
             "Payment %(id)d to %(name)s is marked as returned by the bank: the money is owed "
-            "again and paid in a later batch.", id=payout.id, name=payout.answerer.name))
+            "again and paid in a later batch.", id=payout.id, name=person_name(payout.answerer)))
     return _back_to_payouts(_("Payment %(id)d was already marked as returned by the bank.",
                               id=payout.id))
 
