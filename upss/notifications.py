@@ -142,28 +142,27 @@ def user_zone(session: Session, user: User) -> ZoneInfo:
                     current_app.config["BABEL_DEFAULT_TIMEZONE"])
 
 
+def _local_moments(now: datetime, zone: ZoneInfo, minute_of_day: int, days: range):
+    """The moments ``minute_of_day`` minutes after local midnight in ``zone``, on the local
+    dates ``days`` after ``now``'s (negative: before), in UTC."""
+    local_day = now.astimezone(zone).date()
+    wanted = time(minute_of_day // 60, minute_of_day % 60)
+    for offset in days:
+        yield datetime.combine(local_day + timedelta(days=offset), wanted,
+                               tzinfo=zone).astimezone(UTC)
+
+
 def next_local_time(now: datetime, zone: ZoneInfo, minute_of_day: int) -> datetime:
     """The first moment at or after ``now`` whose local time in ``zone`` is
     ``minute_of_day`` minutes after midnight (a time skipped by a clock change moves on)."""
-    local_day = now.astimezone(zone).date()
-    wanted = time(minute_of_day // 60, minute_of_day % 60)
-    for days in range(3):
-        moment = datetime.combine(local_day + timedelta(days=days), wanted, tzinfo=zone)
-        if moment.astimezone(UTC) >= now:
-            return moment.astimezone(UTC)
-    raise AssertionError("unreachable: a local time comes every day")
+    return next(m for m in _local_moments(now, zone, minute_of_day, range(3)) if m >= now)
 
 
 def last_local_time(now: datetime, zone: ZoneInfo, minute_of_day: int) -> datetime:
     """The last moment at or before ``now`` whose local time in ``zone`` is ``minute_of_day``
     minutes after midnight."""
-    local_day = now.astimezone(zone).date()
-    wanted = time(minute_of_day // 60, minute_of_day % 60)
-    for days in range(3):
-        moment = datetime.combine(local_day - timedelta(days=days), wanted, tzinfo=zone)
-        if moment.astimezone(UTC) <= now:
-            return moment.astimezone(UTC)
-    raise AssertionError("unreachable: a local time comes every day")
+    return next(m for m in _local_moments(now, zone, minute_of_day, range(0, -3, -1))
+                if m <= now)
 
 
 def _quiet_until(session: Session, user: User, now: datetime) -> datetime:
