@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 from datetime import date, datetime
 
-from sqlalchemy.orm import Session
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
 
 from .models import AuditLog, User
+from .paging import PER_PAGE, Key, Page, keyset_page
 
 
 def _plain(value):
@@ -34,3 +36,9 @@ def record(session: Session, actor: User | None, action: str, target: str,
     session.add(entry)
     session.flush()
     return entry
+
+
+def entries_page(session: Session, cursor: str | None, per_page: int = PER_PAGE) -> Page[AuditLog]:
+    """One page of the log, newest first (keyset on the id), with each entry's organizer."""
+    return keyset_page(session, select(AuditLog).options(selectinload(AuditLog.actor)),
+                       Key(AuditLog.id, descending=True), cursor, per_page)

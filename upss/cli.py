@@ -6,7 +6,7 @@ import click
 from flask.cli import AppGroup
 from sqlalchemy import select
 
-from . import accounts, money, statements, vetting
+from . import accounts, db_roles, ledger_check, money, vetting
 from .extensions import db
 from .models import LANGUAGES, AnswererProfile, User, utcnow
 from .vetting import BASES
@@ -46,15 +46,20 @@ def seed_demo() -> None:
 
 
 @upss_cli.command("verify-ledger")
-def verify_ledger() -> None:
-    """Print the trial balance and verify the hash chain and cached balances."""
-    overview = statements.ledger_overview(db.session)
-    rows = overview.trial_balance
-    width = max([len(r.account) for r in rows] + [7])
+@click.option("--new-only", is_flag=True,
+              help="Check only what was posted after the last good check.")
+def verify_ledger(new_only: bool) -> None:
+    """Verify the hash chain, every transaction and every cached balance (streaming, in
+    bounded memory), print the totals per kind of account, and record the check: when it
+    passes it is the checkpoint the scheduled checks continue from."""
+    check, report = ledger_check.check_now(db.session, "new" if new_only else "full", utcnow())
+    db.session.commit()
+    rows = ledger_check.total_rows(report.totals)
+    width = max([len(r.kind) for r in rows] + [7])
     click.echo(f"{'account':<{width}}  {'type':<9}  {'debit':>14}  {'credit':>14}")
     totals: dict[str, list[int]] = {}
     for r in rows:
-        click.echo(f"{r.account:<{width}}  {r.type:<9}  "
+        click.echo(f"{r.kind:<{width}}  {r.type:<9}  "
                    f"{money.to_decimal(r.debit_cents, r.currency):>14}  "
                    f"{money.to_decimal(r.credit_cents, r.currency):>14}  {r.currency}")
         t = totals.setdefault(r.currency, [0, 0])
@@ -63,8 +68,8 @@ def verify_ledger() -> None:
     for currency, (debit, credit) in totals.items():
         click.echo(f"{'total':<{width}}  {'':<9}  {money.to_decimal(debit, currency):>14}  "
                    f"{money.to_decimal(credit, currency):>14}  {currency}")
-    report = overview.verification
-    click.echo(f"{report.transactions} transactions, {report.accounts} accounts checked")
+    click.echo(f"check {check.id} ({check.kind}): {report.transactions} transactions, "
+               f"{report.accounts} accounts checked")
     if report.ok:
         click.echo("ledger OK: hash chain intact, every transaction balanced, "
                    "cached balances equal their entries")
@@ -205,3 +210,17 @@ def scheduler() -> None:
     finally:
         lease.release()
         click.echo(f"scheduler {lease.holder} stopped")
+
+
+@upss_cli.command("grant-app-role")
+@click.argument("role")
+def grant_app_role(role: str) -> None:
+    """Give the PostgreSQL role ROLE (made beforehand with CREATE ROLE ... LOGIN) the rights
+    the app needs and no more: rows, not TRUNCATE, ALTER or ownership; on the ledger only
+    reading and adding. Run as the tables' owner after each `flask db upgrade`."""
+    try:
+        with db.engine.begin() as conn:
+            statements = db_roles.grant_app_role(conn, role)
+    except (db_roles.NotPostgres, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(f"{len(statements)} grants to {role}; connect the app as {role}.")

@@ -163,6 +163,8 @@ def from_environment(instance_path: str, environ=None) -> dict:
         # before cancels it), and days a data export can be downloaded.
         "UPSS_DELETION_GRACE_DAYS": _int(environ, "UPSS_DELETION_GRACE_DAYS", 14),
         "UPSS_DATA_EXPORT_DAYS": _int(environ, "UPSS_DATA_EXPORT_DAYS", 7),
+        # Keys the ledger's hash chain (HMAC, hash version 3): keep it outside the database.
+        "UPSS_LEDGER_HMAC_KEY": environ.get("UPSS_LEDGER_HMAC_KEY") or None,
         # Stripe: no secret key means "talk to localstripe".
         "UPSS_USES_LOCALSTRIPE": uses_localstripe,
         "UPSS_STRIPE_SECRET_KEY": stripe_key or LOCALSTRIPE_SECRET_KEY,

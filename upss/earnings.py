@@ -23,10 +23,11 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from flask import current_app
-from sqlalchemy import func, select
+from sqlalchemy import case, func, literal, select
 from sqlalchemy.orm import Session
 
 from . import ledger, payouts, settings, statements
+from .dbtypes import UTCDateTime
 from .models import (
     AnswererProfile,
     LedgerAccount,
@@ -87,6 +88,33 @@ def income_since(session: Session, answerer_ids, since: datetime) -> dict[int, i
     return {names[name]: int(total) for name, total in rows}
 
 
+def recent_and_yearly_income(session: Session, zones: dict[int, ZoneInfo], now: datetime,
+                             period: timedelta) -> dict[int, tuple[int, int]]:
+    """Answerer id -> ``(credited in the last period, credited since 1 January)``, as
+    :func:`income_since` counts it, where each answerer's year starts at midnight of 1 January
+    in their own time zone (``zones``). One query for all of them."""
+    names = {ledger.payable_account(i): i for i in zones}
+    if not names:
+        return {}
+    recent_from = now - period
+    year_from = {name: year_start(now, zones[i]) for name, i in names.items()}
+    year_cutoff = case({name: literal(start, UTCDateTime()) for name, start in year_from.items()},
+                       value=LedgerAccount.name)
+    credited = -LedgerEntry.amount_cents
+    rows = session.execute(
+        select(LedgerAccount.name,
+               func.sum(case((LedgerTransaction.created_at >= recent_from, credited), else_=0)),
+               func.sum(case((LedgerTransaction.created_at >= year_cutoff, credited), else_=0)))
+        .join(LedgerEntry, LedgerEntry.account_id == LedgerAccount.id)
+        .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
+        .where(LedgerAccount.name.in_(names), LedgerEntry.amount_cents < 0,
+               LedgerTransaction.reverses_id.is_(None),
+               LedgerTransaction.created_at >= min(recent_from, *year_from.values()))
+        .group_by(LedgerAccount.name))
+    return {names[name]: (int(recent or 0), int(this_year or 0))
+            for name, recent, this_year in rows}
+
+
 def next_payout_date(now: datetime, zone: ZoneInfo) -> date:
     """The date of the next weekly payout batch."""
     local = now.astimezone(zone)
@@ -123,10 +151,11 @@ def summary(session: Session, answerer: User, now: datetime) -> Earnings:
         answerer_id=answerer.id).get(answerer.id, 0)
     paid = session.scalar(select(func.coalesce(func.sum(Payout.amount_cents), 0)).where(
         Payout.answerer_id == answerer.id, Payout.status == "sent"))
-    this_year = income_since(session, [answerer.id], year_start(now, rules.zone)).get(
-        answerer.id, 0)
-    bank_files = in_unsent_bank_files(session, answerer.id)
     profile = session.get(AnswererProfile, answerer.id)
+    # The year of the ceiling is the answerer's own, as the release policy counts it.
+    zone = ZoneInfo(profile.timezone) if profile else rules.zone
+    this_year = income_since(session, [answerer.id], year_start(now, zone)).get(answerer.id, 0)
+    bank_files = in_unsent_bank_files(session, answerer.id)
     return Earnings(
         currency=rules.currency, owed_cents=owed, payable_now_cents=payable_now,
         in_bank_file_cents=sum(part.amount_cents for part in bank_files),
@@ -147,9 +176,12 @@ def run_weekly_payouts(session: Session, now: datetime):
     return batch
 
 
-def statement(session: Session, answerer: User) -> statements.Statement | None:
-    """Every movement on the answerer's payable account, or None before their first one."""
+def statement(session: Session, answerer: User, after: statements.Cursor | None = None,
+              before: statements.Cursor | None = None) -> statements.Statement | None:
+    """A page of the movements on the answerer's payable account, the newest first shown
+    (``after``/``before`` move along it), or None before their first one."""
     try:
-        return statements.statement(session, ledger.payable_account(answerer.id))
+        return statements.statement(session, ledger.payable_account(answerer.id), after=after,
+                                    before=before, newest=after is None and before is None)
     except KeyError:
         return None

@@ -20,6 +20,7 @@ from . import (
     account_deletion,
     data_export,
     earnings,
+    ledger_check,
     notifications,
     organizer_digest,
     payments,
@@ -71,6 +72,7 @@ JOBS = (
     Job("organizer-digest", send_organizer_digests, 15),
     Job("data-exports", data_export.run, 1),
     Job("erase-accounts", account_deletion.erase_due, 15),
+    Job("verify-ledger", ledger_check.run, 5),
     Job("payouts", earnings.run_weekly_payouts,
         weekly=(earnings.PAYOUT_WEEKDAY, earnings.PAYOUT_HOUR)),
 )

@@ -18,9 +18,21 @@ Design overview
   existing transaction; with different content it raises ``IdempotencyConflict``.
 * Rows are **append-only** (database triggers refuse UPDATE and DELETE); a mistake is corrected by
   ``reverse()``, a new transaction linked to the one it reverses.
-* Transactions form a **hash chain**: ``hash = sha256(prev_hash + canonical content)``, and
-  ``prev_hash`` is unique, so the chain cannot fork. ``verify()`` recomputes the chain and every
-  balance and reports the first break.
+* Transactions form a **hash chain**: ``hash = H(prev_hash + canonical content)``, and
+  ``prev_hash`` is unique, so the chain cannot fork. Each transaction stores the **hash
+  version** it was sealed with (``hash_version``):
+
+  - 1 (rows written before chain v2): ``H`` is sha256; the content is the business content
+    (key, description, currency, reversed transaction, sorted entries);
+  - 2: sha256 over the business content plus ``created_at`` (the moment payout eligibility
+    and the 30-day earnings use) and the version itself;
+  - 3 (keyed): as 2, but ``H`` is HMAC-SHA256 with ``UPSS_LEDGER_HMAC_KEY``, a key kept outside
+    the database, so whoever can write the tables still cannot re-hash a forged tail.
+
+  The version is inside the hash and never goes down along the chain (``post()`` refuses to
+  append an unkeyed transaction after a keyed one, and verification reports it), so old rows
+  keep verifying and nobody can downgrade a new one. ``upss.ledger_check`` verifies the chain:
+  a streaming full pass, and an incremental pass from the last checkpoint.
 * Each account's **cached balance** is updated in the same database transaction as its entries.
 
 Like every service, ``post()`` flushes and never commits: the caller owns the transaction, so a
@@ -31,17 +43,23 @@ payment's state change and its ledger posting land in one commit. This module im
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import case, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
-from .models import LedgerAccount, LedgerEntry, LedgerTransaction
+from .models import LedgerAccount, LedgerEntry, LedgerTransaction, utcnow
 
 GENESIS_HASH = "0" * 64
+#: Hash versions (see the module docstring): the first chain, timed, timed and keyed.
+HASH_V1, HASH_V2_TIMED, HASH_V3_KEYED = 1, 2, 3
+#: The version ``post()`` seals with when no key is configured.
+CURRENT_HASH_VERSION = HASH_V2_TIMED
 #: Key of the PostgreSQL advisory lock that serialises posting (one chain head at a time).
 POSTING_LOCK_KEY = 0x0055_5053_5301
 
@@ -101,6 +119,11 @@ class IdempotencyConflict(LedgerError):
     """The idempotency key was already used for a transaction with different content."""
 
 
+class MissingKey(LedgerError):
+    """The chain is keyed (hash version 3) but ``UPSS_LEDGER_HMAC_KEY`` is not set: posting an
+    unkeyed transaction after it would downgrade the chain, and keyed rows cannot be checked."""
+
+
 def account_type(name: str) -> str:
     """The type (asset, liability, revenue, expense) of account ``name``, or InvalidEntry."""
     if name in _ACCOUNT_TYPES:
@@ -133,18 +156,56 @@ def _checked_entries(entries: Iterable[tuple[str, int]]) -> list[tuple[str, int]
 
 def _content(key: str, description: str, currency: str, reverses_id: int | None,
              entries: Iterable[tuple[str, int]]) -> str:
-    """Canonical text of a transaction: the same business content gives the same text."""
-    return json.dumps(
-        {
-            "key": key,
-            "description": description,
-            "currency": currency,
-            "reverses": reverses_id,
-            "entries": sorted([name, amount] for name, amount in entries),
-        },
-        sort_keys=True,
-        separators=(",", ":"),
-    )
+    """Canonical text of a transaction's business content (hash version 1): the same business
+    content gives the same text. Idempotent re-posting compares this text."""
+    return json.dumps(_business(key, description, currency, reverses_id, entries),
+                      sort_keys=True, separators=(",", ":"))
+
+
+def _business(key: str, description: str, currency: str, reverses_id: int | None,
+              entries: Iterable[tuple[str, int]]) -> dict:
+    return {
+        "key": key,
+        "description": description,
+        "currency": currency,
+        "reverses": reverses_id,
+        "entries": sorted([name, amount] for name, amount in entries),
+    }
+
+
+def moment_text(moment: datetime) -> str:
+    """The canonical text of a transaction's ``created_at`` inside the hash: UTC to the
+    microsecond, e.g. ``2026-01-14T12:00:00.000000Z``."""
+    if moment.tzinfo is None:
+        raise InvalidEntry("a transaction's time must be an aware datetime")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def version_for(hmac_key: bytes | None) -> int:
+    """The hash version a new transaction gets: keyed when there is a key."""
+    return HASH_V3_KEYED if hmac_key else CURRENT_HASH_VERSION
+
+
+def hash_for(prev_hash: str, key: str, description: str, currency: str,
+             reverses_id: int | None, entries: Iterable[tuple[str, int]], created_at: datetime,
+             version: int, hmac_key: bytes | None = None) -> str:
+    """The hash of one transaction sealed with hash ``version`` after ``prev_hash``.
+
+    Version 1 ignores ``created_at``; version 3 needs ``hmac_key`` (``MissingKey`` without).
+    """
+    if version == HASH_V1:
+        return _chain_hash(prev_hash, _content(key, description, currency, reverses_id,
+                                               entries))
+    if version not in (HASH_V2_TIMED, HASH_V3_KEYED):
+        raise InvalidEntry(f"unknown hash version {version!r}")
+    content = dict(_business(key, description, currency, reverses_id, entries),
+                   created_at=moment_text(created_at), version=version)
+    message = (prev_hash + json.dumps(content, sort_keys=True, separators=(",", ":"))).encode()
+    if version == HASH_V2_TIMED:
+        return hashlib.sha256(message).hexdigest()
+    if not hmac_key:
+        raise MissingKey("this transaction is keyed: set UPSS_LEDGER_HMAC_KEY to check it")
+    return hmac.new(hmac_key, message, hashlib.sha256).hexdigest()
 
 
 def _chain_hash(prev_hash: str, content: str) -> str:
@@ -156,6 +217,16 @@ def _content_of(tx: LedgerTransaction) -> str:
         tx.idempotency_key, tx.description, tx.entries[0].currency if tx.entries else "",
         tx.reverses_id, [(e.account.name, e.amount_cents) for e in tx.entries],
     )
+
+
+def configured_key() -> bytes | None:
+    """``UPSS_LEDGER_HMAC_KEY`` of the running app as bytes, or None (no app, or no key)."""
+    from flask import current_app, has_app_context
+
+    if not has_app_context():
+        return None
+    value = current_app.config.get("UPSS_LEDGER_HMAC_KEY")
+    return value.encode() if isinstance(value, str) and value else None
 
 
 def _lock_chain_head(session: Session) -> None:
@@ -173,23 +244,28 @@ def _accounts(session: Session, names: set[str], currency: str) -> dict[str, Led
         a.name: a
         for a in session.scalars(select(LedgerAccount).where(LedgerAccount.name.in_(names)))
     }
-    for name in names - found.keys():
-        found[name] = LedgerAccount(name=name, type=account_type(name), currency=currency,
-                                    balance_cents=0)
-        session.add(found[name])
     for account in found.values():
         if account.currency != currency:
             raise InvalidEntry(f"account {account.name} is in {account.currency}, not {currency}")
-    session.flush()
+    missing = names - found.keys()
+    for name in missing:
+        found[name] = LedgerAccount(name=name, type=account_type(name), currency=currency,
+                                    balance_cents=0)
+        session.add(found[name])
+    if missing:
+        session.flush()
     return found
 
 
 def post(session: Session, key: str, description: str, entries: Iterable[tuple[str, int]],
-         currency: str, reverses: LedgerTransaction | None = None) -> LedgerTransaction:
-    """Post one balanced transaction of ``(account name, signed cents)`` entries.
+         currency: str, reverses: LedgerTransaction | None = None,
+         now: datetime | None = None) -> LedgerTransaction:
+    """Post one balanced transaction of ``(account name, signed cents)`` entries at ``now``
+    (the caller's clock; the real time when omitted), which becomes its ``created_at``.
 
     Returns the new transaction, or the existing one when ``key`` was already posted with the
-    same content. Flushes; the caller commits.
+    same content. Flushes; the caller commits. ``MissingKey`` when the chain is already keyed
+    and this app has no ``UPSS_LEDGER_HMAC_KEY``.
     """
     checked = _checked_entries(entries)
     if not (isinstance(currency, str) and re.fullmatch(r"[A-Z]{3}", currency)):
@@ -197,38 +273,50 @@ def post(session: Session, key: str, description: str, entries: Iterable[tuple[s
     if not key or len(key) > 255:
         raise InvalidEntry("an idempotency key of 1 to 255 characters is required")
     reverses_id = reverses.id if reverses is not None else None
-    content = _content(key, description, currency, reverses_id, checked)
+    created_at = now if now is not None else utcnow()
+    moment_text(created_at)  # refuses a naive time before anything is written
 
     _lock_chain_head(session)
     existing = posted(session, key)
     if existing is not None:
-        if _content_of(existing) == content:
+        if _content_of(existing) == _content(key, description, currency, reverses_id, checked):
             return existing
         raise IdempotencyConflict(f"key {key!r} was already posted with different content")
 
+    hmac_key = configured_key()
+    version = version_for(hmac_key)
+    head = session.execute(
+        select(LedgerTransaction.hash, LedgerTransaction.hash_version)
+        .order_by(LedgerTransaction.id.desc()).limit(1)).first()
+    prev_hash, prev_version = head if head is not None else (GENESIS_HASH, HASH_V1)
+    if prev_version > version:
+        raise MissingKey("the ledger's chain is keyed: set UPSS_LEDGER_HMAC_KEY to post")
     accounts = _accounts(session, {name for name, _ in checked}, currency)
-    prev_hash = session.scalar(
-        select(LedgerTransaction.hash).order_by(LedgerTransaction.id.desc()).limit(1)
-    ) or GENESIS_HASH
     tx = LedgerTransaction(
         idempotency_key=key, description=description, reverses_id=reverses_id,
-        prev_hash=prev_hash, hash=_chain_hash(prev_hash, content),
+        created_at=created_at, hash_version=version, prev_hash=prev_hash,
+        hash=hash_for(prev_hash, key, description, currency, reverses_id, checked, created_at,
+                      version, hmac_key),
     )
     session.add(tx)
     session.flush()
+    # The entries in one statement (nothing read back: ``tx.entries`` loads when used), then
+    # one UPDATE for every account's cached balance (an account may appear more than once).
+    session.execute(insert(LedgerEntry), [
+        {"transaction_id": tx.id, "account_id": accounts[name].id, "amount_cents": amount,
+         "currency": currency} for name, amount in checked])
+    deltas: dict[int, int] = {}
     for name, amount in checked:
-        session.add(LedgerEntry(transaction_id=tx.id, account_id=accounts[name].id,
-                                amount_cents=amount, currency=currency))
-        session.execute(
-            update(LedgerAccount)
-            .where(LedgerAccount.id == accounts[name].id)
-            .values(balance_cents=LedgerAccount.balance_cents + amount)
-            .execution_options(synchronize_session=False)
-        )
-    session.flush()
+        deltas[accounts[name].id] = deltas.get(accounts[name].id, 0) + amount
+    session.execute(
+        update(LedgerAccount)
+        .where(LedgerAccount.id.in_(deltas))
+        .values(balance_cents=LedgerAccount.balance_cents + case(
+            deltas, value=LedgerAccount.id, else_=0))
+        .execution_options(synchronize_session=False)
+    )
     for account in accounts.values():
         session.expire(account, ["balance_cents"])
-    session.refresh(tx, ["entries"])
     return tx
 
 
@@ -255,35 +343,170 @@ def balance(session: Session, name: str) -> int:
     ) or 0
 
 
-@dataclass(frozen=True)
-class TrialBalanceRow:
-    account: str
-    type: str
-    currency: str
-    debit_cents: int
-    credit_cents: int
-
-
-def trial_balance(session: Session) -> list[TrialBalanceRow]:
-    """Every account with its balance on the debit or the credit side; the sides are equal."""
-    rows = []
-    for account in session.scalars(select(LedgerAccount).order_by(LedgerAccount.name)):
-        b = account.balance_cents
-        rows.append(TrialBalanceRow(account.name, account.type, account.currency,
-                                    max(b, 0), max(-b, 0)))
-    return rows
-
-
 @dataclass
 class VerifyReport:
+    """What a pass over the chain found (``verify``, ``upss.ledger_check.verify_new``)."""
+
     transactions: int = 0
     accounts: int = 0
     #: Human-readable problems, the first break of the chain first.
     problems: list[str] = field(default_factory=list)
+    #: The last transaction the pass walked, its hash and hash version.
+    through_id: int | None = None
+    through_hash: str = GENESIS_HASH
+    through_version: int = HASH_V1
+    #: Signed sum of the walked entries per account id.
+    sums: dict[int, int] = field(default_factory=dict)
+    #: Signed balance per ``"<account kind> <currency>"`` at ``through_id``.
+    totals: dict[str, int] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+def account_kind(name: str) -> str:
+    """The kind an account is summed under on the ledger page: ``escrow`` for every question's
+    escrow account, ``payable`` for every answerer's, else the account's own name."""
+    if name.startswith(_ESCROW):
+        return "escrow"
+    if name.startswith(_PAYABLE):
+        return "payable"
+    return name
+
+
+#: The name prefix of each numbered kind of account (``account_kind``).
+KIND_PREFIXES = {"escrow": _ESCROW, "payable": _PAYABLE}
+
+
+def kind_type(kind: str) -> str:
+    """The account type of a kind of account (``account_kind``)."""
+    return "liability" if kind in KIND_PREFIXES else account_type(kind)
+#: Columns of a transaction that its hash covers (with its entries).
+_TX_COLUMNS = (LedgerTransaction.id, LedgerTransaction.idempotency_key,
+               LedgerTransaction.description, LedgerTransaction.reverses_id,
+               LedgerTransaction.created_at, LedgerTransaction.prev_hash,
+               LedgerTransaction.hash, LedgerTransaction.hash_version)
+
+
+def walk(conn, report: VerifyReport, head_id: int, hmac_key: bytes | None,
+         batch_size: int = 5000) -> None:
+    """Check every transaction after ``report.through_id`` up to ``head_id``, in id order, a
+    batch at a time (memory: one batch plus one sum per account touched).
+
+    Each must balance in one currency, link to the one before (``report.through_hash``), not
+    lower the hash version, and hash to its stored hash. The first break of the chain is
+    reported first and later links are not trusted past it. ``conn`` is a Session or a
+    Connection; nothing is written.
+    """
+    chain_broken = False
+    last_id = report.through_id or 0
+    while True:
+        batch = conn.execute(
+            select(*_TX_COLUMNS).where(LedgerTransaction.id > last_id,
+                                       LedgerTransaction.id <= head_id)
+            .order_by(LedgerTransaction.id).limit(batch_size)).all()
+        if not batch:
+            return
+        entries: dict[int, list[tuple[str, int, int, str]]] = {}
+        for tx_id, name, account_id, amount, currency in conn.execute(
+                select(LedgerEntry.transaction_id, LedgerAccount.name, LedgerEntry.account_id,
+                       LedgerEntry.amount_cents, LedgerEntry.currency)
+                .join(LedgerAccount, LedgerAccount.id == LedgerEntry.account_id)
+                .where(LedgerEntry.transaction_id.between(batch[0].id, batch[-1].id))
+                .order_by(LedgerEntry.transaction_id, LedgerEntry.id)):
+            entries.setdefault(tx_id, []).append((name, account_id, int(amount), currency))
+        for tx in batch:
+            last_id = tx.id
+            report.transactions += 1
+            legs = entries.get(tx.id, [])
+            for _, account_id, amount, _ in legs:
+                report.sums[account_id] = report.sums.get(account_id, 0) + amount
+            total = sum(amount for _, _, amount, _ in legs)
+            currencies = {currency for *_, currency in legs}
+            if len(legs) < 2 or total != 0 or len(currencies) > 1:
+                mixed = f" in {len(currencies)} currencies" if len(currencies) > 1 else ""
+                report.problems.append(
+                    f"transaction {tx.id} ({tx.idempotency_key}) is unbalanced: "
+                    f"{len(legs)} entries summing to {total}{mixed}")
+            if chain_broken:
+                continue
+            broken = _link_problem(tx, legs, report, hmac_key)
+            if broken:
+                report.problems.insert(0, f"chain broken at transaction {tx.id} "
+                                          f"({tx.idempotency_key}): {broken}")
+                chain_broken = True
+            report.through_id, report.through_hash = tx.id, tx.hash
+            report.through_version = max(report.through_version, tx.hash_version)
+
+
+def _link_problem(tx, legs, report: VerifyReport, hmac_key: bytes | None) -> str | None:
+    """Why ``tx`` does not continue the chain at ``report``'s end, or None."""
+    if tx.prev_hash != report.through_hash:
+        return "previous hash differs"
+    if tx.hash_version < report.through_version:
+        return (f"hash version went down from {report.through_version} "
+                f"to {tx.hash_version}")
+    try:
+        expected = hash_for(tx.prev_hash, tx.idempotency_key, tx.description,
+                            legs[0][3] if legs else "", tx.reverses_id,
+                            [(name, amount) for name, _, amount, _ in legs], tx.created_at,
+                            tx.hash_version, hmac_key)
+    except MissingKey:
+        return "it is keyed and UPSS_LEDGER_HMAC_KEY is not set, so it cannot be checked"
+    except InvalidEntry as exc:
+        return str(exc)
+    if tx.hash != expected:
+        return "content changed"
+    return None
+
+
+def head(conn) -> int:
+    """The id of the newest transaction (0 for an empty ledger)."""
+    return conn.scalar(select(func.coalesce(func.max(LedgerTransaction.id), 0)))
+
+
+def verify(conn, batch_size: int = 5000, hmac_key: bytes | None | bool = True) -> VerifyReport:
+    """Recompute the whole hash chain, each transaction's balance and every cached balance,
+    streaming (bounded memory: a batch of transactions and one integer per account).
+
+    Reports the first broken link of the chain (later links are not trusted past it), every
+    account whose cached balance differs from the sum of its entries, and a trial balance that
+    does not sum to zero. ``hmac_key=True`` (the default) uses the app's configured key.
+    """
+    report = VerifyReport()
+    walk(conn, report, head(conn), configured_key() if hmac_key is True else hmac_key,
+         batch_size)
+    last_id = 0
+    while True:
+        accounts = conn.execute(
+            select(LedgerAccount.id, LedgerAccount.name, LedgerAccount.currency,
+                   LedgerAccount.balance_cents)
+            .where(LedgerAccount.id > last_id).order_by(LedgerAccount.id)
+            .limit(batch_size)).all()
+        if not accounts:
+            break
+        for account_id, name, currency, cached in accounts:
+            last_id = account_id
+            report.accounts += 1
+            actual = report.sums.get(account_id, 0)
+            if cached != actual:
+                report.problems.append(
+                    f"account {name}: cached balance {cached} but entries sum to {actual}")
+            kind = f"{account_kind(name)} {currency}"
+            report.totals[kind] = report.totals.get(kind, 0) + actual
+    report.problems.extend(unbalanced_totals(report.totals))
+    return report
+
+
+def unbalanced_totals(totals: dict[str, int]) -> list[str]:
+    """A problem for each currency whose kinds' totals do not sum to zero."""
+    by_currency: dict[str, int] = {}
+    for kind, cents in totals.items():
+        currency = kind.rsplit(" ", 1)[1]
+        by_currency[currency] = by_currency.get(currency, 0) + cents
+    return [f"trial balance in {currency} is off by {total}"
+            for currency, total in sorted(by_currency.items()) if total != 0]
 
 
 def verify_accounts(session: Session, names: Iterable[str]) -> list[str]:
@@ -315,16 +538,28 @@ def verify_accounts(session: Session, names: Iterable[str]) -> list[str]:
     next_of = dict(session.execute(select(LedgerTransaction.prev_hash, LedgerTransaction.id)
                                    .where(LedgerTransaction.prev_hash.in_(hashes))).all())
     head = session.scalar(select(func.max(LedgerTransaction.id)))
+    by_version = dict(session.execute(select(LedgerTransaction.hash,
+                                             LedgerTransaction.hash_version).where(
+        LedgerTransaction.hash.in_([t.prev_hash for t in txs]))).all())
+    hmac_key = configured_key()
     for tx in txs:
         tx_entries = entries.get(tx.id, [])
         total = sum(e.amount_cents for e in tx_entries)
         if len(tx_entries) < 2 or total != 0:
             problems.append(f"transaction {tx.id} ({tx.idempotency_key}) is unbalanced")
-        content = _content(tx.idempotency_key, tx.description,
-                           tx_entries[0].currency if tx_entries else "", tx.reverses_id,
-                           [(names_by_id[e.account_id], e.amount_cents) for e in tx_entries])
-        if tx.hash != _chain_hash(tx.prev_hash, content):
+        try:
+            expected = hash_for(tx.prev_hash, tx.idempotency_key, tx.description,
+                                tx_entries[0].currency if tx_entries else "", tx.reverses_id,
+                                [(names_by_id[e.account_id], e.amount_cents)
+                                 for e in tx_entries], tx.created_at, tx.hash_version, hmac_key)
+        except MissingKey as exc:
+            problems.append(f"transaction {tx.id} ({tx.idempotency_key}): {exc}")
+            continue
+        if tx.hash != expected:
             problems.append(f"transaction {tx.id} ({tx.idempotency_key}): content changed")
+        if tx.hash_version < by_version.get(tx.prev_hash, HASH_V1):
+            problems.append(f"transaction {tx.id} ({tx.idempotency_key}): hash version "
+                            f"went down")
         if tx.prev_hash != GENESIS_HASH and by_hash.get(tx.prev_hash, tx.id) >= tx.id:
             problems.append(f"transaction {tx.id} ({tx.idempotency_key}): previous hash "
                             f"matches no earlier transaction")
@@ -340,75 +575,3 @@ def verify_accounts(session: Session, names: Iterable[str]) -> list[str]:
             problems.append(f"account {account.name}: cached balance {account.balance_cents} "
                             f"but entries sum to {int(sums.get(account_id, 0))}")
     return problems
-
-
-def verify(session: Session, batch_size: int = 1000) -> VerifyReport:
-    """Recompute the hash chain, each transaction's balance and every cached balance.
-
-    Reports the first broken link of the chain (later links are not trusted past it) and every
-    account whose cached balance differs from the sum of its entries.
-    """
-    report = VerifyReport()
-    prev_hash = GENESIS_HASH
-    chain_broken = False
-    last_id = 0
-    names = dict(session.execute(select(LedgerAccount.id, LedgerAccount.name)).all())
-    while True:
-        batch = session.scalars(
-            select(LedgerTransaction).where(LedgerTransaction.id > last_id)
-            .order_by(LedgerTransaction.id).limit(batch_size)
-        ).all()
-        if not batch:
-            break
-        entries: dict[int, list[LedgerEntry]] = {}
-        for e in session.scalars(
-            select(LedgerEntry).where(LedgerEntry.transaction_id.in_([t.id for t in batch]))
-            .order_by(LedgerEntry.id)
-        ):
-            entries.setdefault(e.transaction_id, []).append(e)
-        for tx in batch:
-            report.transactions += 1
-            last_id = tx.id
-            tx_entries = entries.get(tx.id, [])
-            total = sum(e.amount_cents for e in tx_entries)
-            if len(tx_entries) < 2 or total != 0:
-                report.problems.append(
-                    f"transaction {tx.id} ({tx.idempotency_key}) is unbalanced: "
-                    f"{len(tx_entries)} entries summing to {total}"
-                )
-            if chain_broken:
-                continue
-            content = _content(
-                tx.idempotency_key, tx.description,
-                tx_entries[0].currency if tx_entries else "", tx.reverses_id,
-                [(names[e.account_id], e.amount_cents) for e in tx_entries],
-            )
-            if tx.prev_hash != prev_hash:
-                report.problems.insert(0, f"chain broken at transaction {tx.id} "
-                                          f"({tx.idempotency_key}): previous hash differs")
-                chain_broken = True
-            elif tx.hash != _chain_hash(prev_hash, content):
-                report.problems.insert(0, f"chain broken at transaction {tx.id} "
-                                          f"({tx.idempotency_key}): content changed")
-                chain_broken = True
-            prev_hash = tx.hash
-
-    sums = dict(session.execute(
-        select(LedgerEntry.account_id, func.coalesce(func.sum(LedgerEntry.amount_cents), 0))
-        .group_by(LedgerEntry.account_id)
-    ).all())
-    for account in session.scalars(select(LedgerAccount).order_by(LedgerAccount.id)):
-        report.accounts += 1
-        actual = int(sums.get(account.id, 0))
-        if account.balance_cents != actual:
-            report.problems.append(
-                f"account {account.name}: cached balance {account.balance_cents} "
-                f"but entries sum to {actual}"
-            )
-    for currency, total in session.execute(
-        select(LedgerAccount.currency, func.sum(LedgerAccount.balance_cents))
-        .group_by(LedgerAccount.currency)
-    ):
-        if int(total) != 0:
-            report.problems.append(f"trial balance in {currency} is off by {int(total)}")
-    return report

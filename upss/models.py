@@ -12,8 +12,10 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    SmallInteger,
     String,
     Text,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -39,6 +41,8 @@ LANGUAGES = tuple(LANGUAGE_NAMES)
 
 class User(UserMixin, db.Model):
     __tablename__ = "user"
+    #: The organizer's list of answerers, by name, a page at a time (``upss.lists``).
+    __table_args__ = (Index("ix_user_name_id", "name", "id"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     #: Stored lower-cased, so sign-in is case-insensitive and unique.
@@ -199,7 +203,15 @@ class Question(db.Model):
             name="status_known",
         ),
         Index("ix_question_status_paid_at", "status", "paid_at"),
+        # The traffic page counts a window of payments and answers (``upss.charts``).
+        Index("ix_question_paid_at", "paid_at"),
+        Index("ix_question_answered_at", "answered_at"),
         CheckConstraint("rating IS NULL OR rating BETWEEN 1 AND 5", name="rating_range"),
+        # Keyset pages (``upss.lists``): an asker's questions; the rejected answers.
+        Index("ix_question_asker_id_id", "asker_id", "id"),
+        Index("ix_question_status_id", "status", "id"),
+        # The release (``upss.release``): an answerer's open work, counted by index alone.
+        Index("ix_question_answerer_id_status", "answerer_id", "status"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -268,6 +280,8 @@ class QuestionEvent(db.Model):
     """One row per state change of a question: who, when, from, to."""
 
     __tablename__ = "question_event"
+    #: The traffic page's queue depth reads only its window's events.
+    __table_args__ = (Index("ix_question_event_at", "at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     question_id: Mapped[int] = mapped_column(ForeignKey("question.id"), index=True)
@@ -290,6 +304,12 @@ class Offer(db.Model):
     __tablename__ = "offer"
     __table_args__ = (
         Index("ix_offer_answerer_offered_at", "answerer_id", "offered_at"),
+        Index("ix_offer_offered_at", "offered_at"),  # the traffic page's window of offers
+        #: The release's "least recently offered": an answerer's newest offer, one index probe.
+        Index("ix_offer_answerer_id_id", "answerer_id", "id"),
+        #: An answerer's lapsed drafts, a page at a time (``upss.lists.lapsed_drafts``).
+        Index("ix_offer_answerer_id_outcome_question_id", "answerer_id", "outcome",
+              "question_id"),
         CheckConstraint("outcome IN ('open', 'claimed', 'declined', 'expired', 'withdrawn')",
                         name="outcome_known"),
     )
@@ -383,6 +403,8 @@ class AnswererApplication(db.Model):
         CheckConstraint("status IN ('pending', 'approved', 'rejected')", name="status_known"),
         CheckConstraint("basis IN ('age', 'disability', 'both')", name="basis_known"),
         CheckConstraint("payout_method IN ('sepa', 'connect')", name="payout_method_known"),
+        #: Waiting and decided applications, a page at a time (``upss.lists.applications``).
+        Index("ix_answerer_application_status_id", "status", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -468,6 +490,8 @@ class Payout(db.Model):
                         name="status_known"),
         CheckConstraint("failure_code IN (" + ", ".join(
             f"'{code}'" for code in PAYOUT_FAILURE_CODES) + ")", name="failure_code_known"),
+        #: An answerer's payouts, a page at a time (``upss.lists.answerer_payouts``).
+        Index("ix_payout_answerer_id_id", "answerer_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -568,6 +592,13 @@ class ReconciliationRun(db.Model):
 
 class LedgerAccount(db.Model):
     __tablename__ = "ledger_account"
+    __table_args__ = (
+        # The open accounts of a kind, by name, without walking the closed ones (a question's
+        # escrow account stays at 0 once it is split or refunded).
+        Index("ix_ledger_account_open_name", "name",
+              sqlite_where=text("balance_cents <> 0"),
+              postgresql_where=text("balance_cents <> 0")),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     #: e.g. "stripe_balance", "escrow:question:12", "payable:answerer:3".
@@ -593,7 +624,10 @@ class LedgerTransaction(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     #: Hash of the transaction before this one; unique, so the chain can never fork.
     prev_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    #: sha256(prev_hash + canonical content).
+    #: How ``hash`` was made (``upss.ledger``: 1 first chain, 2 with the time, 3 keyed); it never
+    #: goes down along the chain.
+    hash_version: Mapped[int] = mapped_column(SmallInteger, default=1, server_default="1")
+    #: The chain hash of this transaction over the previous hash and its content.
     hash: Mapped[str] = mapped_column(String(64), unique=True)
 
     entries: Mapped[list[LedgerEntry]] = relationship(
@@ -603,7 +637,9 @@ class LedgerTransaction(db.Model):
 
 class LedgerEntry(db.Model):
     __tablename__ = "ledger_entry"
-    __table_args__ = (CheckConstraint("amount_cents <> 0", name="amount_nonzero"),)
+    __table_args__ = (CheckConstraint("amount_cents <> 0", name="amount_nonzero"),
+                      # One account's statement, newest first, a page at a time.
+                      Index("ix_ledger_entry_account_id_id", "account_id", "id"))
 
     id: Mapped[int] = mapped_column(primary_key=True)
     transaction_id: Mapped[int] = mapped_column(ForeignKey("ledger_transaction.id"), index=True)
@@ -614,6 +650,49 @@ class LedgerEntry(db.Model):
 
     transaction: Mapped[LedgerTransaction] = relationship(back_populates="entries")
     account: Mapped[LedgerAccount] = relationship()
+
+
+#: A ledger check's state: asked for by the organizer, running, or finished.
+LEDGER_CHECK_STATES = ("requested", "running", "done")
+
+
+class LedgerCheck(db.Model):
+    """One verification of the ledger (``upss.ledger_check``): the whole chain (``full``) or what
+    was posted after the last checkpoint (``new``). A check that found nothing wrong is the
+    next checkpoint: the transaction it verified up to, its hash, and the totals per kind of
+    account at that point."""
+
+    __tablename__ = "ledger_check"
+    __table_args__ = (
+        CheckConstraint("state IN ('requested', 'running', 'done')", name="state_known"),
+        CheckConstraint("kind IN ('full', 'new')", name="kind_known"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    state: Mapped[str] = mapped_column(String(12), default="requested", index=True)
+    requested_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))
+    requested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: The last transaction this check verified (the checkpoint, when ``ok``), and its hash.
+    through_transaction_id: Mapped[int | None] = mapped_column(Integer)
+    through_hash: Mapped[str | None] = mapped_column(String(64))
+    transactions_checked: Mapped[int] = mapped_column(Integer, default=0)
+    ok: Mapped[bool | None] = mapped_column()
+    #: JSON list of problems, the first break of the chain first (at most 50 kept).
+    problems: Mapped[str] = mapped_column(Text, default="[]")
+    #: JSON {"<kind> <currency>": signed cents} of every account at the checkpoint.
+    totals: Mapped[str] = mapped_column(Text, default="{}")
+
+
+class LedgerVerifiedBalance(db.Model):
+    """An account's balance as the last checkpoint verified it, so the next incremental check
+    compares cached balances with (verified + new entries) without summing old entries."""
+
+    __tablename__ = "ledger_verified_balance"
+
+    account_id: Mapped[int] = mapped_column(ForeignKey("ledger_account.id"), primary_key=True)
+    balance_cents: Mapped[int] = mapped_column(BigInteger)
 
 
 #: What became of a notification: waiting to be sent (or retried), sent, failed for good, or
@@ -636,6 +715,8 @@ class Notification(db.Model):
                         name="status_known"),
         Index("ix_notification_status_next_attempt_at", "status", "next_attempt_at"),
         Index("ix_notification_user_id_read_at", "user_id", "read_at"),
+        #: A person's messages, a page at a time (``notifications.notices_page``).
+        Index("ix_notification_user_id_id", "user_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

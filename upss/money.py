@@ -7,7 +7,9 @@ with ``Decimal`` and formatted with Babel for the reader's locale.
 from __future__ import annotations
 
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
+from babel import Locale
 from babel.numbers import format_currency, get_currency_precision
 
 BPS_DENOMINATOR = 10_000
@@ -75,7 +77,20 @@ def to_decimal(amount_cents: int, currency: str) -> Decimal:
 
 def format_money(amount_cents: int, currency: str, locale: str = "en") -> str:
     """Format for people, e.g. ``format_money(1250, "EUR", "fi") == "12,50 €"``."""
-    return format_currency(to_decimal(amount_cents, currency), currency, locale=locale)
+    _require_int(amount_cents, "amount_cents")
+    return _formatted(amount_cents, currency, str(locale))
+
+
+@lru_cache(maxsize=32)
+def _locale(name: str) -> Locale:
+    """A parsed locale, parsed once per process (parsing cost as much as the formatting)."""
+    return Locale.parse(name)
+
+
+@lru_cache(maxsize=8192)
+def _formatted(amount_cents: int, currency: str, locale: str) -> str:
+    """The text of one amount in one locale: pages repeat the same prices many times."""
+    return format_currency(to_decimal(amount_cents, currency), currency, locale=_locale(locale))
 
 
 def _require_int(value, name: str) -> None:

@@ -92,6 +92,7 @@ from .notification_texts import (
     locale_of,
 )
 from .offpeak import daily_hours_contain
+from .paging import Key, Page, keyset_page
 
 __all__ = ["KINDS", "about_payout", "enqueue"]
 
@@ -223,20 +224,21 @@ def message_id(row_id: int, sender: str) -> str:
     return f"<upss-notification-{row_id}@{mailer.mail_domain(sender)}>"
 
 
-def _data(session: Session, row: Notification, user: User) -> dict:
+def _data(session: Session, row: Notification, user: User, zone: str | None = None) -> dict:
     data = json.loads(row.data)
-    data.setdefault("timezone", user_zone(session, user).key)
+    if "timezone" not in data:
+        data["timezone"] = zone or user_zone(session, user).key
     return data
 
 
-def describe(session: Session, row: Notification, user: User):
+def describe(session: Session, row: Notification, user: User, zone: str | None = None):
     """What ``row`` says (``notification_texts.Content``), in the current locale: a digest
-    gathers the messages it names."""
+    gathers the messages it names. ``zone``: the user's time zone if the caller knows it."""
     if row.kind != "digest":
-        return KINDS[row.kind].describe(_data(session, row, user), user)
+        return KINDS[row.kind].describe(_data(session, row, user, zone), user)
     items = session.scalars(select(Notification).where(
         Notification.id.in_(json.loads(row.data)["items"])).order_by(Notification.id))
-    return describe_digest([(KINDS[item.kind], _data(session, item, user)) for item in items],
+    return describe_digest([(KINDS[item.kind], _data(session, item, user, zone)) for item in items],
                            user)
 
 
@@ -447,27 +449,19 @@ class ListedNotice:
     content: object
 
 
-@dataclass(frozen=True)
-class NoticePage:
-    notices: list[ListedNotice]
-    #: Pass as ``before`` for the next (older) page; None on the last page.
-    older_than: int | None
-
-
-def notices_page(session: Session, user: User, before: int | None = None,
-                 per_page: int = 20) -> NoticePage:
-    """One page of the user's messages, newest first, older than message ``before`` (keyset:
-    the same cost on every page). Digests themselves are not listed: what they gathered is."""
+def notices_page(session: Session, user: User, cursor: str | None = None,
+                 per_page: int = 20) -> Page[ListedNotice]:
+    """One page of the user's messages, newest first, older than the ``cursor`` (a keyset page,
+    ``upss.paging``: the same cost on every page). Digests themselves are not listed: what they
+    gathered is."""
     query = select(Notification).where(Notification.user_id == user.id,
                                        Notification.kind.not_in(UNLISTED))
-    if before is not None:
-        query = query.where(Notification.id < before)
-    rows = list(session.scalars(query.order_by(Notification.id.desc()).limit(per_page + 1)))
-    shown = rows[:per_page]
-    return NoticePage(
-        notices=[ListedNotice(id=row.id, at=row.created_at, unread=row.read_at is None,
-                              content=describe(session, row, user)) for row in shown],
-        older_than=shown[-1].id if len(rows) > per_page else None)
+    page = keyset_page(session, query, Key(Notification.id, descending=True), cursor, per_page)
+    zone = user_zone(session, user).key  # once for the page, not once a message
+    return Page(items=[ListedNotice(id=row.id, at=row.created_at, unread=row.read_at is None,
+                                    content=describe(session, row, user, zone))
+                       for row in page.items],
+                next_cursor=page.next_cursor, continued=page.continued)
 
 
 def mark_read(session: Session, user_id: int, ids: range, now: datetime) -> int:

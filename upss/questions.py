@@ -6,9 +6,11 @@ Design overview
 from, state it ends in). ``_transition()`` applies one action with a guarded UPDATE
 (``WHERE id = :id AND status = :expected``), so two requests racing for the same question can
 never both win: the loser's UPDATE matches no row and raises ``InvalidTransition``. Every change
-writes a ``QuestionEvent`` (who, when, from, to). Functions here flush and never commit; the
-request, job or CLI command that called them owns the transaction, which is what makes
-"payment confirmed + ledger posted + status changed" a single commit.
+writes a ``QuestionEvent`` (who, when, from, to). :func:`claim`, the busiest action, writes the
+same guard as one ``UPDATE … RETURNING`` without reading the row back first or after.
+Functions here flush and never commit; the request, job or CLI command that called them owns
+the transaction, which is what makes "payment confirmed + ledger posted + status changed" a
+single commit.
 
 Time to answer (WCAG 2.2.1, time adjustable): a claim is the answerer's until its lock
 expires, or until the asker's deadline if that comes first (then the question is refunded).
@@ -23,14 +25,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NoReturn
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from . import access, audit, ledger, money, notifications, settings
 from .models import (
     LANGUAGES,
     AnswerDraft,
+    AnswererProfile,
     Message,
     Offer,
     Question,
@@ -307,25 +312,50 @@ def _check_active(session: Session, answerer: User) -> None:
 def claim(session: Session, question: Question, answerer: User, now: datetime) -> None:
     """The answerer picks up a question offered to them; it is theirs until the lock expires.
 
-    The guarded UPDATE requires the offer to be to this answerer and not expired, so of any
-    number of concurrent claims at most one succeeds.
+    One guarded ``UPDATE … RETURNING`` makes the claim: it matches only while the question is
+    offered to this answerer, the offer has not run out and the answerer is active, so of any
+    number of concurrent claims at most one succeeds. Then its event and the offer's outcome
+    are written. Only a refused claim reads more, to say why.
     """
     if question.status == "offered" and question.answerer_id != answerer.id:
         raise NotYourOffer(f"question {question.id} is not offered to you")
-    _check_active(session, answerer)
+    if not answerer.is_answerer:
+        raise Suspended(f"answerer {answerer.id} is not an active answerer")
     rules = settings.current(session)
     lock = now + timedelta(hours=rules.lock_hours_for(question.price_cents))
-    try:
-        _transition(session, question, "claim", at=now, actor=answerer, lock_expires_at=lock,
-                    offer_expires_at=None,
-                    guard=(Question.answerer_id == answerer.id,
-                           Question.offer_expires_at > now))
-    except InvalidTransition:
-        if question.status == "offered" and question.answerer_id == answerer.id:
-            raise NotYourOffer("the offer has run out") from None
-        raise
+    active = (select(AnswererProfile.user_id)
+              .where(AnswererProfile.user_id == answerer.id, AnswererProfile.active.is_(True))
+              .exists())
+    claimed = session.execute(
+        update(Question)
+        .where(Question.id == question.id, Question.status == "offered",
+               Question.answerer_id == answerer.id, Question.offer_expires_at > now, active)
+        .values(status="claimed", lock_expires_at=lock, offer_expires_at=None)
+        .returning(Question.status, Question.answerer_id, Question.lock_expires_at,
+                   Question.offer_expires_at)
+        .execution_options(synchronize_session=False)
+    ).first()
+    if claimed is None:
+        _refused_claim(session, question, answerer)
+    for name, value in claimed._mapping.items():
+        set_committed_value(question, name, value)
+    session.execute(insert(QuestionEvent).values(
+        question_id=question.id, actor_id=answerer.id, actor_kind="user", action="claim",
+        from_status="offered", to_status="claimed", note="", at=now))
+    session.expire(question, ["events"])
     _resolve_offer(session, question, answerer.id, "claimed", now)
-    session.flush()
+
+
+def _refused_claim(session: Session, question: Question, answerer: User) -> NoReturn:
+    """Say why the guarded claim matched no row: offered to someone else or run out
+    (``NotYourOffer``), the answerer suspended (``Suspended``), or not offered at all."""
+    session.refresh(question)
+    if question.status == "offered" and question.answerer_id != answerer.id:
+        raise NotYourOffer(f"question {question.id} is not offered to you")
+    _check_active(session, answerer)
+    if question.status == "offered":
+        raise NotYourOffer("the offer has run out")
+    raise InvalidTransition(question.id, question.status, "claim")
 
 
 def decline(session: Session, question: Question, answerer: User, now: datetime) -> None:

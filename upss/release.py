@@ -7,14 +7,26 @@ Paid questions are not answered live. The scheduler's ``release`` job calls
 offers queued questions, oldest paid first, each to one answerer, at most
 ``release_max_per_run`` per run, so a window's work is spread over the window instead of
 landing at its first minute. Outside a window only *urgent* questions are
-offered: those with less than ``urgent_hours`` left before their deadline.
+offered: those with less than ``urgent_hours`` left before their deadline. A question whose
+deadline has passed is never offered (the ``refund-overdue`` job refunds it).
 
 An answerer is eligible for a question when they are an active answerer, not its asker, speak
-its language, are inside their own daily available hours, are under their daily limit, their
-open-offer limit and their yearly earnings ceiling (many pensions and disability benefits have
-one), and never declined it. Among the eligible, income is spread fairly:
-least earned over the last 30 days first, then least recently offered, then lowest id (an
-answerer whose earlier offer of the same question expired goes last).
+its language, are inside their own daily available hours, are under their daily limit and
+their open-offer limit, never declined it, and their yearly earnings ceiling (many pensions and
+disability benefits have one) leaves room for it: what they earned since 1 January in *their
+own* time zone, plus their share of every question they hold that may still pay them (offered,
+claimed, answered, clarifying, disputed), plus their share of this question, must not pass the
+ceiling. Among the eligible, income is spread fairly: least earned first — earned over the last
+30 days plus the shares of the questions they hold, so an offer made earlier in the same run
+counts at once — then least recently offered, then lowest id (an answerer whose earlier offer of
+the same question expired goes last).
+
+Set-based: a run's cost follows the offers it makes and the answerers with room, not the length
+of the queue or the number of busy answerers. One statement picks the answerers with room (open
+work under their limit, counted by an index per answerer); a few more read their numbers (today's
+offers, the questions they hold, their income). The queue is read a page at a time
+(``QUEUE_PAGE`` rows of a few columns, oldest paid first, only in languages someone with room
+speaks) and only until the run's offers are made or nobody has room left.
 
 The other jobs return questions to the queue (expired offers and locks), refund questions whose
 deadline passed, and accept answers the asker left alone for ``auto_accept_days``. Every job
@@ -28,10 +40,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from . import earnings, payments, questions, settings
+from . import earnings, money, payments, questions, settings
 from .models import (
     AnswererProfile,
     Offer,
@@ -42,17 +54,46 @@ from .offpeak import daily_hours_contain, is_off_peak
 
 log = logging.getLogger(__name__)
 EARNINGS_PERIOD = timedelta(days=30)
+#: Questions that hold an offer or a claim: they count toward the open-offer limit.
+OPEN = ("offered", "claimed")
+#: Questions that may still pay their answerer: their share counts toward the yearly ceiling
+#: and the fair ranking until it is credited (or the question is refunded).
+IN_PROGRESS = ("offered", "claimed", "answered", "clarifying", "disputed")
+#: Queued questions read per query; a run reads another page only if the first one did not
+#: give it its offers.
+QUEUE_PAGE = 200
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The columns of an answerer's profile the policy reads (not the whole row)."""
+
+    languages: str
+    timezone: str
+    available_from_minute: int
+    available_until_minute: int
+    daily_limit: int
+    open_offer_limit: int
+    yearly_ceiling_cents: int | None
+
+    @property
+    def language_list(self) -> list[str]:
+        return [code for code in self.languages.split(",") if code]
 
 
 @dataclass
 class Candidate:
-    """An answerer and the numbers the release policy ranks them by."""
+    """An answerer with room for an offer, and the numbers the release policy ranks them by."""
 
-    user: User
-    profile: AnswererProfile
+    user_id: int
+    profile: Limits
+    zone: ZoneInfo
+    #: Credited in the last 30 days.
     earned_cents: int = 0
-    #: Credited since 1 January (local): offers stop once the yearly ceiling is reached.
+    #: Credited since 1 January 00:00 in the answerer's own time zone.
     earned_this_year_cents: int = 0
+    #: Their share of the questions they hold that may still pay them (``IN_PROGRESS``).
+    pending_cents: int = 0
     #: Id of the newest offer made to them: ids grow with time, and unlike timestamps they
     #: never tie, so "least recently offered" rotates strictly.
     last_offer_id: int = 0
@@ -61,21 +102,46 @@ class Candidate:
     declined: set[int] = field(default_factory=set)
     expired: set[int] = field(default_factory=set)
 
-    def can_take(self, question: Question, now: datetime) -> bool:
+    @property
+    def has_room(self) -> bool:
+        """Under the daily and open-offer limits, and below the yearly ceiling."""
         p = self.profile
-        return (question.asker_id != self.user.id
+        return (self.offers_today < p.daily_limit and self.open_count < p.open_offer_limit
+                and (p.yearly_ceiling_cents is None
+                     or self.earned_this_year_cents + self.pending_cents
+                     < p.yearly_ceiling_cents))
+
+    def can_take(self, question: QueuedQuestion) -> bool:
+        p = self.profile
+        return (self.has_room
+                and question.asker_id != self.user_id
                 and question.language in p.language_list
                 and question.id not in self.declined
-                and self.offers_today < p.daily_limit
-                and self.open_count < p.open_offer_limit
                 and (p.yearly_ceiling_cents is None
-                     or self.earned_this_year_cents < p.yearly_ceiling_cents)
-                and daily_hours_contain(now, ZoneInfo(p.timezone), p.available_from_minute,
-                                        p.available_until_minute))
+                     or self.earned_this_year_cents + self.pending_cents + question.share_cents
+                     <= p.yearly_ceiling_cents))
 
-    def rank(self, question: Question) -> tuple:
-        return (question.id in self.expired, self.earned_cents, self.last_offer_id,
-                self.user.id)
+    def rank(self, question: QueuedQuestion) -> tuple:
+        return (question.id in self.expired, self.earned_cents + self.pending_cents,
+                self.last_offer_id, self.user_id)
+
+    def took(self, offer: Offer, share_cents: int) -> None:
+        """Count an offer made in this run at once (limits, ceiling and ranking)."""
+        self.offers_today += 1
+        self.open_count += 1
+        self.pending_cents += share_cents
+        self.last_offer_id = offer.id
+
+
+@dataclass(frozen=True)
+class QueuedQuestion:
+    """The columns of a queued question the policy reads (not its text)."""
+
+    id: int
+    asker_id: int
+    language: str
+    paid_at: datetime
+    share_cents: int
 
 
 def _local_midnight(now: datetime, zone: ZoneInfo) -> datetime:
@@ -83,55 +149,104 @@ def _local_midnight(now: datetime, zone: ZoneInfo) -> datetime:
     return local.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+def _share(price_cents: int, commission_bps: int | None, rules: settings.Settings) -> int:
+    """The answerer's share of a price, at the question's frozen commission."""
+    bps = rules.commission_bps if commission_bps is None else commission_bps
+    return money.split(price_cents, bps)[0]
+
+
 def load_candidates(session: Session, now: datetime,
                     rules: settings.Settings) -> list[Candidate]:
-    """Every active answerer with their earnings, recent offers and open work."""
+    """The active answerers with room for an offer now, with their numbers. One statement finds
+    those under their open-offer limit (a count by index per answerer, inside the database);
+    the rest read only theirs."""
+    open_work = (select(func.count()).select_from(Question)
+                 .where(Question.answerer_id == User.id, Question.status.in_(OPEN))
+                 .correlate(User).scalar_subquery())
+    last_offer = (select(func.max(Offer.id)).where(Offer.answerer_id == User.id)
+                  .correlate(User).scalar_subquery())
+    p = AnswererProfile
     rows = session.execute(
-        select(User, AnswererProfile).join(AnswererProfile, AnswererProfile.user_id == User.id)
-        .where(User.is_answerer.is_(True), AnswererProfile.active.is_(True))
+        select(User.id, p.languages, p.timezone, p.available_from_minute,
+               p.available_until_minute, p.daily_limit, p.open_offer_limit,
+               p.yearly_ceiling_cents, open_work, last_offer)
+        .join(p, p.user_id == User.id)
+        .where(User.is_answerer.is_(True), p.active.is_(True), p.daily_limit > 0,
+               open_work < p.open_offer_limit)
         .order_by(User.id)
     ).all()
-    candidates = {user.id: Candidate(user, profile) for user, profile in rows}
+    candidates: dict[int, Candidate] = {}
+    for user_id, *columns, open_count, last_offer_id in rows:
+        limits = Limits(*columns)
+        zone = ZoneInfo(limits.timezone)
+        if daily_hours_contain(now, zone, limits.available_from_minute,
+                               limits.available_until_minute):
+            candidates[user_id] = Candidate(user_id, limits, zone, open_count=open_count,
+                                            last_offer_id=last_offer_id or 0)
     if not candidates:
         return []
     ids = list(candidates)
 
-    for answerer_id, cents in earnings.income_since(session, ids,
-                                                    now - EARNINGS_PERIOD).items():
-        candidates[answerer_id].earned_cents = cents
-    for answerer_id, cents in earnings.income_since(
-            session, ids, earnings.year_start(now, rules.zone)).items():
-        candidates[answerer_id].earned_this_year_cents = cents
+    # Today's offers of each, counted from their own local midnight.
+    midnights = {i: _local_midnight(now, c.zone) for i, c in candidates.items()}
+    for answerer_id, offered_at in session.execute(
+        select(Offer.answerer_id, Offer.offered_at)
+        .where(Offer.answerer_id.in_(ids), Offer.offered_at >= min(midnights.values()))
+    ):
+        if offered_at >= midnights[answerer_id]:
+            candidates[answerer_id].offers_today += 1
 
-    # Today's offers of each answerer, counted from their own local midnight; the query reads
-    # only offers since the earliest of those midnights.
-    earliest_midnight = min(_local_midnight(now, ZoneInfo(c.profile.timezone))
-                            for c in candidates.values())
-    for offer in session.scalars(
-        select(Offer).where(Offer.answerer_id.in_(ids), Offer.offered_at >= earliest_midnight)
+    for answerer_id, price_cents, commission_bps in session.execute(
+        select(Question.answerer_id, Question.price_cents, Question.commission_bps)
+        .where(Question.answerer_id.in_(ids), Question.status.in_(IN_PROGRESS))
     ):
-        c = candidates[offer.answerer_id]
-        if offer.offered_at >= _local_midnight(now, ZoneInfo(c.profile.timezone)):
-            c.offers_today += 1
-    for answerer_id, last in session.execute(
-        select(Offer.answerer_id, func.max(Offer.id))
-        .where(Offer.answerer_id.in_(ids)).group_by(Offer.answerer_id)
-    ):
-        candidates[answerer_id].last_offer_id = last
-    for answerer_id, count in session.execute(
-        select(Question.answerer_id, func.count())
-        .where(Question.answerer_id.in_(ids), Question.status.in_(("offered", "claimed")))
-        .group_by(Question.answerer_id)
-    ):
-        candidates[answerer_id].open_count = count
+        candidates[answerer_id].pending_cents += _share(price_cents, commission_bps, rules)
+
+    income = earnings.recent_and_yearly_income(
+        session, {i: c.zone for i, c in candidates.items()}, now, EARNINGS_PERIOD)
+    for answerer_id, (recent, this_year) in income.items():
+        candidates[answerer_id].earned_cents = recent
+        candidates[answerer_id].earned_this_year_cents = this_year
+    return [c for c in candidates.values() if c.has_room]
+
+
+def _queued_pages(session: Session, now: datetime, rules: settings.Settings, in_window: bool,
+                  languages: set[str]):
+    """Queued questions not past their deadline, in the given languages, oldest paid first,
+    ``QUEUE_PAGE`` at a time (keyset on ``(paid_at, id)``)."""
+    query = (select(Question.id, Question.asker_id, Question.language, Question.paid_at,
+                    Question.price_cents, Question.commission_bps)
+             .where(Question.status == "queued", Question.deadline_at > now,
+                    Question.language.in_(sorted(languages)))
+             .order_by(Question.paid_at, Question.id).limit(QUEUE_PAGE))
+    if not in_window:
+        query = query.where(Question.deadline_at < now + timedelta(hours=rules.urgent_hours))
+    after = None
+    while True:
+        page_query = query if after is None else query.where(or_(
+            Question.paid_at > after.paid_at,
+            and_(Question.paid_at == after.paid_at, Question.id > after.id)))
+        page = [QueuedQuestion(q_id, asker_id, language, paid_at,
+                               _share(price, bps, rules))
+                for q_id, asker_id, language, paid_at, price, bps in session.execute(page_query)]
+        if page:
+            yield page
+        if len(page) < QUEUE_PAGE:
+            return
+        after = page[-1]
+
+
+def _read_refusals(session: Session, page: list[QueuedQuestion],
+                   candidates: list[Candidate]) -> None:
+    """Note which of the page's questions each candidate declined, or let expire."""
+    by_id = {c.user_id: c for c in candidates}
     for answerer_id, question_id, outcome in session.execute(
         select(Offer.answerer_id, Offer.question_id, Offer.outcome)
-        .where(Offer.answerer_id.in_(ids), Offer.outcome.in_(("declined", "expired")))
+        .where(Offer.question_id.in_([q.id for q in page]), Offer.answerer_id.in_(list(by_id)),
+               Offer.outcome.in_(("declined", "expired")))
     ):
-        target = candidates[answerer_id].declined if outcome == "declined" else (
-            candidates[answerer_id].expired)
-        target.add(question_id)
-    return list(candidates.values())
+        c = by_id[answerer_id]
+        (c.declined if outcome == "declined" else c.expired).add(question_id)
 
 
 def release_due_questions(session: Session, now: datetime, *,
@@ -139,29 +254,31 @@ def release_due_questions(session: Session, now: datetime, *,
     """Offer queued questions to answerers, as the policy above says. Returns the offers."""
     rules = settings.current(session)
     in_window = ignore_window or is_off_peak(now, rules)
-    query = select(Question).where(Question.status == "queued")
-    if not in_window:
-        query = query.where(Question.deadline_at < now + timedelta(hours=rules.urgent_hours))
-    queued = session.scalars(query.order_by(Question.paid_at, Question.id)).all()
-    if not queued:
+    if rules.release_max_per_run <= 0:
         return []
     candidates = load_candidates(session, now, rules)
     made: list[Offer] = []
-    for question in queued:
-        if len(made) >= rules.release_max_per_run:
-            break
-        pool = [c for c in candidates if c.can_take(question, now)]
-        if not pool:
-            continue
-        chosen = min(pool, key=lambda c: c.rank(question))
-        try:
-            offer = questions.offer(session, question, chosen.user, now, rules)
-        except questions.InvalidTransition:
-            continue  # changed meanwhile (e.g. the asker cancelled): nothing to offer
-        made.append(offer)
-        chosen.offers_today += 1
-        chosen.open_count += 1
-        chosen.last_offer_id = offer.id
+    if not candidates:
+        return made
+    languages = {code for c in candidates for code in c.profile.language_list}
+    for page in _queued_pages(session, now, rules, in_window, languages):
+        _read_refusals(session, page, candidates)
+        for queued in page:
+            pool = [c for c in candidates if c.can_take(queued)]
+            if not pool:
+                continue
+            chosen = min(pool, key=lambda c: c.rank(queued))
+            question = session.get(Question, queued.id)
+            answerer = session.get(User, chosen.user_id)
+            try:
+                offer = questions.offer(session, question, answerer, now, rules)
+            except questions.InvalidTransition:
+                continue  # changed meanwhile (e.g. the asker cancelled): nothing to offer
+            made.append(offer)
+            chosen.took(offer, queued.share_cents)
+            candidates = [c for c in candidates if c.has_room]
+            if len(made) >= rules.release_max_per_run or not candidates:
+                return made
     return made
 
 

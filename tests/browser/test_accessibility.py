@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from tests.browser.conftest import screenshot
-from upss import payouts, questions, release
+from upss import ledger_check, payouts, questions, release
 from upss.extensions import db
 from upss.models import AnswererProfile, User
 
@@ -52,6 +52,8 @@ def site(app, world):
                                           price_cents=500)
         db.session.commit()
         ids["draft"] = draft.id
+        ledger_check.check_now(db.session, "full", now)  # the ledger page's totals
+        db.session.commit()
     return {"organizer": organizer, "asker": asker, "answerer": answerer, "ids": ids}
 
 
@@ -69,6 +71,7 @@ def pages(site) -> dict[str, list[str]]:
         "organizer": ["/organizer/applications", "/organizer/applications/1",
                       "/organizer/answerers", "/organizer/disputes", "/organizer/settings",
                       "/organizer/ledger", "/organizer/ledger/accounts/commission",
+                      "/organizer/ledger/open/escrow",
                       "/organizer/payouts", "/organizer/reconciliation", "/organizer/traffic",
                       "/organizer/audit-log"],
     }

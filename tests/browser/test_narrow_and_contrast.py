@@ -20,7 +20,7 @@ from playwright.sync_api import expect
 
 from tests.browser.conftest import claimed, screenshot
 from tests.browser.keyboard import activate, sign_in_by_keyboard, tab_to
-from upss import payouts, questions, release, vetting
+from upss import ledger_check, payouts, questions, release, vetting
 from upss.extensions import db
 from upss.models import AnswererProfile, Question, ReconciliationRun, StripeDispute, User
 
@@ -179,6 +179,9 @@ def organizer_site(app, world) -> int:
     world.act(questions.claim, q, answerer, now)
     world.act(questions.post_answer, q, answerer, "Tap the green phone.", now)
     world.act(questions.accept, q, world.question(q).asker_id, now)
+    with app.app_context():
+        ledger_check.check_now(db.session, "full", now)  # the ledger page's totals
+        db.session.commit()
     return organizer
 
 
@@ -343,6 +346,8 @@ def tables_site(app, world) -> dict:
                                      evidence_due_at=now + timedelta(days=7)))
         db.session.add(StripeDispute(id="dp_2", amount_cents=900, currency="EUR",
                                      status="warning_needs_response"))
+        db.session.commit()
+        ledger_check.check_now(db.session, "full", now)  # the ledger page's totals
         db.session.commit()
     return {"organizer": organizer, "asker": asker, "answerer": answerer, "closed": closed}
 

@@ -9,9 +9,9 @@ import pytest
 from playwright.sync_api import expect
 
 from tests.browser.conftest import screenshot
-from upss import questions, release, sepa
+from upss import ledger_check, questions, release, sepa
 from upss.extensions import db
-from upss.models import AnswererProfile, User
+from upss.models import AnswererProfile, User, utcnow
 
 
 @pytest.fixture
@@ -96,6 +96,13 @@ def test_organizer_vets_pays_out_and_audits(page, live_server, world, app, a11y)
     expect(page.get_by_text("Sent to the bank on")).to_be_visible()
 
     nav.get_by_role("link", name="Ledger").click()
+    expect(page.get_by_text("The ledger has not been checked yet")).to_be_visible()
+    page.get_by_role("button", name="Check the whole ledger").click()
+    expect(page.get_by_role("status").first).to_contain_text("The check will run")
+    with app.app_context():  # the scheduler's verify-ledger job
+        assert ledger_check.run(db.session, utcnow()).endswith(", ok")
+        db.session.commit()
+    page.reload()
     expect(page.get_by_text("Verified:")).to_be_visible()
     a11y.check(page, "ledger")
     page.get_by_role("link", name="bank_clearing").click()

@@ -15,9 +15,9 @@ NIGHT = datetime(2026, 1, 14, 22, 0, tzinfo=UTC)
 
 
 def offered(world) -> tuple[int, int]:
-    """A question paid at NIGHT and offered now to a new answerer: (question, answerer)."""
+    """A question paid and offered now to a new answerer: (question, answerer)."""
     answerer = world.answerer()
-    q = world.paid_question(paid_at=NIGHT)
+    q = world.paid_question(paid_at=datetime.now(UTC))
     world.run(release.release_due_questions, datetime.now(UTC), ignore_window=True)
     return q, answerer
 
@@ -69,7 +69,7 @@ def test_answerer_picks_up_writes_sends_and_asker_accepts_and_rates(app, world, 
 
 def test_answerer_cannot_see_or_claim_questions_not_offered_to_them(app, world, client):
     a, b = world.answerer(), world.answerer()
-    q = world.paid_question(paid_at=NIGHT)
+    q = world.paid_question(paid_at=datetime.now(UTC))
     made = world.run(release.release_due_questions, datetime.now(UTC), ignore_window=True)
     other = b if made[0].answerer_id == a else a
     sign_in_as(client, app, other)
@@ -180,7 +180,7 @@ def test_organizer_settings_page_saves_windows_and_rules(app, world, client):
 def test_organizer_decides_disputes(app, world, client):
     organizer = world.user("organizer")
     answerer = world.answerer()
-    ids = [world.paid_question(paid_at=NIGHT, real_stripe=True) for _ in range(2)]
+    ids = [world.paid_question(paid_at=datetime.now(UTC), real_stripe=True) for _ in range(2)]
     world.run(release.release_due_questions, datetime.now(UTC), ignore_window=True)
     from upss import questions
     for q in ids:

@@ -7,11 +7,11 @@ import sqlalchemy as sa
 from sqlalchemy import func, select
 
 from tests.conftest import _base_config
-from upss import create_app, ledger
+from upss import create_app, ledger, ledger_check
 from upss.extensions import db
 
 
-def test_verify_ledger_prints_the_trial_balance_and_ok(app, runner):
+def test_verify_ledger_prints_the_totals_and_ok_and_records_a_checkpoint(app, runner):
     with app.app_context():
         ledger.post(db.session, "payment:pi_1", "payment",
                     [("stripe_balance", 1250), ("escrow:question:1", -1250)], "EUR")
@@ -19,10 +19,15 @@ def test_verify_ledger_prints_the_trial_balance_and_ok(app, runner):
     result = runner.invoke(args=["upss", "verify-ledger"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert any(line.split()[:3] == ["escrow:question:1", "liability", "0.00"] for line in lines)
-    assert any(line.split()[:3] == ["stripe_balance", "asset", "12.50"] for line in lines)
+    assert any(line.split()[:4] == ["escrow", "liability", "0.00", "12.50"] for line in lines)
+    assert any(line.split()[:4] == ["stripe_balance", "asset", "12.50", "0.00"]
+               for line in lines)
     assert any(line.split()[:3] == ["total", "12.50", "12.50"] for line in lines)
     assert "ledger OK" in result.output
+    with app.app_context():
+        point = ledger_check.checkpoint(db.session)
+        assert (point.kind, point.through_transaction_id, point.transactions_checked) == (
+            "full", 1, 1)
 
 
 @pytest.mark.ledger_tampered

@@ -136,7 +136,7 @@ def test_8_concurrent_pay_submits_charge_once_and_all_show_the_status_page(
 
 def _answered(app, world) -> tuple[int, str]:
     answerer = world.answerer()
-    q = world.paid_question(paid_at=NIGHT)
+    q = world.paid_question(paid_at=datetime.now(UTC))
     world.run(release.release_due_questions, datetime.now(UTC), ignore_window=True)
     now = datetime.now(UTC)
     with app.test_request_context():
@@ -192,7 +192,7 @@ def test_double_clicks_on_a_tip_start_one_tip(app, world, live_server):
 
 def test_double_clicks_on_pick_up_and_send_answer_act_once(app, world, live_server):
     answerer = world.answerer()
-    q = world.paid_question(paid_at=NIGHT)
+    q = world.paid_question(paid_at=datetime.now(UTC))
     world.run(release.release_due_questions, datetime.now(UTC), ignore_window=True)
     with app.app_context():
         email = db.session.get(User, answerer).email

@@ -56,8 +56,9 @@ def test_a_reversal_posted_again_under_its_key_is_the_same_transaction(session):
     assert ledger.balance(session, "stripe_balance") == 0
 
 
-def test_the_trial_balance_lists_every_account_by_name_with_its_type_currency_and_side(session):
-    """One row per account in name order (not creation order), debits and credits apart."""
+def test_the_totals_sum_each_kind_of_account_with_its_currency(session):
+    """One total per fixed account and one for all escrow and all payable accounts, in signed
+    cents; each kind has its account type."""
     ledger.post(session, "k1", "d", [("stripe_balance", 1000), ("escrow:question:3", -1000)],
                 "EUR")
     ledger.post(session, "k2", "d", [("escrow:question:3", 1000), ("payable:answerer:9", -850),
@@ -65,27 +66,23 @@ def test_the_trial_balance_lists_every_account_by_name_with_its_type_currency_an
     ledger.post(session, "k3", "d", [("payable:answerer:9", 850), ("bank_clearing", -850)],
                 "EUR")
     ledger.post(session, "k4", "d", [("losses", 30), ("disputed_funds", 20), ("bank", 5),
-                                     ("payouts_in_transit", -55)], "EUR")
-    Row = ledger.TrialBalanceRow
-    assert ledger.trial_balance(session) == [
-        Row("bank", "asset", "EUR", 5, 0),
-        Row("bank_clearing", "asset", "EUR", 0, 850),
-        Row("commission", "revenue", "EUR", 0, 100),
-        Row("disputed_funds", "asset", "EUR", 20, 0),
-        Row("escrow:question:3", "liability", "EUR", 0, 0),
-        Row("losses", "expense", "EUR", 30, 0),
-        Row("payable:answerer:9", "liability", "EUR", 0, 0),
-        Row("payouts_in_transit", "asset", "EUR", 0, 55),
-        Row("stripe_balance", "asset", "EUR", 1000, 0),
-        Row("stripe_fees", "expense", "EUR", 0, 50),
-    ]
+                                     ("payouts_in_transit", -55), ("escrow:question:4", 7),
+                                     ("payable:answerer:2", -7)], "EUR")
+    assert ledger.verify(session).totals == {
+        "bank EUR": 5, "bank_clearing EUR": -850, "commission EUR": -100,
+        "disputed_funds EUR": 20, "escrow EUR": 7, "losses EUR": 30, "payable EUR": -7,
+        "payouts_in_transit EUR": -55, "stripe_balance EUR": 1000, "stripe_fees EUR": -50,
+    }
+    assert [ledger.kind_type(k) for k in ("escrow", "payable", "bank", "commission",
+                                          "losses")] == [
+        "liability", "liability", "asset", "revenue", "expense"]
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 1000])
 def test_verify_counts_a_clean_chain_with_a_reversal_in_any_batch_size(session, batch_size):
     chain(session)
-    assert ledger.verify(session, batch_size=batch_size) == ledger.VerifyReport(
-        transactions=4, accounts=5, problems=[])
+    report = ledger.verify(session, batch_size=batch_size)
+    assert (report.transactions, report.accounts, report.problems) == (4, 5, [])
     assert ledger.verify_accounts(session, ["stripe_balance", "payable:answerer:7"]) == []
 
 
@@ -144,7 +141,7 @@ def test_verify_reports_every_problem_of_a_changed_amount(session, tamper):
         f"transaction {settle} (settle:question:1) is unbalanced: 3 entries summing to -50",
         "account stripe_balance: cached balance 1830 but entries sum to 1000",
         "account payable:answerer:7: cached balance -900 but entries sum to -950",
-        "trial balance in EUR is off by 830",
+        "trial balance in EUR is off by -50",
     ]
     problems = ledger.verify_accounts(session, ["payable:answerer:7", "stripe_balance"])
     assert problems[:2] == [f"transaction {settle} (settle:question:1) is unbalanced",
@@ -160,11 +157,11 @@ def test_verify_accounts_finds_a_transaction_re_hashed_in_place(session, tamper)
     next transaction no longer links to it."""
     txs = chain(session)
     settle = txs["settle"]
-    content = ledger._content("settle:question:1", "edited", "EUR", None,
-                              [("escrow:question:1", 1000), ("payable:answerer:7", -900),
-                               ("commission", -100)])
+    rehashed = ledger.hash_for(settle.prev_hash, "settle:question:1", "edited", "EUR", None,
+                               [("escrow:question:1", 1000), ("payable:answerer:7", -900),
+                                ("commission", -100)], settle.created_at, settle.hash_version)
     tamper("UPDATE ledger_transaction SET description = 'edited', hash = :h WHERE id = :id",
-           h=ledger._chain_hash(settle.prev_hash, content), id=settle.id)
+           h=rehashed, id=settle.id)
     session.commit()
     assert ledger.verify_accounts(session, ["payable:answerer:7"]) == [
         f"transaction {settle.id} (settle:question:1): the next transaction does not link "

@@ -63,7 +63,7 @@ def test_oldest_paid_first_and_at_most_max_per_run(app, world):
 
 def test_release_now_ignores_the_window(app, world, runner):
     world.answerer()
-    q = world.paid_question(paid_at=DAY)
+    q = world.paid_question(paid_at=datetime.now(UTC))  # release-now runs at the real time
     result = runner.invoke(args=["upss", "release-now"])
     assert result.exit_code == 0, result.output
     assert "1 question(s) offered" in result.output

@@ -3,7 +3,6 @@ the yearly ceiling, which offer a resolution closes, and the daily limit at loca
 
 from __future__ import annotations
 
-import contextlib
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -13,31 +12,17 @@ import sqlalchemy as sa
 from tests.flows.test_release import DAY, NIGHT, offers
 from upss import ledger, questions, release, vetting
 from upss.extensions import db
-from upss.models import LedgerTransaction, Offer, User
-
-
-@contextlib.contextmanager
-def posted_at(moment: datetime):
-    """Ledger transactions inserted while the block runs get ``created_at = moment`` (the
-    ledger itself always stamps the real time; ``created_at`` is not part of the hash)."""
-    def stamp(_mapper, _connection, target):
-        target.created_at = moment
-
-    sa.event.listen(LedgerTransaction, "before_insert", stamp)
-    try:
-        yield
-    finally:
-        sa.event.remove(LedgerTransaction, "before_insert", stamp)
+from upss.models import Offer, User
 
 
 def earn(app, answerer: int, cents: int, at: datetime) -> None:
     """Credit ``answerer`` with ``cents`` of settled work at ``at`` (and the payment behind it)."""
-    with app.app_context(), posted_at(at):
+    with app.app_context():
         escrow = f"escrow:question:{9000 + answerer}"
         ledger.post(db.session, f"payment:earlier:{answerer}:{at.isoformat()}", "earlier payment",
-                    [("stripe_balance", cents), (escrow, -cents)], "EUR")
+                    [("stripe_balance", cents), (escrow, -cents)], "EUR", now=at)
         ledger.post(db.session, f"settle:earlier:{answerer}:{at.isoformat()}", "earlier answer",
-                    [(escrow, cents), (f"payable:answerer:{answerer}", -cents)], "EUR")
+                    [(escrow, cents), (f"payable:answerer:{answerer}", -cents)], "EUR", now=at)
         db.session.commit()
 
 
@@ -79,12 +64,13 @@ def test_an_offered_question_at_its_deadline_is_refunded_and_its_offer_withdrawn
 SUMMER = datetime(2026, 6, 10, 12, 0, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("ceiling, gets_it", [(1800, "other"), (1801, "capped"),
-                                              (None, "capped")])
+@pytest.mark.parametrize("ceiling, gets_it", [(1800, "other"), (2699, "other"),
+                                              (2700, "capped"), (None, "capped")])
 def test_the_yearly_ceiling_is_looked_up_even_for_the_least_earning_answerer(
         app, world, ceiling, gets_it):
     """``capped`` earned 1800 in February and nothing in the last 30 days, so the rotation
-    puts them first; at a ceiling of 1800 they still get no offer (1801 or none: they do)."""
+    puts them first; the question would pay them 900, so below a ceiling of 2700 they get no
+    offer (2700 or none: they do)."""
     capped = world.answerer(yearly_ceiling_cents=ceiling)
     other = world.answerer()
     earn(app, capped, 1800, datetime(2026, 2, 10, 12, 0, tzinfo=UTC))

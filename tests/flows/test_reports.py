@@ -32,6 +32,13 @@ OSLO = ZoneInfo("Europe/Oslo")
 
 
 @pytest.fixture
+def app_config(app_config):
+    """Questions stay open for 60 days: the traffic test pays some four weeks before they are
+    offered, and the release never offers a question past its deadline."""
+    return {**app_config, "UPSS_DEADLINE_HOURS": 60 * 24}
+
+
+@pytest.fixture
 def session(app):
     with app.app_context():
         yield db.session
@@ -134,7 +141,7 @@ def test_normal_balance_refuses_an_unknown_type():
 
 def test_ledger_csv_parses_back_to_the_ledger_totals(app, world, session):
     settled_world(world)
-    rows = list(csv.DictReader(io.StringIO(statements.ledger_entries_csv(session))))
+    rows = list(csv.DictReader(io.StringIO("".join(statements.ledger_entries_csv(session)))))
     assert list(rows[0]) == list(statements.LEDGER_CSV_COLUMNS)
     entries = session.scalars(select(LedgerEntry).order_by(LedgerEntry.id)).all()
     assert len(rows) == len(entries) == session.scalar(
@@ -163,7 +170,7 @@ def test_ledger_csv_parses_back_to_the_ledger_totals(app, world, session):
 
 
 def test_ledger_csv_of_an_empty_ledger_is_just_the_header(app, session):
-    assert statements.ledger_entries_csv(session).splitlines() == [
+    assert "".join(statements.ledger_entries_csv(session)).splitlines() == [
         ",".join(statements.LEDGER_CSV_COLUMNS)]
 
 
@@ -184,7 +191,7 @@ def test_payouts_csv_parses_back(app, world, session):
                created_at=at),
     ])
     session.flush()
-    rows = list(csv.DictReader(io.StringIO(statements.payouts_csv(session))))
+    rows = list(csv.DictReader(io.StringIO("".join(statements.payouts_csv(session, batch=1)))))
     assert list(rows[0]) == list(statements.PAYOUT_CSV_COLUMNS)
     assert len(rows) == 2
     sepa, connect = rows
@@ -259,13 +266,17 @@ def add_question(session, asker_id: int) -> int:
 
 
 def add_event(session, question_id: int, from_status: str, to_status: str, at: datetime):
+    """An event, and the question's status as the event left it (events come in time order
+    here, as the services write them)."""
     session.add(QuestionEvent(question_id=question_id, actor_kind="scheduler", action="test",
                               from_status=from_status, to_status=to_status, at=at))
+    session.get(Question, question_id).status = to_status
     session.flush()
 
 
 def test_queue_depth_at_exact_sample_times(app, world, session):
-    """Paid questions raise the depth, offers lower it; an event at a sample time counts."""
+    """Paid questions raise the depth, offers lower it; an event at a sample time counts; an
+    event before the window counts through the questions' present state."""
     asker = world.user("asker")
     t0 = datetime(2026, 1, 10, tzinfo=UTC)
     h = timedelta(hours=1)

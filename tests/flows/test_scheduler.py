@@ -29,7 +29,7 @@ def test_jobs_are_declared_as_data():
                                          "send-notifications", "gather-digests",
                                          "remind-lock-ending", "remind-auto-accept",
                                          "organizer-digest", "data-exports",
-                                         "erase-accounts", "payouts"]
+                                         "erase-accounts", "verify-ledger", "payouts"]
     assert jobs.JOBS[2].func is release.release_due_questions
 
 

@@ -363,7 +363,7 @@ def test_sessions_end_when_idle_or_old_but_never_during_an_answer_lock(app, worl
     from upss import questions
 
     answerer = world.answerer()
-    q = world.paid_question(paid_at=NIGHT)
+    q = world.paid_question(paid_at=datetime.now(UTC))
     world.run(release.release_due_questions, datetime.now(UTC), ignore_window=True)
     lifetimes = sessions.Lifetimes(idle=timedelta(minutes=30), absolute=timedelta(hours=12))
     now = datetime.now(UTC)
@@ -456,7 +456,7 @@ def test_one_line_fields_refuse_line_breaks(app, asker_client):
 
 def test_autosave_refuses_controls_with_a_400_and_keeps_the_draft(app, world, client):
     answerer = world.answerer()
-    q = world.paid_question(paid_at=NIGHT)
+    q = world.paid_question(paid_at=datetime.now(UTC))
     world.run(release.release_due_questions, datetime.now(UTC), ignore_window=True)
     sign_in_as(client, app, answerer)
     assert submit(client, f"/answer/questions/{q}/claim", form_url="/answer/queue").status_code \

@@ -6,25 +6,31 @@ from flask import Blueprint, abort, flash, jsonify, redirect, render_template, r
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from wtforms import TextAreaField
 from wtforms.validators import DataRequired, Length
 
-from .. import access, connect, payouts, questions, settings, vetting
+from .. import access, connect, lists, payouts, questions, settings, vetting
 from .. import earnings as earnings_service
 from ..extensions import db, limiter
 from ..models import (
     LANGUAGE_NAMES,
     AnswererApplication,
     AnswererProfile,
-    Offer,
     Payout,
     Question,
     utcnow,
 )
 from . import limits
 from .display import TOPIC_NAMES, duration_text, money_text, until_text
-from .inputs import REFUSED_MESSAGE, Form, refused_fields, strip_whitespace
+from .inputs import (
+    REFUSED_MESSAGE,
+    Form,
+    refused_fields,
+    statement_cursor,
+    statement_cursor_token,
+    strip_whitespace,
+)
 from .roles import answerer_required
 from .vetting_forms import ApplicationForm
 
@@ -81,18 +87,13 @@ def queue():
                                Question.status.in_(("offered", "claimed", "clarifying")))
         .order_by(Question.offer_expires_at, Question.lock_expires_at, Question.id)
     ).all()
-    drafts = db.session.scalars(
-        select(Question).join(Offer, Offer.question_id == Question.id)
-        .where(Offer.answerer_id == current_user.id, Offer.outcome == "claimed",
-               or_(Question.answerer_id.is_(None), Question.answerer_id != current_user.id),
-               Question.status.in_(("queued", "offered")))
-    ).all()
     return render_template(
         "answerer/queue.html",
         offered=[q for q in mine if q.status == "offered"],
         claimed=[q for q in mine if q.status == "claimed"],
         clarifying=[q for q in mine if q.status == "clarifying"],
-        lapsed=drafts, share=_share)
+        lapsed=lists.lapsed_drafts(db.session, current_user, request.args.get("drafts")),
+        share=_share)
 
 
 def _share(question: Question) -> str:
@@ -306,11 +307,14 @@ def application():
 def earnings():
     """My statement: what I am owed, what was paid, and this year against my ceiling."""
     summary = earnings_service.summary(db.session, current_user, utcnow())
-    statement = earnings_service.statement(db.session, current_user)
-    my_payouts = db.session.scalars(select(Payout).where(
-        Payout.answerer_id == current_user.id).order_by(Payout.id.desc())).all()
+    statement = earnings_service.statement(
+        db.session, current_user, after=statement_cursor(request.args.get("entries_after")),
+        before=statement_cursor(request.args.get("entries_before")))
+    my_payouts = lists.answerer_payouts(db.session, current_user, request.args.get("payouts"))
     profile = db.session.get(AnswererProfile, current_user.id)
     return render_template("answerer/earnings.html", summary=summary, statement=statement,
+                           later=statement_cursor_token(statement and statement.next),
+                           earlier=statement_cursor_token(statement and statement.previous),
                            payouts=my_payouts, profile=profile,
                            connect_state=connect.state(profile),
                            hold=payouts.holds(db.session, utcnow(), [current_user.id]).get(

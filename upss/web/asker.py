@@ -8,7 +8,16 @@ from decimal import Decimal
 from functools import wraps
 
 from babel.numbers import format_decimal
-from flask import Blueprint, abort, flash, jsonify, redirect, render_template, url_for
+from flask import (
+    Blueprint,
+    abort,
+    flash,
+    jsonify,
+    redirect,
+    render_template,
+    request,
+    url_for,
+)
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user, login_required
@@ -17,7 +26,7 @@ from wtforms import RadioField, SelectField, StringField, TextAreaField
 from wtforms.fields.choices import SelectChoice
 from wtforms.validators import DataRequired, InputRequired, Length, ValidationError
 
-from .. import access, money, payments, questions, settings
+from .. import access, lists, money, payments, questions, settings
 from ..extensions import db, limiter
 from ..models import LANGUAGE_NAMES, Question, Tip, utcnow
 from ..payments import GatewayError
@@ -173,12 +182,9 @@ def ask():
 @bp.get("/questions")
 @login_required
 def my_questions():
-    """Every question the signed-in asker has asked, newest first."""
-    rows = db.session.scalars(
-        select(Question).where(Question.asker_id == current_user.id)
-        .order_by(Question.id.desc())
-    ).all()
-    return render_template("asker/questions.html", questions=rows)
+    """The questions the signed-in asker has asked, newest first (a page at a time)."""
+    return render_template("asker/questions.html", page=lists.asker_questions(
+        db.session, current_user, request.args.get("before")))
 
 
 def _page_forms(q: Question) -> dict[str, Form]:

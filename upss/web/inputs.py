@@ -127,3 +127,35 @@ class Form(FlaskForm):
 def strip_whitespace(value: str | None) -> str | None:
     """A WTForms filter: the text without surrounding spaces (other values as they are)."""
     return value.strip() if isinstance(value, str) else value
+
+
+# --- statement page cursors ----------------------------------------------------------------
+
+def _cursor_serializer():
+    from flask import current_app
+    from itsdangerous import URLSafeSerializer
+
+    return URLSafeSerializer(current_app.secret_key, salt="statement-page")
+
+
+def statement_cursor(token: str | None):
+    """The ``statements.Cursor`` a statement page's ``?after=`` or ``?before=`` carries, or
+    None; a token this app did not sign (the running balance is inside it) is a 400."""
+    from itsdangerous import BadSignature
+
+    from ..statements import Cursor
+
+    if not token:
+        return None
+    try:
+        entry_id, balance = _cursor_serializer().loads(token)
+        return Cursor(int(entry_id), int(balance))
+    except (BadSignature, ValueError, TypeError) as exc:
+        raise BadRequest("not a statement page") from exc
+
+
+def statement_cursor_token(cursor) -> str | None:
+    """The signed URL value of a ``statements.Cursor`` (None for None)."""
+    if cursor is None:
+        return None
+    return _cursor_serializer().dumps([cursor.entry_id, cursor.balance_cents])

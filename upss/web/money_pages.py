@@ -3,20 +3,29 @@ batches and their SEPA files, CSV exports, and reconciliation with Stripe."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, abort, flash, redirect, render_template, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    flash,
+    redirect,
+    render_template,
+    request,
+    stream_with_context,
+    url_for,
+)
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
-from sqlalchemy import select
 from wtforms import StringField
 from wtforms.validators import InputRequired, Length
 
-from .. import payouts, sepa, statements, stripe_money
+from .. import ledger_check, lists, payouts, sepa, statements
 from .. import reconciliation as reconciliation_service
 from ..extensions import db
 from ..models import Payout, PayoutBatch, utcnow
 from .display import person_name
-from .inputs import Form, strip_whitespace
+from .inputs import Form, statement_cursor, statement_cursor_token, strip_whitespace
 from .roles import organizer_required
 
 bp = Blueprint("money", __name__, url_prefix="/organizer")
@@ -25,37 +34,68 @@ bp = Blueprint("money", __name__, url_prefix="/organizer")
 @bp.get("/ledger", endpoint="ledger")
 @organizer_required
 def ledger_page():
-    """Trial balance and the hash-chain verification."""
-    overview = statements.ledger_overview(db.session)
-    return render_template("organizer/ledger.html", rows=overview.trial_balance,
-                           report=overview.verification)
+    """The last check of the ledger and the totals per kind of account at its checkpoint."""
+    return render_template("organizer/ledger.html",
+                           summary=ledger_check.summary(db.session))
+
+
+@bp.post("/ledger/checks/<any(new, full):kind>", endpoint="start_check")
+@organizer_required
+def start_check(kind: str):
+    """Ask for a check of the ledger in the background (what is new, or the whole chain)."""
+    try:
+        ledger_check.request_check(db.session, current_user, kind, utcnow())
+    except ledger_check.CheckAlreadyWaiting:
+        flash(_("A check is already waiting to run. Its result will appear here."), "error")
+    else:
+        db.session.commit()
+        flash(_("The check will run within a few minutes. Reload this page to see its "
+                "result."), "success")
+    return redirect(url_for("money.ledger"))
+
+
+@bp.get("/ledger/open/<any(escrow, payable):kind>", endpoint="open_accounts")
+@organizer_required
+def open_accounts(kind: str):
+    """The open accounts of one kind (escrow per question, payable per answerer), by name."""
+    page = statements.open_accounts(db.session, kind, request.args.get("after") or None)
+    return render_template("organizer/open_accounts.html", page=page)
 
 
 @bp.get("/ledger/accounts/<path:account>")
 @organizer_required
 def statement(account: str):
-    """One account's statement with a running balance."""
+    """One account's statement with a running balance, a page at a time: from the first
+    entry, after or before a signed cursor (``?after=``, ``?before=``), or the newest
+    entries (``?newest=1``)."""
     try:
-        found = statements.statement(db.session, account)
+        found = statements.statement(
+            db.session, account, after=statement_cursor(request.args.get("after")),
+            before=statement_cursor(request.args.get("before")),
+            newest=bool(request.args.get("newest")))
     except KeyError:
         abort(404)
-    return render_template("organizer/statement.html", statement=found,
-                           cached=statements.cached_balance(db.session, found))
+    return render_template(
+        "organizer/statement.html", statement=found,
+        next_token=statement_cursor_token(found.next),
+        previous_token=statement_cursor_token(found.previous),
+        cached=statements.cached_balance(db.session, found))
 
 
 @bp.get("/ledger/entries.csv")
 @organizer_required
 def entries_csv():
     """Every ledger entry as CSV."""
-    return Response(statements.ledger_entries_csv(db.session), mimetype="text/csv",
+    return Response(stream_with_context(statements.ledger_entries_csv(db.session)),
+                    mimetype="text/csv",
                     headers={"Content-Disposition": "attachment; filename=upss-ledger.csv"})
 
 
 @bp.get("/payouts", endpoint="payouts")
 @organizer_required
 def payouts_page():
-    """Payout batches with their status and files."""
-    return _payouts_page()
+    """Payouts, newest first, by batch, with their status and files (a page at a time)."""
+    return _payouts_page(cursor=request.args.get("before"))
 
 
 class ReturnedPaymentForm(Form):
@@ -76,17 +116,21 @@ def _returned_form(payout: Payout, **kwargs) -> ReturnedPaymentForm:
     return form
 
 
-def _payouts_page(invalid: ReturnedPaymentForm | None = None, status: int = 200):
-    """The Payouts page: every batch, and a "returned by the bank" form for each SEPA payout
-    of a file marked sent (``invalid``: the one posted with errors, shown with them)."""
-    batches = db.session.scalars(select(PayoutBatch).order_by(PayoutBatch.id.desc())).all()
+def _payouts_page(cursor: str | None = None, invalid: ReturnedPaymentForm | None = None,
+                  status: int = 200):
+    """One page of the Payouts page (``lists.payouts``), and a "returned by the bank" form
+    for each SEPA payout on it of a file marked sent (``invalid``: the one posted with errors,
+    shown with them on the page that starts with it)."""
+    if invalid is not None:
+        cursor = lists.payouts_cursor_at(invalid.payout_id)
+    found = lists.payouts(db.session, cursor)
     returned_forms = {payout.id: _returned_form(payout, formdata=None)
-                      for batch in batches if batch.sepa_marked_sent_at is not None
-                      for payout in batch.payouts
+                      for group in found.groups if group.batch.sepa_marked_sent_at is not None
+                      for payout in group.payouts
                       if payout.method == "sepa" and payout.status == "sent"}
     if invalid is not None:
         returned_forms[invalid.payout_id] = invalid
-    return render_template("organizer/payouts.html", batches=batches,
+    return render_template("organizer/payouts.html", groups=found.groups, page=found.page,
                            returned_forms=returned_forms, invalid_form=invalid), status
 
 
@@ -196,8 +240,8 @@ def mark_returned(batch_id: int, payout_id: int):
 @bp.get("/payouts.csv")
 @organizer_required
 def payouts_csv():
-    """Every payout as CSV."""
-    return Response(statements.payouts_csv(db.session), mimetype="text/csv",
+    """Every payout as CSV, streamed as it is read."""
+    return Response(stream_with_context(statements.payouts_csv(db.session)), mimetype="text/csv",
                     headers={"Content-Disposition": "attachment; filename=upss-payouts.csv"})
 
 
@@ -206,9 +250,13 @@ def payouts_csv():
 def reconciliation():
     """The last run of the reconciliation job: Stripe's money against the ledger."""
     run = reconciliation_service.last_run(db.session)
-    return render_template("organizer/reconciliation.html", run=run,
-                           differences=reconciliation_service.differences(run) if run else [],
-                           disputes=stripe_money.open_disputes(db.session))
+    return render_template(
+        "organizer/reconciliation.html", run=run,
+        differences=lists.reconciliation_differences(run, request.args.get("differences"))
+        if run else None,
+        disputes=lists.open_card_disputes(db.session, request.args.get("disputes")),
+        cursors={"differences": request.args.get("differences"),
+                 "disputes": request.args.get("disputes")})
 
 
 @bp.post("/reconciliation")

@@ -76,13 +76,13 @@ def choices():
 @login_required
 def messages():
     """The signed-in person's messages, newest first; showing them marks them read."""
-    before = request.args.get("before", type=int)
-    page = notifications.notices_page(db.session, current_user, before, PER_PAGE)
-    if page.notices:
+    page = notifications.notices_page(db.session, current_user, request.args.get("before"),
+                                      PER_PAGE)
+    if page.items:
         notifications.mark_read(db.session, current_user.id,
-                                range(page.notices[-1].id, page.notices[0].id + 1), utcnow())
+                                range(page.items[-1].id, page.items[0].id + 1), utcnow())
         db.session.commit()
-    return render_template("notices/messages.html", page=page, first_page=before is None)
+    return render_template("notices/messages.html", page=page)
 
 
 @bp.app_template_filter("site_path")

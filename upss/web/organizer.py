@@ -11,18 +11,27 @@ from flask import Blueprint, abort, flash, redirect, render_template, request, u
 from flask_babel import gettext as _
 from flask_babel import lazy_gettext as _l
 from flask_login import current_user
-from sqlalchemy import select
 from wtforms import IntegerField, StringField
 from wtforms.validators import InputRequired, Length, NumberRange, ValidationError
 
-from .. import access, charts, connect, money, payments, payouts, questions, settings, vetting
+from .. import (
+    access,
+    audit,
+    charts,
+    connect,
+    lists,
+    money,
+    payments,
+    payouts,
+    questions,
+    settings,
+    vetting,
+)
 from .. import overview as overview_service
 from ..extensions import db
 from ..models import (
     LANGUAGE_NAMES,
     AnswererApplication,
-    AnswererProfile,
-    AuditLog,
     Question,
     User,
     utcnow,
@@ -201,11 +210,10 @@ def traffic():
 @bp.get("/disputes")
 @organizer_required
 def disputes():
-    """Answers the askers rejected, waiting for a decision."""
-    rows = db.session.scalars(select(Question).where(Question.status == "disputed")
-                              .order_by(Question.id)).all()
-    return render_template("organizer/disputes.html", questions=rows, decidable={
-        q.id for q in rows if access.may_decide_dispute(db.session, q, current_user)})
+    """Answers the askers rejected, waiting for a decision, oldest first (a page at a time)."""
+    page = lists.rejected_answers(db.session, request.args.get("after"))
+    return render_template("organizer/disputes.html", page=page, decidable={
+        q.id for q in page.items if access.may_decide_dispute(db.session, q, current_user)})
 
 
 @bp.post("/disputes/<int:question_id>/<decision>")
@@ -237,10 +245,14 @@ def decide(question_id: int, decision: str):
 @bp.get("/applications")
 @organizer_required
 def applications():
-    """Applications to answer: waiting ones first."""
-    rows = db.session.scalars(select(AnswererApplication).order_by(
-        (AnswererApplication.status != "pending"), AnswererApplication.id.desc())).all()
-    return render_template("organizer/applications.html", applications=rows)
+    """Applications to answer: waiting ones first, then the decided ones (each list a page at a
+    time, newest first)."""
+    waiting_cursor, decided_cursor = request.args.get("waiting"), request.args.get("decided")
+    return render_template(
+        "organizer/applications.html",
+        waiting=lists.applications(db.session, True, waiting_cursor),
+        decided=lists.applications(db.session, False, decided_cursor),
+        cursors={"waiting": waiting_cursor, "decided": decided_cursor})
 
 
 def _application_page(application, approve_form=None, reject_form=None, status=200):
@@ -288,12 +300,11 @@ def application(application_id: int):
 @bp.get("/answerers")
 @organizer_required
 def answerers():
-    """Every answerer, active or suspended."""
-    rows = db.session.execute(
-        select(User, AnswererProfile).join(AnswererProfile, AnswererProfile.user_id == User.id)
-        .order_by(User.name)).all()
-    return render_template("organizer/answerers.html", rows=rows, connect_state=connect.state,
-                           holds=payouts.holds(db.session, utcnow(), [u.id for u, _ in rows]))
+    """Every answerer, active or suspended, by name (a page at a time)."""
+    page = lists.answerers(db.session, request.args.get("after"))
+    return render_template("organizer/answerers.html", page=page, connect_state=connect.state,
+                           holds=payouts.holds(db.session, utcnow(),
+                                               [u.id for u, _ in page.items]))
 
 
 @bp.post("/answerers/<int:user_id>/<action>")
@@ -317,6 +328,6 @@ def suspend_or_reinstate(user_id: int, action: str):
 @bp.get("/audit-log")
 @organizer_required
 def audit_log():
-    """Every organizer action, newest first. Nobody can edit it."""
-    rows = db.session.scalars(select(AuditLog).order_by(AuditLog.id.desc()).limit(500)).all()
-    return render_template("organizer/audit_log.html", rows=rows)
+    """Every organizer action, newest first (a page at a time). Nobody can edit it."""
+    return render_template("organizer/audit_log.html",
+                           page=audit.entries_page(db.session, request.args.get("before")))

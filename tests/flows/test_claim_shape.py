@@ -1,0 +1,87 @@
+"""A claim is one guarded ``UPDATE … RETURNING`` plus its event (and its offer's outcome): it
+reads neither the question nor the answerer's profile before or after writing."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+import sqlalchemy as sa
+
+from tests.flows.test_release import NIGHT
+from upss import questions, release
+from upss.extensions import db
+from upss.models import AnswererProfile, Offer, Question, QuestionEvent, User
+
+
+def offered(world) -> tuple[int, int]:
+    a = world.answerer()
+    q = world.paid_question(paid_at=NIGHT - timedelta(hours=1), price_cents=2000)
+    world.run(release.release_due_questions, NIGHT)
+    return q, a
+
+
+def test_a_claim_is_one_guarded_update_returning_and_its_event(app, world):
+    q, a = offered(world)
+    sent = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if not statement.startswith("BEGIN"):  # SQLite's BEGIN IMMEDIATE
+            sent.append(" ".join(statement.split()))
+
+    now = NIGHT + timedelta(minutes=1)
+    with app.test_request_context():
+        question, user = db.session.get(Question, q), db.session.get(User, a)
+        sa.event.listen(db.engine, "before_cursor_execute", record)
+        try:
+            questions.claim(db.session, question, user, now)
+            # The object shows the claim from what the UPDATE returned, with no query.
+            assert (question.status, question.answerer_id, question.lock_expires_at,
+                    question.offer_expires_at) == ("claimed", a, now + timedelta(hours=4), None)
+        finally:
+            sa.event.remove(db.engine, "before_cursor_execute", record)
+        db.session.commit()
+    writes = [s for s in sent if not s.startswith("SELECT")]
+    assert [s.split(" (")[0].split(" SET")[0] for s in writes] == [
+        "UPDATE question", "INSERT INTO question_event", "UPDATE offer"]
+    assert " RETURNING " in writes[0] and "answerer_profile" in writes[0]
+    reads = [s for s in sent if s.startswith("SELECT")]
+    assert all(" FROM organizer_settings" in s or " FROM offpeak_window" in s
+               for s in reads), reads  # the settings in force (the lock hours), nothing more
+    with app.app_context():
+        events = db.session.execute(sa.select(
+            QuestionEvent.action, QuestionEvent.actor_id, QuestionEvent.actor_kind,
+            QuestionEvent.from_status, QuestionEvent.to_status, QuestionEvent.at)
+            .where(QuestionEvent.question_id == q).order_by(QuestionEvent.id)).all()
+        assert events[-1] == ("claim", a, "user", "offered", "claimed", now)
+        assert db.session.scalar(sa.select(Offer.outcome).where(Offer.question_id == q)) == (
+            "claimed")
+
+
+@pytest.mark.parametrize("case", ["someone_else", "run_out", "suspended", "claimed_already"])
+def test_a_refused_claim_says_why_and_changes_nothing(app, world, case):
+    q, a = offered(world)
+    now = NIGHT + timedelta(minutes=1)
+    who = a
+    if case == "someone_else":
+        who = world.answerer()
+    elif case == "run_out":
+        now = world.question(q).offer_expires_at
+    elif case == "suspended":
+        with app.app_context():
+            db.session.get(AnswererProfile, a).active = False
+            db.session.commit()
+    elif case == "claimed_already":
+        world.act(questions.claim, q, a, now)
+    expected = {"someone_else": questions.NotYourOffer, "run_out": questions.NotYourOffer,
+                "suspended": questions.Suspended,
+                "claimed_already": questions.InvalidTransition}[case]
+    before = world.question(q)
+    with app.test_request_context():
+        question, user = db.session.get(Question, q), db.session.get(User, who)
+        with pytest.raises(expected):
+            questions.claim(db.session, question, user, now)
+        db.session.rollback()
+    after = world.question(q)
+    assert (after.status, after.answerer_id, after.lock_expires_at) == (
+        before.status, before.answerer_id, before.lock_expires_at)

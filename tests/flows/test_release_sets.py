@@ -1,0 +1,259 @@
+"""The release run is set-based, and what a drill with explicit times found: the yearly ceiling
+counts the question offered and the answerer's open work, the year is the answerer's own, a
+question past its deadline is never offered, and an offer made in a run counts at once."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+import sqlalchemy as sa
+
+from tests.flows.test_release import DAY, NIGHT, offers
+from tests.flows.test_release_rules import earn
+from upss import earnings, questions, release
+from upss.extensions import db
+from upss.models import AnswererProfile, Question, User
+
+#: A weekday noon in January (outside the off-peak window; the runs below ignore it).
+JANUARY = datetime(2026, 1, 20, 12, 0, tzinfo=UTC)
+
+
+def release_at(world, now: datetime) -> list[tuple[int, int]]:
+    """Run the release at ``now`` regardless of the window: the (question, answerer) pairs."""
+    made = world.run(release.release_due_questions, now, ignore_window=True)
+    return [(o.question_id, o.answerer_id) for o in made]
+
+
+# --- The yearly ceiling counts the question offered and the answerer's open work -------------
+
+@pytest.mark.parametrize("price, offered", [(10000, False), (1200, False), (1100, True)])
+def test_the_ceiling_counts_the_price_of_the_question_offered(app, world, price, offered):
+    """At 4000 of a 5000 ceiling: a 100 EUR question (9000 to them) or a 12 EUR one (1080)
+    would pass the ceiling and is not offered; an 11 EUR one (990: 4990) is."""
+    a = world.answerer(yearly_ceiling_cents=5000)
+    earn(app, a, 4000, JANUARY - timedelta(days=5))
+    q = world.paid_question(paid_at=JANUARY - timedelta(hours=1), price_cents=price)
+    assert release_at(world, JANUARY) == ([(q, a)] if offered else [])
+
+
+def test_the_ceiling_counts_open_offers_and_claims(app, world):
+    """At 0 of a 5000 ceiling, three questions of 2000 (1800 each to them): two fit (3600), the
+    third would make 5400, in the same run or a later one, and a claim still counts."""
+    a = world.answerer(yearly_ceiling_cents=5000)
+    ids = [world.paid_question(paid_at=JANUARY - timedelta(hours=1), price_cents=2000)
+           for _ in range(3)]
+    assert release_at(world, JANUARY) == [(ids[0], a), (ids[1], a)]
+    world.act(questions.claim, ids[0], a, JANUARY + timedelta(minutes=1))
+    assert release_at(world, JANUARY + timedelta(minutes=5)) == []
+    assert world.question(ids[2]).status == "queued"
+
+
+def test_open_offers_count_across_runs(app, world):
+    """One offer per run: the second run still sees the first offer's 1800 (3600 of 5000), the
+    third finds no room."""
+    app.config["UPSS_RELEASE_MAX_PER_RUN"] = 1
+    a = world.answerer(yearly_ceiling_cents=5000)
+    ids = [world.paid_question(paid_at=JANUARY - timedelta(hours=1), price_cents=2000)
+           for _ in range(3)]
+    assert release_at(world, JANUARY) == [(ids[0], a)]
+    assert release_at(world, JANUARY + timedelta(minutes=5)) == [(ids[1], a)]
+    assert release_at(world, JANUARY + timedelta(minutes=10)) == []
+
+
+# --- The year of the ceiling starts in the answerer's own time zone ---------------------------
+
+@pytest.mark.parametrize("zone, earned_at, gets_it", [
+    # 18:30 on 31 December in New York (last year there), 00:30 on 1 January in Oslo.
+    ("America/New_York", datetime(2025, 12, 31, 23, 30, tzinfo=UTC), True),
+    # 01:00 on 1 January in Auckland (this year there), 13:00 on 31 December in Oslo.
+    ("Pacific/Auckland", datetime(2025, 12, 31, 12, 0, tzinfo=UTC), False),
+])
+def test_the_year_of_the_ceiling_is_the_answerers_own(app, world, zone, earned_at, gets_it):
+    """1800 earned around New Year: it counts for this year when it was 2026 on the answerer's
+    own clock, whatever the organizer's clock (Europe/Oslo) said."""
+    a = world.answerer(yearly_ceiling_cents=1800, timezone=zone)
+    earn(app, a, 1800, earned_at)
+    q = world.paid_question(paid_at=JANUARY - timedelta(hours=1))
+    assert release_at(world, JANUARY) == ([(q, a)] if gets_it else [])
+
+
+# --- A question past its deadline is never offered ---------------------------------------------
+
+@pytest.mark.parametrize("window", ["inside", "outside"])
+def test_a_queued_question_past_its_deadline_is_not_offered(app, world, window):
+    """The release may run before the refund job: a question whose deadline passed stays for
+    the refund, and the next question is offered."""
+    a = world.answerer()
+    overdue = world.paid_question(paid_at=DAY, real_stripe=True)
+    deadline = world.question(overdue).deadline_at
+    now = deadline if window == "outside" else deadline + timedelta(hours=10)  # 23:00 Oslo
+    fresh = world.paid_question(paid_at=now - timedelta(hours=71))  # urgent, not overdue
+    made = world.run(release.release_due_questions, now)
+    assert [(o.question_id, o.answerer_id) for o in made] == [(fresh, a)]
+    assert world.question(overdue).status == "queued"
+    assert world.run(release.refund_overdue, now) == 1
+    assert world.question(overdue).status == "refunded"
+
+
+# --- An offer made in a run counts at once -----------------------------------------------------
+
+def test_the_least_earned_answerer_does_not_take_the_whole_run(app, world):
+    """``poor`` earned nothing, the two others 1000 each. Six questions of 1000 (900 to their
+    answerer) in one run: each offer counts as soon as it is made, so ``poor`` gets two (1800)
+    before the others get one each, then the rotation goes on — not all six to ``poor``."""
+    app.config["UPSS_RELEASE_MAX_PER_RUN"] = 6
+    poor, first, second = (world.answerer() for _ in range(3))
+    for rich in (first, second):
+        earn(app, rich, 1000, JANUARY - timedelta(days=2))
+    ids = [world.paid_question(paid_at=JANUARY - timedelta(hours=1)) for _ in range(6)]
+    made = release_at(world, JANUARY)
+    assert [question for question, _ in made] == ids
+    assert [answerer for _, answerer in made] == [poor, poor, first, second, poor, first]
+
+
+# --- The cost of a run: its statements do not grow with the queue or the busy answerers -------
+
+def queue_questions(app, count: int, paid_at: datetime, asker: int) -> None:
+    """``count`` paid questions straight into the queue (one INSERT; no payments needed)."""
+    with app.app_context():
+        db.session.execute(sa.insert(Question), [dict(
+            asker_id=asker, title="Q", body="Body", language="en", topic="other",
+            price_cents=1000, currency="EUR", status="queued", paid_at=paid_at,
+            commission_bps=1000, deadline_at=paid_at + timedelta(hours=72))
+            for _ in range(count)])
+        db.session.commit()
+
+
+def busy_answerers(app, count: int, asker: int) -> None:
+    """``count`` answerers, each holding an offer at their open-offer limit of 1."""
+    with app.app_context():
+        for n in range(count):
+            user = User(email=f"busy{n}@example.org", name=f"Busy {n}", password_hash="!",
+                        is_answerer=True)
+            db.session.add(user)
+            db.session.flush()
+            db.session.add(AnswererProfile(user_id=user.id, languages="en", daily_limit=100,
+                                           open_offer_limit=1))
+            db.session.add(Question(
+                asker_id=asker, title="Q", body="Body", language="en", topic="other",
+                price_cents=1000, currency="EUR", status="offered", paid_at=NIGHT,
+                commission_bps=1000, deadline_at=NIGHT + timedelta(hours=72),
+                answerer_id=user.id, offer_expires_at=NIGHT + timedelta(hours=12)))
+        db.session.commit()
+
+
+def statements_of_a_run(app, now: datetime) -> tuple[int, int, int]:
+    """Run the release once at ``now``: (statements sent to the database, questions, users and
+    profiles built as objects, offers made)."""
+    sent, loaded = [], []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        if not statement.startswith("BEGIN"):  # SQLite's BEGIN IMMEDIATE is no query
+            sent.append(statement)
+
+    def built(target, context):
+        loaded.append(target)
+
+    with app.test_request_context():
+        sa.event.listen(db.engine, "before_cursor_execute", count)
+        for model in (Question, User, AnswererProfile):
+            sa.event.listen(model, "load", built)
+        try:
+            made = release.release_due_questions(db.session, now)
+        finally:
+            sa.event.remove(db.engine, "before_cursor_execute", count)
+            for model in (Question, User, AnswererProfile):
+                sa.event.remove(model, "load", built)
+        db.session.rollback()  # the next case starts from the same queue
+    return len(sent), len(loaded), len(made)
+
+
+def test_a_runs_statements_do_not_grow_with_the_queue_or_the_busy_answerers(app, world):
+    """One free answerer, one offer per run: the run sends as many statements, and builds as
+    many objects, with 1 queued question as with 500, and as many again with 40 answerers busy
+    besides; with everybody busy it stops after finding nobody with room."""
+    app.config["UPSS_RELEASE_MAX_PER_RUN"] = 1
+    asker = world.user()
+    free = world.answerer()
+    queue_questions(app, 1, DAY, asker)
+    one_queued = statements_of_a_run(app, NIGHT)
+    queue_questions(app, 499, DAY + timedelta(minutes=1), asker)
+    many_queued = statements_of_a_run(app, NIGHT)
+    busy_answerers(app, 40, asker)
+    many_busy = statements_of_a_run(app, NIGHT)
+    assert one_queued == many_queued == many_busy
+    statements, objects, made = one_queued
+    assert statements <= 20 and objects <= 3 and made == 1  # the question, its answerer
+    with app.app_context():
+        db.session.get(AnswererProfile, free).open_offer_limit = 0
+        db.session.commit()
+    # The settings (2 statements) and the answerers with room (none): nothing more.
+    assert statements_of_a_run(app, NIGHT) == (3, 0, 0)
+
+
+def test_offers_of_a_run_cost_the_same_each(app, world):
+    """Five offers in a run cost five times one offer more than a run's fixed statements, 500
+    questions queued or not (the queue is read one page at a time, once here)."""
+    asker = world.user()
+    world.answerer()
+    queue_questions(app, 500, DAY, asker)
+    app.config["UPSS_RELEASE_MAX_PER_RUN"] = 1
+    one, _, _ = statements_of_a_run(app, NIGHT)
+    app.config["UPSS_RELEASE_MAX_PER_RUN"] = 2
+    two, _, _ = statements_of_a_run(app, NIGHT)
+    app.config["UPSS_RELEASE_MAX_PER_RUN"] = 5
+    five, _, made = statements_of_a_run(app, NIGHT)
+    assert made == 5
+    assert five - one == 4 * (two - one)
+
+
+# --- Fairness over many runs -------------------------------------------------------------------
+
+def gini(values: list[int]) -> float:
+    """The Gini coefficient of ``values`` (0: all equal)."""
+    ordered = sorted(values)
+    n, total = len(ordered), sum(ordered)
+    return sum((2 * i - n + 1) * v for i, v in enumerate(ordered)) / (n * total)
+
+
+def test_earnings_are_spread_evenly_over_300_questions(app, world):
+    """300 questions of random prices, 12 answerers who answer every offer at once: the Gini
+    coefficient of what they earned stays under 0.05 (first come, first served gave 0.50)."""
+    rng = random.Random(19)
+    app.config["UPSS_RELEASE_MAX_PER_RUN"] = 10
+    asker = world.user()
+    answerers = [world.answerer() for _ in range(12)]
+    with app.app_context():
+        for n in range(300):
+            price = rng.choice((300, 500, 1000, 2000, 5000, 10000))
+            db.session.execute(sa.insert(Question).values(
+                asker_id=asker, title="Q", body="Body", language="en", topic="other",
+                price_cents=price, currency="EUR", status="queued",
+                paid_at=NIGHT - timedelta(hours=1, seconds=n), commission_bps=1000,
+                deadline_at=NIGHT + timedelta(hours=70)))
+        db.session.commit()
+    now = NIGHT
+    while True:
+        with app.test_request_context():
+            made = release.release_due_questions(db.session, now)
+            for offer in made:
+                question = db.session.get(Question, offer.question_id)
+                user = db.session.get(User, offer.answerer_id)
+                questions.claim(db.session, question, user, now)
+                questions.post_answer(db.session, question, user, "Answer", now)
+                # Accepted in the same way as settling: the share is credited now.
+                questions.auto_accept(db.session, question, now, timedelta(0))
+            db.session.commit()
+        if not made:
+            break
+        now += timedelta(minutes=1)
+    assert Counter(outcome for _, _, outcome in offers(app)) == {"claimed": 300}
+    with app.app_context():
+        earned = earnings.recent_and_yearly_income(
+            db.session, {a: ZoneInfo("Europe/Oslo") for a in answerers}, now,
+            release.EARNINGS_PERIOD)
+    assert gini([earned.get(a, (0, 0))[0] for a in answerers]) < 0.05
