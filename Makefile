@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export FLASK_APP := wsgi
 
-.PHONY: run test install lint translations mutation
+.PHONY: run test install lint translations mutation bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,3 +39,10 @@ lint: install
 mutation: install
 	UPSS_TEST_TEMPLATE_CACHE=$(CURDIR)/instance/template-cache $(BIN)/mutmut run
 	$(BIN)/python scripts/mutation_score.py
+
+# The scale benchmark of issue 19 (bench/README.md): needs PostgreSQL on 127.0.0.1:5432 (user
+# postgres) and wrk (`apt-get install wrk`); generates upss_bench_1k and upss_bench_100k the
+# first time (a few minutes), then reuses them. BENCH_ARGS passes options, e.g. --regenerate.
+bench: install
+	@command -v wrk >/dev/null || { echo "make bench needs wrk: apt-get install wrk"; exit 1; }
+	nice $(BIN)/python -m bench.run $(BENCH_ARGS)
