@@ -277,18 +277,20 @@ def post(session: Session, key: str, description: str, entries: Iterable[tuple[s
     moment_text(created_at)  # refuses a naive time before anything is written
 
     _lock_chain_head(session)
-    existing = posted(session, key)
-    if existing is not None:
+    # One read: whether the key was posted, and the chain's head.
+    head = session.execute(
+        select(select(LedgerTransaction.id).where(LedgerTransaction.idempotency_key == key)
+               .scalar_subquery(), LedgerTransaction.hash, LedgerTransaction.hash_version)
+        .order_by(LedgerTransaction.id.desc()).limit(1)).first()
+    if head is not None and head[0] is not None:
+        existing = session.get(LedgerTransaction, head[0])
         if _content_of(existing) == _content(key, description, currency, reverses_id, checked):
             return existing
         raise IdempotencyConflict(f"key {key!r} was already posted with different content")
 
     hmac_key = configured_key()
     version = version_for(hmac_key)
-    head = session.execute(
-        select(LedgerTransaction.hash, LedgerTransaction.hash_version)
-        .order_by(LedgerTransaction.id.desc()).limit(1)).first()
-    prev_hash, prev_version = head if head is not None else (GENESIS_HASH, HASH_V1)
+    prev_hash, prev_version = head[1:] if head is not None else (GENESIS_HASH, HASH_V1)
     if prev_version > version:
         raise MissingKey("the ledger's chain is keyed: set UPSS_LEDGER_HMAC_KEY to post")
     accounts = _accounts(session, {name for name, _ in checked}, currency)
