@@ -38,7 +38,7 @@ from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
-from . import ledger
+from . import audit, ledger
 from .models import (
     LedgerAccount,
     LedgerCheck,
@@ -182,8 +182,8 @@ def _store_verified(session: Session, sums: dict[int, int], replace: bool) -> No
 
 
 def request_check(session: Session, organizer: User, kind: str, now: datetime) -> LedgerCheck:
-    """Ask for a check (``full`` or ``new``) that the ``verify-ledger`` job runs soon.
-    ``CheckAlreadyWaiting`` if one is already waiting. Flushes."""
+    """Ask for a check (``full`` or ``new``) that the ``verify-ledger`` job runs soon, with its
+    audit-log row. ``CheckAlreadyWaiting`` if one is already waiting. Flushes."""
     if kind not in ("full", "new"):
         raise ValueError(f"unknown kind of check {kind!r}")
     if session.scalar(select(LedgerCheck.id).where(
@@ -193,6 +193,8 @@ def request_check(session: Session, organizer: User, kind: str, now: datetime) -
                         requested_at=now)
     session.add(check)
     session.flush()
+    audit.record(session, organizer, "ask for a ledger check", f"ledger check {check.id}",
+                 after={"kind": kind})
     return check
 
 

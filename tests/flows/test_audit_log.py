@@ -12,7 +12,7 @@ from tests.flows.test_payouts import IBAN_NO, earn
 from upss.extensions import db
 from upss.models import AuditLog
 
-ORGANIZER_BLUEPRINTS = ("organizer", "audit")
+ORGANIZER_BLUEPRINTS = ("organizer", "money")
 
 
 def organizer_post_rules(app) -> set[str]:

@@ -577,6 +577,8 @@ def organizer_forms(app, world) -> list[FormSpec]:
                f"/organizer/payouts/{batch_id}/settled", client, token),
         button("organizer: reconcile with Stripe now", "/organizer/reconciliation", client,
                token),
+        button("organizer: check the whole ledger", "/organizer/ledger/checks/full", client,
+               token),
     ]
 
 
