@@ -40,6 +40,22 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 DATABASES = ("sqlite", "postgresql")
 
 
+#: Files that take minutes, started first: with two workers and whole files per worker
+#: (``--dist loadfile``), a long file at the end of the queue leaves the other worker idle.
+SLOW_FILES_FIRST = ("tests/flows/test_readme.py", "tests/flows/test_fuzz_forms.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    """Move ``SLOW_FILES_FIRST`` to the front of the run (a stable sort keeps every other
+    test's order)."""
+    def slow_first(item) -> int:
+        path = item.nodeid.split("::", 1)[0]
+        return SLOW_FILES_FIRST.index(path) if path in SLOW_FILES_FIRST else len(
+            SLOW_FILES_FIRST)
+
+    items.sort(key=slow_first)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
