@@ -358,14 +358,6 @@ def _payout_event(session: Session, event: WebhookEvent) -> str:
     return "applied: payout " + ", ".join(done) if done else "ignored: payout already posted"
 
 
-def open_disputes(session: Session, limit: int = 50) -> list[StripeDispute]:
-    """Disputes still open at Stripe, the nearest evidence deadline first (for the organizer)."""
-    return list(session.scalars(select(StripeDispute).where(
-        StripeDispute.status.not_in(CLOSED_DISPUTE))
-        .order_by(StripeDispute.evidence_due_at.is_(None), StripeDispute.evidence_due_at)
-        .limit(limit)))
-
-
 #: Event type -> what applies it (the payment events are in ``payments``).
 HANDLERS = {
     "charge.refunded": _refund_event,
