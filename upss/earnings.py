@@ -23,11 +23,10 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from flask import current_app
-from sqlalchemy import case, func, literal, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from . import ledger, payouts, settings, statements
-from .dbtypes import UTCDateTime
 from .models import (
     AnswererProfile,
     LedgerAccount,
@@ -97,22 +96,29 @@ def recent_and_yearly_income(session: Session, zones: dict[int, ZoneInfo], now: 
     if not names:
         return {}
     recent_from = now - period
-    year_from = {name: year_start(now, zones[i]) for name, i in names.items()}
-    year_cutoff = case({name: literal(start, UTCDateTime()) for name, start in year_from.items()},
-                       value=LedgerAccount.name)
+    # One sum per distinct start of the year (one per UTC offset on 1 January, so a handful),
+    # not a CASE over every answerer: that was evaluated for each entry read.
+    year_from = {i: year_start(now, zone) for i, zone in zones.items()}
+    starts = sorted(set(year_from.values()))
+    column = {start: n for n, start in enumerate(starts)}
     credited = -LedgerEntry.amount_cents
     rows = session.execute(
         select(LedgerAccount.name,
                func.sum(case((LedgerTransaction.created_at >= recent_from, credited), else_=0)),
-               func.sum(case((LedgerTransaction.created_at >= year_cutoff, credited), else_=0)))
+               *(func.sum(case((LedgerTransaction.created_at >= start, credited), else_=0))
+                 for start in starts))
         .join(LedgerEntry, LedgerEntry.account_id == LedgerAccount.id)
         .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
         .where(LedgerAccount.name.in_(names), LedgerEntry.amount_cents < 0,
                LedgerTransaction.reverses_id.is_(None),
-               LedgerTransaction.created_at >= min(recent_from, *year_from.values()))
+               LedgerTransaction.created_at >= min(recent_from, starts[0]))
         .group_by(LedgerAccount.name))
-    return {names[name]: (int(recent or 0), int(this_year or 0))
-            for name, recent, this_year in rows}
+    income = {}
+    for name, recent, *this_year in rows:
+        answerer_id = names[name]
+        income[answerer_id] = (int(recent or 0),
+                               int(this_year[column[year_from[answerer_id]]] or 0))
+    return income
 
 
 def next_payout_date(now: datetime, zone: ZoneInfo) -> date:

@@ -81,6 +81,24 @@ def test_the_year_of_the_ceiling_is_the_answerers_own(app, world, zone, earned_a
     assert release_at(world, JANUARY) == ([(q, a)] if gets_it else [])
 
 
+def test_answerers_of_different_zones_read_in_one_run_each_get_their_own_year(app, world):
+    """One reading for answerers in New York and Auckland at once: 500 earned at 10:00 UTC and
+    700 at 12:00 UTC on 31 December. Auckland's 2026 began at 11:00 UTC that day, so only the
+    700 is this year's there; New York is still in 2025 at 04:00 UTC on 1 January, so both are
+    its year's (and of each one's last 30 days)."""
+    new_york = world.answerer(timezone="America/New_York")
+    auckland = world.answerer(timezone="Pacific/Auckland")
+    for who in (new_york, auckland):
+        earn(app, who, 500, datetime(2025, 12, 31, 10, 0, tzinfo=UTC))
+        earn(app, who, 700, datetime(2025, 12, 31, 12, 0, tzinfo=UTC))
+    now = datetime(2026, 1, 1, 4, 0, tzinfo=UTC)
+    with app.app_context():
+        income = earnings.recent_and_yearly_income(
+            db.session, {new_york: ZoneInfo("America/New_York"),
+                         auckland: ZoneInfo("Pacific/Auckland")}, now, timedelta(days=30))
+    assert income == {new_york: (1200, 1200), auckland: (1200, 700)}
+
+
 # --- A question past its deadline is never offered ---------------------------------------------
 
 @pytest.mark.parametrize("window", ["inside", "outside"])
