@@ -416,7 +416,7 @@ def walk(conn, report: VerifyReport, head_id: int, hmac_key: bytes | None,
                        LedgerEntry.amount_cents, LedgerEntry.currency)
                 .join(LedgerAccount, LedgerAccount.id == LedgerEntry.account_id)
                 .where(LedgerEntry.transaction_id.between(batch[0].id, batch[-1].id))
-                .order_by(LedgerEntry.transaction_id, LedgerEntry.id)):
+                .order_by(LedgerEntry.transaction_id, LedgerEntry.id)).all():
             entries.setdefault(tx_id, []).append((name, account_id, int(amount), currency))
         for tx in batch:
             last_id = tx.id

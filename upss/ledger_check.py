@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, text
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -51,6 +51,8 @@ from .models import (
 MAX_PROBLEMS = 50
 #: Accounts read or written per statement.
 CHUNK = 1000
+#: Accounts per statement when PostgreSQL stores verified balances from two arrays.
+BULK_CHUNK = 50_000
 #: After a check that found problems, the job checks again by itself only this much later.
 RECHECK_FAILED = timedelta(hours=1)
 #: The summary counts unverified transactions up to this many, then says "more than".
@@ -163,6 +165,16 @@ def _store_verified(session: Session, sums: dict[int, int], replace: bool) -> No
     account); after an incremental one, add ``sums`` (the new entries) to what is stored."""
     if replace:
         session.execute(delete(LedgerVerifiedBalance))
+        if session.get_bind().dialect.name == "postgresql":
+            # Two arrays in one statement: one row per account costs no round trip.
+            ids, cents = list(sums), list(sums.values())
+            for start in range(0, len(ids), BULK_CHUNK):
+                session.execute(text(
+                    "INSERT INTO ledger_verified_balance (account_id, balance_cents)"
+                    " SELECT * FROM unnest(CAST(:ids AS integer[]), CAST(:cents AS bigint[]))"),
+                    {"ids": ids[start:start + BULK_CHUNK],
+                     "cents": cents[start:start + BULK_CHUNK]})
+            return
         rows = [{"account_id": account_id, "balance_cents": cents}
                 for account_id, cents in sums.items()]
         for start in range(0, len(rows), CHUNK):
