@@ -384,6 +384,8 @@ KIND_PREFIXES = {"escrow": _ESCROW, "payable": _PAYABLE}
 def kind_type(kind: str) -> str:
     """The account type of a kind of account (``account_kind``)."""
     return "liability" if kind in KIND_PREFIXES else account_type(kind)
+
+
 #: Columns of a transaction that its hash covers (with its entries).
 _TX_COLUMNS = (LedgerTransaction.id, LedgerTransaction.idempotency_key,
                LedgerTransaction.description, LedgerTransaction.reverses_id,

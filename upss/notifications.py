@@ -490,7 +490,8 @@ def failed_for(session: Session, user: User, limit: int = 10) -> list[FailedNoti
     rows = session.scalars(select(Notification).where(
         Notification.user_id == user.id, Notification.status == "failed")
         .order_by(Notification.id.desc()).limit(limit))
-    return [FailedNotice(at=row.created_at, subject=describe(session, row, user).subject,
+    zone = user_zone(session, user).key  # once for the list, not once a message
+    return [FailedNotice(at=row.created_at, subject=describe(session, row, user, zone).subject,
                          error=row.last_error) for row in rows]
 
 
