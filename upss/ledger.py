@@ -294,14 +294,12 @@ def post(session: Session, key: str, description: str, entries: Iterable[tuple[s
     if prev_version > version:
         raise MissingKey("the ledger's chain is keyed: set UPSS_LEDGER_HMAC_KEY to post")
     accounts = _accounts(session, {name for name, _ in checked}, currency)
-    tx = LedgerTransaction(
+    # One INSERT … RETURNING that gives the ORM object (no unit-of-work flush).
+    tx = session.scalars(insert(LedgerTransaction).returning(LedgerTransaction), [dict(
         idempotency_key=key, description=description, reverses_id=reverses_id,
         created_at=created_at, hash_version=version, prev_hash=prev_hash,
         hash=hash_for(prev_hash, key, description, currency, reverses_id, checked, created_at,
-                      version, hmac_key),
-    )
-    session.add(tx)
-    session.flush()
+                      version, hmac_key))]).one()
     # The entries in one statement (nothing read back: ``tx.entries`` loads when used), then
     # one UPDATE for every account's cached balance (an account may appear more than once).
     session.execute(insert(LedgerEntry), [
