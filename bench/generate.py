@@ -314,7 +314,9 @@ def generate(database: str, questions: int, seed: int = 1, *, quiet: bool = Fals
                  [(ledger.STRIPE_FEES, fee), (ledger.STRIPE_BALANCE, -fee)])
         if answerer is not None:
             t += timedelta(hours=rng.randint(1, 12))
-            outcome = "open" if state == "offered" else "claimed"
+            # A refunded question that had an answerer: their lock ran out first (below).
+            outcome = ("open" if state == "offered" else
+                       "lapsed" if state == "refunded" else "claimed")
             offers.add(qid, answerer, t, t + timedelta(hours=12), outcome,
                        None if outcome == "open" else t + timedelta(minutes=20))
             ev.append(("offer", "queued", "offered", None, "scheduler", t))

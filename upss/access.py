@@ -79,7 +79,7 @@ def relations(session: Session, question: Question, user: User | None) -> frozen
         found.add("answerer")
     elif user.is_answerer and session.scalar(select(Offer.id).where(
             Offer.question_id == question.id, Offer.answerer_id == user.id,
-            Offer.outcome == "claimed").limit(1)) is not None:
+            Offer.outcome.in_(("claimed", "lapsed"))).limit(1)) is not None:
         found.add("former_answerer")
     return frozenset(found)
 

@@ -58,10 +58,11 @@ def asker_questions(session: Session, asker: User, cursor: str | None,
 
 def lapsed_drafts(session: Session, answerer: User, cursor: str | None,
                   per_page: int = PER_PAGE) -> Page[Question]:
-    """Questions the answerer picked up whose time ran out before they answered, now waiting
-    in the queue or offered to someone else (their draft is kept), newest first."""
+    """Questions the answerer picked up whose time ran out before they answered (their offer
+    ``lapsed``), now waiting in the queue or offered to someone else (their draft is kept),
+    newest first. Reads the answerer's lapsed claims only, not every claim they ever made."""
     claimed = select(Offer.question_id).where(Offer.answerer_id == answerer.id,
-                                              Offer.outcome == "claimed")
+                                              Offer.outcome == "lapsed")
     query = select(Question).where(
         Question.id.in_(claimed), Question.status.in_(("queued", "offered")),
         or_(Question.answerer_id.is_(None), Question.answerer_id != answerer.id))

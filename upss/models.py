@@ -310,8 +310,8 @@ class Offer(db.Model):
         #: An answerer's lapsed drafts, a page at a time (``upss.lists.lapsed_drafts``).
         Index("ix_offer_answerer_id_outcome_question_id", "answerer_id", "outcome",
               "question_id"),
-        CheckConstraint("outcome IN ('open', 'claimed', 'declined', 'expired', 'withdrawn')",
-                        name="outcome_known"),
+        CheckConstraint("outcome IN ('open', 'claimed', 'declined', 'expired', 'withdrawn', "
+                        "'lapsed')", name="outcome_known"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -319,6 +319,9 @@ class Offer(db.Model):
     answerer_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
     offered_at: Mapped[datetime] = mapped_column(UTCDateTime)
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    #: open; claimed; declined; expired (nobody picked it up in time); withdrawn (the answerer
+    #: was suspended); lapsed: claimed, then the lock ran out or the answerer was suspended
+    #: before they answered (their draft is kept: ``upss.lists.lapsed_drafts``).
     outcome: Mapped[str] = mapped_column(String(20), default="open")
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 

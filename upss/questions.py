@@ -381,9 +381,23 @@ def expire_offer(session: Session, question: Question, now: datetime) -> None:
 
 def expire_lock(session: Session, question: Question, now: datetime) -> None:
     """A claim whose time ran out: back to the queue. The answerer's draft stays saved."""
+    answerer_id = question.answerer_id
     _transition(session, question, "expire_lock", at=now, actor=None, actor_kind="scheduler",
                 answerer_id=None, lock_expires_at=None,
                 guard=(Question.lock_expires_at <= now,))
+    _claim_lapsed(session, question, answerer_id)
+
+
+def _claim_lapsed(session: Session, question: Question, answerer_id: int | None) -> None:
+    """The answerer's claim ended before they answered: its offer becomes ``lapsed``, which
+    lists the question among their saved drafts (``upss.lists.lapsed_drafts``)."""
+    session.execute(
+        update(Offer)
+        .where(Offer.question_id == question.id, Offer.answerer_id == answerer_id,
+               Offer.outcome == "claimed")
+        .values(outcome="lapsed")
+        .execution_options(synchronize_session=False)
+    )
 
 
 def lock_extension(question: Question, rules: settings.Settings) -> timedelta:
@@ -530,6 +544,7 @@ def withdraw_from_answerer(session: Session, answerer: User, now: datetime,
         elif question.status == "claimed":
             _transition(session, question, "withdraw_claim", at=now, actor=actor, note=note,
                         answerer_id=None, lock_expires_at=None)
+            _claim_lapsed(session, question, answerer.id)
         else:
             _transition(session, question, "withdraw_clarification", at=now, actor=actor,
                         note=note, dispute_reason="The answerer was suspended before they could "

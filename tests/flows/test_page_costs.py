@@ -151,7 +151,7 @@ def build(app) -> Scene:
         # The answerer picked the queued question up once and ran out of time: a lapsed draft.
         session.add_all([
             Offer(question_id=s.question["queued"], answerer_id=s.answerer, offered_at=now,
-                  expires_at=now, outcome="claimed", resolved_at=now),
+                  expires_at=now, outcome="lapsed", resolved_at=now),
             AnswerDraft(question_id=s.question["queued"], answerer_id=s.answerer,
                         body="Half an answer")])
         applications = {a.user_id: a for a in session.scalars(select(AnswererApplication))}

@@ -155,9 +155,9 @@ def make_lapsed_drafts(ctx: Ctx, n: int) -> list[str]:
     rows = [_question(asker, ctx.next(), status="queued") for _ in range(n)]
     db.session.add_all(rows)
     db.session.flush()
-    # Claimed twice (picked up, ran out, offered again, picked up again): listed once.
+    # Lapsed twice (picked up, ran out, offered again, picked up, ran out again): listed once.
     db.session.add_all([Offer(question_id=q.id, answerer_id=ctx.viewer, offered_at=T0,
-                              expires_at=T0, outcome="claimed")
+                              expires_at=T0, outcome="lapsed")
                         for q in rows for _ in range(2)])
     db.session.flush()
     return [f"/answer/questions/{q.id}\"" for q in rows]
