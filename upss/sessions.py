@@ -68,6 +68,7 @@ def check(session: Session, token: str | None, user_id: int, now: datetime,
     """
     if not token:
         return None, False
+    # ``UserSession.user`` comes in the same query (a joined load): one query per request.
     row = session.scalar(select(UserSession).where(UserSession.token_hash == _hash(token)))
     if row is None or row.user_id != user_id or row.ended_at is not None:
         return None, False

@@ -546,6 +546,7 @@ def test_signed_in_pages_and_downloads_are_not_stored(app, client, make_user):
     for url in ("/questions", "/organizer/ledger", "/organizer/ledger/entries.csv",
                 "/organizer/payouts.csv", "/account/preferences"):
         response = client.get(url)
+        response.get_data()  # read a streamed download to its end, as a browser does
         assert response.status_code == 200, url
         assert response.headers["Cache-Control"] == "no-store", url
     assert "no-store" not in client.get("/static/css/upss.css").headers.get(

@@ -45,7 +45,7 @@ def load_user(user_id: str) -> User | None:
         for key in (SESSION_TOKEN, "_user_id", "_fresh", "_id"):
             session.pop(key, None)
         return None
-    return db.session.get(User, live.user_id)
+    return live.user
 
 
 @bp.before_app_request
