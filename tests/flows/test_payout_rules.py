@@ -30,6 +30,7 @@ from upss.models import (
     AnswererProfile,
     AuditLog,
     LedgerTransaction,
+    Notification,
     Payout,
     PayoutBatch,
     User,
@@ -88,6 +89,15 @@ def posting(app, key: str) -> tuple[str, str | None, dict[str, int]] | None:
 def resolve(app, now) -> str | None:
     with app.test_request_context():
         return payouts.resolve_unfinished(db.session, now)
+
+
+def payout_messages(app, user_id: int) -> list[tuple[str, str | None]]:
+    """The payout messages written to ``user_id``, oldest first: (kind, reason code)."""
+    with app.app_context():
+        return [(n.kind, json.loads(n.data)["reason"]) for n in db.session.scalars(
+            select(Notification).where(Notification.user_id == user_id,
+                                       Notification.kind.like("payout%"))
+            .order_by(Notification.id))]
 
 
 # --- the organizer's "Run a payout batch now" ------------------------------------------------
@@ -169,6 +179,7 @@ def test_a_long_refusal_is_cut_to_fit_the_payout_and_its_reversal(app, world, st
         {f"payable:answerer:{a}": -1800, "stripe_balance": 1800})
     profile = detached(app, AnswererProfile, a)
     assert (profile.payout_failures, profile.payouts_held_until) == (1, now + timedelta(days=7))
+    assert payout_messages(app, a) == [("payout_failed", "transfer_refused")]
 
 
 def test_a_long_unclear_answer_is_cut_to_fit_the_payout(app, world, stripe):
@@ -224,6 +235,7 @@ def test_the_look_up_job_fails_payouts_stripe_never_made_once_their_key_expired(
             f"Payout {payout.id} not made at Stripe", f"payout:{payout.id}",
             {f"payable:answerer:{person}": -1800, "stripe_balance": 1800})
         assert balance(app, f"payable:answerer:{person}") == -1800
+        assert payout_messages(app, person)[-1] == ("payout_failed", "not_at_stripe")
     assert after[people[2]].status == "unknown"
     assert posting(app, f"payout:{down.id}:reversal") is None
 
@@ -269,6 +281,41 @@ def test_a_transfer_found_with_another_amount_leaves_the_payout_unknown(app, wor
     after = detached(app, Payout, payout.id)
     assert (after.status, after.stripe_transfer_id, after.failure_code, after.failure_reason) == (
         "unknown", None, "amount_differs", f"{odd}: 17.99 EUR"[:500])
+
+
+@pytest.mark.parametrize("amount, currency, shown", [
+    (1799, "EUR", "17.99 EUR"),  # another amount
+    (1800, "JPY", "1800 JPY"),  # another currency, shown in its own units (no cents)
+])
+def test_a_payout_left_sending_and_found_unlike_itself_tells_the_answerer_once(
+        app, world, stripe, amount, currency, shown):
+    """The process died while sending; the look-up finds a transfer that does not match:
+    the payout becomes unknown and the answerer is told once that it is being checked, with
+    the time it was sent and the reason. A later look-up that finds the same says nothing."""
+    a = connect(world)
+    earn(app, world, a, 2000)
+    now = later()
+    with app.test_request_context():
+        payouts.run_batch(db.session, now)
+        db.session.commit()
+    with app.app_context():
+        payout = db.session.scalar(select(Payout))
+    stripe.found[payout.idempotency_key] = [Transfer(
+        id="tr_odd", amount=amount, currency=currency, destination="acct_x",
+        transfer_group=payout.idempotency_key)]
+    for minutes in (0, 10):
+        assert resolve(app, now + payouts.STALE_SENDING + timedelta(minutes=minutes)) == (
+            "1 found: unknown")
+    after = detached(app, Payout, payout.id)
+    assert (after.status, after.failure_code, after.failure_reason) == (
+        "unknown", "amount_differs", f"tr_odd: {shown}")
+    with app.app_context():
+        told = [(n.kind, json.loads(n.data)) for n in db.session.scalars(
+            select(Notification).where(Notification.user_id == a,
+                                       Notification.kind.like("payout%")))]
+    assert told == [("payout_unknown", {
+        "payout_id": payout.id, "amount_cents": 1800, "currency": "EUR", "method": "connect",
+        "at": now.isoformat(), "reason": "amount_differs"})]
 
 
 def test_a_payout_settled_while_it_was_looked_up_is_left_alone(app, world, stripe):
