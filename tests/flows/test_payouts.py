@@ -25,6 +25,7 @@ from upss.models import (
     AuditLog,
     LedgerAccount,
     LedgerTransaction,
+    Notification,
     Payout,
     PayoutBatch,
     Question,
@@ -428,20 +429,32 @@ def test_a_sepa_file_paid_by_the_bank_clears_bank_clearing_once(app, world):
         user = db.session.get(User, organizer)
         with pytest.raises(sepa.SepaStateError):
             sepa.mark_file_settled(db.session, batch, user, later())
-        sepa.mark_file_sent(db.session, batch, user, later())
-        assert sepa.mark_file_settled(db.session, batch, user, later()) == 1800 + 2700
+        sent_at = later()
+        sepa.mark_file_sent(db.session, batch, user, sent_at)
+        settled_at = later()
+        assert sepa.mark_file_settled(db.session, batch, user, settled_at) == 1800 + 2700
         assert sepa.mark_file_settled(db.session, batch, user, later()) == 0
+        assert (batch.sepa_settled_by_id, batch.sepa_settled_at) == (organizer, settled_at)
         db.session.commit()
     assert balance(app, "bank_clearing") == 0
     assert balance(app, "bank") == -(1800 + 2700)
     with app.app_context():
         returned = db.session.scalar(select(Payout).where(Payout.batch_id == batch_id,
                                                           Payout.answerer_id == a))
+        returned_at = later()
         sepa.mark_payout_returned(db.session, returned, db.session.get(User, organizer),
-                                  "AC04 account closed", later())
+                                  "AC04 account closed", returned_at)
         db.session.commit()
     assert balance(app, "bank") == -2700
     assert balance(app, f"payable:answerer:{a}") == -1800
+    with app.app_context():  # each answerer is told at the moment of each mark
+        told = db.session.execute(select(Notification.user_id, Notification.kind,
+                                         Notification.created_at)
+                                  .where(Notification.kind.like("payout%"))
+                                  .order_by(Notification.id)).all()
+    assert [tuple(row) for row in told] == [
+        (a, "payout_sent", sent_at), (b, "payout_sent", sent_at),
+        (a, "payout_failed", returned_at)]
 
 
 def test_a_batch_without_a_sepa_file_cannot_be_marked_sent(app, world, transfers):
