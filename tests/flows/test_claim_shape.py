@@ -73,15 +73,21 @@ def test_a_refused_claim_says_why_and_changes_nothing(app, world, case):
             db.session.commit()
     elif case == "claimed_already":
         world.act(questions.claim, q, a, now)
-    expected = {"someone_else": questions.NotYourOffer, "run_out": questions.NotYourOffer,
-                "suspended": questions.Suspended,
-                "claimed_already": questions.InvalidTransition}[case]
+    expected, says = {
+        "someone_else": (questions.NotYourOffer, f"question {q} is not offered to you"),
+        "run_out": (questions.NotYourOffer, "the offer has run out"),
+        "suspended": (questions.Suspended, f"answerer {a} is not an active answerer"),
+        "claimed_already": (questions.InvalidTransition, f"question {q} is claimed: cannot claim"),
+    }[case]
     before = world.question(q)
     with app.test_request_context():
         question, user = db.session.get(Question, q), db.session.get(User, who)
-        with pytest.raises(expected):
+        with pytest.raises(expected) as refused:
             questions.claim(db.session, question, user, now)
         db.session.rollback()
+    assert str(refused.value) == says
+    if case == "claimed_already":
+        assert (refused.value.status, refused.value.action) == ("claimed", "claim")
     after = world.question(q)
     assert (after.status, after.answerer_id, after.lock_expires_at) == (
         before.status, before.answerer_id, before.lock_expires_at)

@@ -17,7 +17,7 @@ from tests.flows.test_notifications import BASE, NIGHT, dispatch, offer_to, path
 from tests.flows.test_payouts import IBAN_NO, FakeTransfers, batch_payouts, earn, later, run_batch
 from upss import payments, payouts, questions, release, sepa, stripe_money, vetting
 from upss.extensions import db
-from upss.models import AnswererApplication, PayoutBatch, Question, User
+from upss.models import AnswererApplication, Notification, PayoutBatch, Question, User
 from upss.stripe_gateway import GatewayError, gateway
 
 
@@ -285,6 +285,9 @@ def test_a_dispute_decided_for_the_asker_tells_both_once(app, world, smtp_server
         assert payments.refund_question(
             db.session, db.session.get(Question, q), "refund_dispute",
             db.session.get(User, organizer), NIGHT + timedelta(hours=2)) == "sent"
+        assert db.session.scalars(select(Notification.created_at).where(
+            Notification.user_id == answerer, Notification.kind == "dispute_decided")).all() == [
+            NIGHT + timedelta(hours=2)]  # written at the moment of the decision
     messages = sent(app, smtp_server)
     assert sorted((m["To"].addresses[0].addr_spec, m["Subject"]) for m in messages) == sorted([
         (email_of(app, asker), "We have refunded €10.00 for “Q”"),

@@ -115,6 +115,21 @@ def _refund_at_stripe(world, q, a):
     world.act(questions.refund_at_stripe, q, None, NIGHT + timedelta(hours=2))
 
 
+def test_a_question_refunded_at_stripe_while_offered_keeps_no_offer(app, world):
+    """Refunded at Stripe while offered: no offer expiry is left on the question (nothing
+    would send it back to the queue) and the open offer is withdrawn at that moment."""
+    a = world.answerer()
+    q = world.paid_question(paid_at=DAY)
+    world.run(release.release_due_questions, NIGHT)
+    at = NIGHT + timedelta(hours=2)
+    world.act(questions.refund_at_stripe, q, None, at)
+    after = world.question(q)
+    assert (after.status, after.offer_expires_at, after.closed_at) == ("refunded", None, at)
+    with app.app_context():
+        assert db.session.execute(sa.select(Offer.answerer_id, Offer.outcome, Offer.resolved_at)
+                                  .where(Offer.question_id == q)).one() == (a, "withdrawn", at)
+
+
 @pytest.mark.parametrize("resolve, outcome", [
     (_decline, "declined"), (_claim, "claimed"), (_expire, "expired"),
     (_refund_at_stripe, "withdrawn"),
