@@ -292,15 +292,15 @@ def run_batch_audited(session: Session, now: datetime, organizer: User) -> Payou
     return batch
 
 
-def send_transfers(session: Session, now: datetime, batch_id: int | None = None) -> int:
-    """Phase 2: send every ``sending`` Connect payout (of ``batch_id``, or all) that has not
-    been tried yet, each between two commits; returns how many were sent. Owns its
-    transactions: commits what the caller left first."""
+def send_transfers(session: Session, now: datetime, batch_id: int) -> int:
+    """Phase 2: send every ``sending`` Connect payout of ``batch_id`` that has not been tried
+    yet, each between two commits; returns how many were sent. One that was tried (its
+    process died during the call) is left to ``resolve_unfinished``, which looks it up first.
+    Owns its transactions: commits what the caller left first."""
     session.commit()
-    query = select(Payout.id).where(Payout.status == "sending", Payout.attempts == 0)
-    if batch_id is not None:
-        query = query.where(Payout.batch_id == batch_id)
-    ids = list(session.scalars(query.order_by(Payout.id)))
+    ids = list(session.scalars(select(Payout.id).where(
+        Payout.batch_id == batch_id, Payout.status == "sending", Payout.attempts == 0)
+        .order_by(Payout.id)))
     session.commit()
     return sum(_send_transfer(session, payout_id, now) == "sent" for payout_id in ids)
 

@@ -240,6 +240,28 @@ def test_the_look_up_job_fails_payouts_stripe_never_made_once_their_key_expired(
     assert posting(app, f"payout:{down.id}:reversal") is None
 
 
+def test_sending_a_batch_again_sends_neither_a_tried_payout_nor_another_batchs(app, world,
+                                                                                stripe):
+    """Two batches left ``sending``; in the first, one payout was tried (its process died
+    during the call). Sending the first batch sends only its untried payout: the tried one is
+    left to the look-up job, the other batch's to its own run."""
+    first, second, other = (connect(world) for _ in range(3))
+    for person in (first, second):
+        earn(app, world, person, 2000)
+    now = later()
+    with app.test_request_context():
+        batch_id = payouts.run_batch(db.session, now).id
+        db.session.commit()
+    earn(app, world, other, 2000)
+    with app.test_request_context():
+        payouts.run_batch(db.session, now + timedelta(days=8))
+        tried = db.session.scalar(select(Payout).where(Payout.answerer_id == first))
+        tried.attempts = 1
+        db.session.commit()
+        assert payouts.send_transfers(db.session, now, batch_id) == 1
+    assert [call["metadata"]["answerer_id"] for call in stripe.calls] == [second]
+
+
 def test_a_payout_left_sending_is_looked_up_from_two_minutes_and_sent_at_that_time(app, world,
                                                                                    stripe):
     """The process died before sending: the job leaves the payout alone for two minutes
