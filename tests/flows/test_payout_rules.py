@@ -206,6 +206,39 @@ def test_eligible_amounts_for_one_answerer_and_the_inactive_hold(app, world):
         assert payouts.holds(db.session, now, []) == {}
 
 
+def test_a_hold_is_told_once_until_the_answerer_is_paid_and_again_after(app, world):
+    """No valid IBAN: the first batch tells the answerer why their money waits, the next one
+    does not repeat it. Once they are paid, the same hold later is news again."""
+    a = world.answerer()
+
+    def set_iban(iban: str | None) -> None:
+        with app.app_context():
+            db.session.get(AnswererProfile, a).iban = iban
+            db.session.commit()
+
+    earn(app, world, a, 2000)
+    assert run_batch(app, later(15)) is None
+    assert run_batch(app, later(22)) is None
+    assert payout_messages(app, a) == [("payout_held", "no_valid_iban")]
+    set_iban(IBAN_NO)
+    assert run_batch(app, later(29)) is not None
+    set_iban(None)
+    earn(app, world, a, 3000)
+    assert run_batch(app, later(50)) is None
+    assert payout_messages(app, a) == [("payout_held", "no_valid_iban")] * 2
+
+
+def test_a_one_cent_debit_lowers_what_is_owed(app, world):
+    """Every debit of the answerer's payable account counts, however small."""
+    a = world.answerer(iban=IBAN_NO)
+    earn(app, world, a, 2000)
+    with app.app_context():
+        ledger.post(db.session, "correction:1", "A one-cent correction",
+                    [(f"payable:answerer:{a}", 1), ("stripe_balance", -1)], "EUR")
+        db.session.commit()
+        assert payouts.eligible_amounts(db.session, later(), answerer_id=a) == {a: 1799}
+
+
 # --- the look-up job (resolve_unfinished) ----------------------------------------------------
 
 def test_the_look_up_job_fails_payouts_stripe_never_made_once_their_key_expired(app, world,
