@@ -551,7 +551,7 @@ def verify_accounts(session: Session, names: Iterable[str]) -> list[str]:
             problems.append(f"transaction {tx.id} ({tx.idempotency_key}) is unbalanced")
         try:
             expected = hash_for(tx.prev_hash, tx.idempotency_key, tx.description,
-                                tx_entries[0].currency if tx_entries else "", tx.reverses_id,
+                                tx_entries[0].currency, tx.reverses_id,  # found by an entry
                                 [(names_by_id[e.account_id], e.amount_cents)
                                  for e in tx_entries], tx.created_at, tx.hash_version, hmac_key)
         except MissingKey as exc:

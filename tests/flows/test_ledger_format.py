@@ -195,18 +195,41 @@ def test_with_the_key_a_rehashed_tail_is_detected(app, session):
         assert problem.startswith(f"chain broken at transaction {last.id} (payment:pi_2): ")
         assert problem.endswith("content changed" if version == 3
                                 else "hash version went down from 3 to 2")
+        # The check before a payout batch (only the accounts it pays from) sees it too.
+        assert ledger.verify_accounts(session, ["escrow:question:2"]) == [
+            f"transaction {last.id} (payment:pi_2): content changed" if version == 3
+            else f"transaction {last.id} (payment:pi_2): hash version went down"]
 
 
 @pytest.mark.ledger_tampered
 def test_without_the_key_a_keyed_chain_is_neither_extended_nor_passed(app, session):
     app.config["UPSS_LEDGER_HMAC_KEY"] = KEY.decode()
-    ledger.post(session, "payment:pi_1", "payment", ENTRIES, "EUR", now=MOMENT)
+    first = ledger.post(session, "payment:pi_1", "payment", ENTRIES, "EUR", now=MOMENT)
+    second = ledger.post(session, "payment:pi_2", "payment",
+                         [("stripe_balance", 300), ("escrow:question:2", -300)], "EUR",
+                         now=MOMENT)
     session.commit()
     app.config["UPSS_LEDGER_HMAC_KEY"] = None
     with pytest.raises(ledger.MissingKey):
-        ledger.post(session, "payment:pi_2", "payment", ENTRIES[::-1], "EUR", now=MOMENT)
+        ledger.post(session, "payment:pi_3", "payment", ENTRIES[::-1], "EUR", now=MOMENT)
     session.rollback()
     assert "UPSS_LEDGER_HMAC_KEY is not set" in ledger.verify(session).problems[0]
+    # Checking some accounts names every keyed transaction it cannot check, not the first.
+    cannot = "this transaction is keyed: set UPSS_LEDGER_HMAC_KEY to check it"
+    assert ledger.verify_accounts(session, ["stripe_balance"]) == [
+        f"transaction {first.id} (payment:pi_1): {cannot}",
+        f"transaction {second.id} (payment:pi_2): {cannot}"]
+
+
+@pytest.mark.ledger_tampered
+def test_an_account_with_a_balance_and_no_entries_is_found(session):
+    """A cached balance put on an account that no transaction ever touched."""
+    without_guards(session)
+    session.add(LedgerAccount(name="payable:answerer:99", type="liability", currency="EUR",
+                              balance_cents=-500))
+    session.commit()
+    assert ledger.verify_accounts(session, ["payable:answerer:99"]) == [
+        "account payable:answerer:99: cached balance -500 but entries sum to 0"]
 
 
 def test_a_naive_time_is_refused(session):

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from tests.flows.test_release import DAY, NIGHT, offers
 from upss import ledger, questions, release, vetting
 from upss.extensions import db
-from upss.models import Offer, User
+from upss.models import AnswererProfile, Offer, User
 
 
 def earn(app, answerer: int, cents: int, at: datetime) -> None:
@@ -243,6 +243,50 @@ def test_claimed_work_counts_toward_the_open_offer_limit(app, world):
     second = world.paid_question(paid_at=DAY)
     assert world.run(release.release_due_questions, NIGHT + timedelta(minutes=10)) == []
     assert world.question(second).status == "queued"
+
+
+def test_an_answerer_with_one_question_in_hand_takes_only_up_to_the_limit_in_a_run(
+        app, world):
+    """Open-offer limit 2, one claimed question in hand, three queued: one run offers them one
+    more (each offer in the run counts on top of what they hold)."""
+    app.config["UPSS_RELEASE_MAX_PER_RUN"] = 5
+    a = world.answerer(open_offer_limit=2)
+    held = world.paid_question(paid_at=DAY)
+    world.run(release.release_due_questions, NIGHT)
+    world.act(questions.claim, held, a, NIGHT)
+    queued = [world.paid_question(paid_at=DAY) for _ in range(3)]
+    made = world.run(release.release_due_questions, NIGHT + timedelta(minutes=10))
+    assert [(o.question_id, o.answerer_id) for o in made] == [(queued[0], a)]
+
+
+def test_the_only_answerer_whose_offer_expired_is_offered_it_again(app, world):
+    """Letting an offer expire is not declining it: with nobody else, it comes back to them."""
+    a = world.answerer()
+    q = world.paid_question(paid_at=DAY)
+    world.run(release.release_due_questions, NIGHT)
+    expired_at = world.question(q).offer_expires_at
+    assert world.run(release.expire_offers, expired_at) == 1
+    again = world.run(release.release_due_questions, expired_at + timedelta(minutes=1),
+                      ignore_window=True)
+    assert [(o.question_id, o.answerer_id) for o in again] == [(q, a)]
+
+
+def test_another_answerers_refusal_does_not_stop_the_run(app, world):
+    """``b`` declined the question and is suspended now (not a candidate); reading the
+    refusals of the page skips theirs, and ``a`` gets the question."""
+    a, b = world.answerer(), world.answerer()
+    q = world.paid_question(paid_at=DAY)
+    with app.app_context():
+        db.session.get(AnswererProfile, a).active = False
+        db.session.commit()
+    assert [o.answerer_id for o in world.run(release.release_due_questions, NIGHT)] == [b]
+    world.act(questions.decline, q, b, NIGHT + timedelta(minutes=1))
+    with app.app_context():
+        db.session.get(AnswererProfile, a).active = True
+        db.session.get(AnswererProfile, b).active = False
+        db.session.commit()
+    made = world.run(release.release_due_questions, NIGHT + timedelta(minutes=5))
+    assert [(o.question_id, o.answerer_id) for o in made] == [(q, a)]
 
 
 def test_an_answerer_whose_offer_expired_goes_last_for_that_question(app, world):
