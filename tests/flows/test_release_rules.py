@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from tests.flows.test_release import DAY, NIGHT, offers
+from tests.flows.test_release import DAY, NIGHT, answered, offers
 from upss import ledger, questions, release, vetting
 from upss.extensions import db
 from upss.models import AnswererProfile, Offer, User
@@ -287,6 +287,53 @@ def test_another_answerers_refusal_does_not_stop_the_run(app, world):
         db.session.commit()
     made = world.run(release.release_due_questions, NIGHT + timedelta(minutes=5))
     assert [(o.question_id, o.answerer_id) for o in made] == [(q, a)]
+
+
+def test_the_queue_is_read_page_after_page_in_paid_order(app, world, monkeypatch):
+    """Pages of two: the first holds only the answerer's own questions (nothing they can
+    take), so the run reads on, in (paid, id) order across equal and out-of-order payment
+    times, and offers each question it can, once."""
+    monkeypatch.setattr(release, "QUEUE_PAGE", 2)
+    app.config["UPSS_RELEASE_MAX_PER_RUN"] = 5
+    a, asker = world.answerer(), world.user("asker")
+    t = DAY - timedelta(hours=4)
+    own = {"asker_id": a}
+    q1 = world.paid_question(paid_at=t + timedelta(hours=2), **own)
+    q2 = world.paid_question(paid_at=t + timedelta(hours=1), **own)
+    q3 = world.paid_question(paid_at=t + timedelta(hours=1), asker_id=asker)
+    q4 = world.paid_question(paid_at=t + timedelta(hours=3), asker_id=asker)
+    q5 = world.paid_question(paid_at=t, **own)
+    made = world.run(release.release_due_questions, NIGHT)
+    assert [(o.question_id, o.answerer_id) for o in made] == [(q3, a), (q4, a)]
+    assert {q: world.question(q).status for q in (q1, q2, q5)} == dict.fromkeys(
+        (q1, q2, q5), "queued")
+
+
+def test_only_questions_still_to_pay_their_answerer_count_toward_the_ceiling(app, world):
+    """Ceiling 5000, 1800 earned on a closed question: a question worth 1800 to them still
+    fits (3600), because the closed one counts once, as earned, not again as in progress."""
+    q, a, asker = answered(world, price_cents=2000)
+    world.act(questions.accept, q, asker, NIGHT + timedelta(hours=2))
+    with app.app_context():
+        db.session.get(AnswererProfile, a).yearly_ceiling_cents = 5000
+        db.session.commit()
+    new = world.paid_question(paid_at=DAY, price_cents=2000)
+    made = world.run(release.release_due_questions, NIGHT + timedelta(hours=3))
+    assert [(o.question_id, o.answerer_id) for o in made] == [(new, a)]
+
+
+def test_a_held_question_counts_at_the_commission_it_was_paid_with(app, world):
+    """Held: 2000 paid at 10 % (1800 to them). The commission is now 50 %; a new 2000 question
+    is 1000 to them. Ceiling 2500: 1800 + 1000 does not fit (at today's rate the held one
+    would count 1000 and it would)."""
+    a = world.answerer(yearly_ceiling_cents=2500)
+    held = world.paid_question(paid_at=DAY, price_cents=2000)
+    assert [(o.question_id, o.answerer_id) for o in world.run(
+        release.release_due_questions, NIGHT)] == [(held, a)]
+    app.config["UPSS_COMMISSION_BPS"] = 5000
+    new = world.paid_question(paid_at=DAY, price_cents=2000)
+    assert world.run(release.release_due_questions, NIGHT + timedelta(minutes=5)) == []
+    assert world.question(new).status == "queued"
 
 
 def test_an_answerer_whose_offer_expired_goes_last_for_that_question(app, world):
