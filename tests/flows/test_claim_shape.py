@@ -58,7 +58,8 @@ def test_a_claim_is_one_guarded_update_returning_and_its_event(app, world):
             "claimed")
 
 
-@pytest.mark.parametrize("case", ["someone_else", "run_out", "suspended", "claimed_already"])
+@pytest.mark.parametrize("case", ["someone_else", "run_out", "suspended", "claimed_already",
+                                  "back_in_the_queue"])
 def test_a_refused_claim_says_why_and_changes_nothing(app, world, case):
     q, a = offered(world)
     now = NIGHT + timedelta(minutes=1)
@@ -73,11 +74,15 @@ def test_a_refused_claim_says_why_and_changes_nothing(app, world, case):
             db.session.commit()
     elif case == "claimed_already":
         world.act(questions.claim, q, a, now)
+    elif case == "back_in_the_queue":
+        world.act(questions.decline, q, a, now)
     expected, says = {
         "someone_else": (questions.NotYourOffer, f"question {q} is not offered to you"),
         "run_out": (questions.NotYourOffer, "the offer has run out"),
         "suspended": (questions.Suspended, f"answerer {a} is not an active answerer"),
         "claimed_already": (questions.InvalidTransition, f"question {q} is claimed: cannot claim"),
+        "back_in_the_queue": (questions.InvalidTransition,
+                              f"question {q} is queued: cannot claim"),
     }[case]
     before = world.question(q)
     with app.test_request_context():

@@ -289,6 +289,14 @@ def test_another_answerers_refusal_does_not_stop_the_run(app, world):
     assert [(o.question_id, o.answerer_id) for o in made] == [(q, a)]
 
 
+def test_a_run_limit_of_zero_offers_nothing(app, world):
+    app.config["UPSS_RELEASE_MAX_PER_RUN"] = 0
+    world.answerer()
+    q = world.paid_question(paid_at=DAY)
+    assert world.run(release.release_due_questions, NIGHT) == []
+    assert world.question(q).status == "queued"
+
+
 def test_the_queue_is_read_page_after_page_in_paid_order(app, world, monkeypatch):
     """Pages of two: the first holds only the answerer's own questions (nothing they can
     take), so the run reads on, in (paid, id) order across equal and out-of-order payment

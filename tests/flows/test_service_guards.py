@@ -118,7 +118,7 @@ def test_another_asker_may_not_decide_on_an_answer(app, world, action, args):
 def test_another_asker_may_not_cancel_a_queued_question(app, world):
     q = world.paid_question(paid_at=DAY)
     stranger = world.user("asker")
-    with pytest.raises(questions.NotYourQuestion):
+    with pytest.raises(questions.NotYourQuestion, match=f"question {q} belongs to another asker"):
         world.act(payments.cancel, q, stranger, NIGHT)
     assert (world.question(q).status, world.question(q).refund_status) == ("queued", None)
 
@@ -146,7 +146,7 @@ def test_another_answerer_may_not_decline_an_offer(app, world):
 def test_an_answerer_who_never_held_it_may_not_post_an_answer(app, world):
     q, a = claimed(world)
     intruder = world.answerer()
-    with pytest.raises(questions.NotYourOffer):
+    with pytest.raises(questions.NotYourOffer, match=f"question {q} is not yours to answer"):
         world.act(questions.post_answer, q, intruder, "My answer", LATER)
     assert (world.question(q).status, world.question(q).answerer_id) == ("claimed", a)
     with app.app_context():
@@ -162,7 +162,7 @@ def test_a_former_answerer_may_not_post_over_the_new_holder(app, world):
     world.run(release.expire_locks, NIGHT + timedelta(hours=4))
     world.run(release.release_due_questions, NIGHT + timedelta(hours=4))
     world.act(questions.claim, q, second, NIGHT + timedelta(hours=4))
-    with pytest.raises(questions.NotYourOffer):
+    with pytest.raises(questions.NotYourOffer, match=f"question {q} is not claimed by you"):
         world.act(questions.post_answer, q, first, "Late answer", NIGHT + timedelta(hours=5))
     question = world.question(q)
     assert (question.status, question.answerer_id, question.answer_body) == (
