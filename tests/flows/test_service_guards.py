@@ -287,3 +287,11 @@ def test_a_rating_comment_may_be_as_long_as_a_message_and_no_longer(app, world):
     assert world.question(q).rating is None
     world.act(questions.rate, q, asker, 3, "c" * questions.MESSAGE_MAX)
     assert len(world.question(q).rating_comment) == questions.MESSAGE_MAX
+
+
+def test_a_refund_names_an_action_that_is_not_one(app, world):
+    """Only the refund actions refund; anything else is a programming error, named."""
+    q = world.paid_question(paid_at=DAY)
+    with pytest.raises(ValueError, match="^accept is not a refund$"):
+        world.act(questions.refund, q, None, "accept", None, NIGHT)
+    assert world.question(q).status == "queued"
