@@ -592,9 +592,12 @@ def claim_rows(report: Report, app, database: str, options) -> None:
         with app.app_context():
             user = db.session.get(User, answerer_id)
             while True:
+                # As the raw side: offers still open (an expired one of the generated data
+                # would be refused again and again).
                 question = db.session.scalar(
                     select(Question).where(Question.status == "offered",
-                                           Question.answerer_id == answerer_id)
+                                           Question.answerer_id == answerer_id,
+                                           Question.offer_expires_at > datetime.now(UTC))
                     .order_by(Question.id).limit(1))
                 if question is None:
                     break
