@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import xml.etree.ElementTree as ET  # noqa: S405 - parses the files the code under test wrote
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -295,10 +295,9 @@ def test_sending_a_batch_again_sends_neither_a_tried_payout_nor_another_batchs(a
     assert [call["metadata"]["answerer_id"] for call in stripe.calls] == [second]
 
 
-def test_a_payout_left_sending_is_looked_up_from_two_minutes_and_sent_at_that_time(app, world,
-                                                                                   stripe):
-    """The process died before sending: the job leaves the payout alone for two minutes
-    after its batch (boundary included), then finds nothing at Stripe and sends it, once."""
+def left_sending(app, world) -> tuple[int, datetime, Payout]:
+    """A Connect answerer owed 1800 and a batch whose process died before sending: (the
+    answerer, the batch's time, its payout, still ``sending``)."""
     a = connect(world)
     earn(app, world, a, 2000)
     now = later()
@@ -306,9 +305,18 @@ def test_a_payout_left_sending_is_looked_up_from_two_minutes_and_sent_at_that_ti
         payouts.run_batch(db.session, now)
         db.session.commit()
     with app.app_context():
-        left = db.session.scalar(select(Payout))
-        assert (left.status, left.attempts, left.failure_reason, left.last_attempt_at) == (
-            "sending", 0, None, now)
+        payout = db.session.scalar(select(Payout))
+        db.session.expunge(payout)
+    return a, now, payout
+
+
+def test_a_payout_left_sending_is_looked_up_from_two_minutes_and_sent_at_that_time(app, world,
+                                                                                   stripe):
+    """The process died before sending: the job leaves the payout alone for two minutes
+    after its batch (boundary included), then finds nothing at Stripe and sends it, once."""
+    _a, now, left = left_sending(app, world)
+    assert (left.status, left.attempts, left.failure_reason, left.last_attempt_at) == (
+        "sending", 0, None, now)
     assert resolve(app, now + payouts.STALE_SENDING - timedelta(microseconds=1)) is None
     assert stripe.looked_up == []
     resent_at = now + payouts.STALE_SENDING
@@ -347,14 +355,7 @@ def test_a_payout_left_sending_and_found_unlike_itself_tells_the_answerer_once(
     """The process died while sending; the look-up finds a transfer that does not match:
     the payout becomes unknown and the answerer is told once that it is being checked, with
     the time it was sent and the reason. A later look-up that finds the same says nothing."""
-    a = connect(world)
-    earn(app, world, a, 2000)
-    now = later()
-    with app.test_request_context():
-        payouts.run_batch(db.session, now)
-        db.session.commit()
-    with app.app_context():
-        payout = db.session.scalar(select(Payout))
+    a, now, payout = left_sending(app, world)
     stripe.found[payout.idempotency_key] = [Transfer(
         id="tr_odd", amount=amount, currency=currency, destination="acct_x",
         transfer_group=payout.idempotency_key)]
