@@ -58,8 +58,8 @@ def test_a_claim_is_one_guarded_update_returning_and_its_event(app, world):
             "claimed")
 
 
-@pytest.mark.parametrize("case", ["someone_else", "run_out", "suspended", "claimed_already",
-                                  "back_in_the_queue"])
+@pytest.mark.parametrize("case", ["someone_else", "run_out", "suspended", "no_longer_answers",
+                                  "claimed_already", "back_in_the_queue"])
 def test_a_refused_claim_says_why_and_changes_nothing(app, world, case):
     q, a = offered(world)
     now = NIGHT + timedelta(minutes=1)
@@ -72,6 +72,10 @@ def test_a_refused_claim_says_why_and_changes_nothing(app, world, case):
         with app.app_context():
             db.session.get(AnswererProfile, a).active = False
             db.session.commit()
+    elif case == "no_longer_answers":
+        with app.app_context():
+            db.session.get(User, a).is_answerer = False
+            db.session.commit()
     elif case == "claimed_already":
         world.act(questions.claim, q, a, now)
     elif case == "back_in_the_queue":
@@ -80,6 +84,7 @@ def test_a_refused_claim_says_why_and_changes_nothing(app, world, case):
         "someone_else": (questions.NotYourOffer, f"question {q} is not offered to you"),
         "run_out": (questions.NotYourOffer, "the offer has run out"),
         "suspended": (questions.Suspended, f"answerer {a} is not an active answerer"),
+        "no_longer_answers": (questions.Suspended, f"answerer {a} is not an active answerer"),
         "claimed_already": (questions.InvalidTransition, f"question {q} is claimed: cannot claim"),
         "back_in_the_queue": (questions.InvalidTransition,
                               f"question {q} is queued: cannot claim"),

@@ -300,21 +300,23 @@ def test_a_run_limit_of_zero_offers_nothing(app, world):
 def test_the_queue_is_read_page_after_page_in_paid_order(app, world, monkeypatch):
     """Pages of two: the first holds only the answerer's own questions (nothing they can
     take), so the run reads on, in (paid, id) order across equal and out-of-order payment
-    times, and offers each question it can, once."""
+    times, and offers each question it can, once. Order: q5 (earliest), then q1, q2, q3, q6
+    paid at the same moment, then q4; only q3 and q4 are someone else's."""
     monkeypatch.setattr(release, "QUEUE_PAGE", 2)
     app.config["UPSS_RELEASE_MAX_PER_RUN"] = 5
     a, asker = world.answerer(), world.user("asker")
     t = DAY - timedelta(hours=4)
     own = {"asker_id": a}
-    q1 = world.paid_question(paid_at=t + timedelta(hours=2), **own)
+    q1 = world.paid_question(paid_at=t + timedelta(hours=1), **own)
     q2 = world.paid_question(paid_at=t + timedelta(hours=1), **own)
     q3 = world.paid_question(paid_at=t + timedelta(hours=1), asker_id=asker)
     q4 = world.paid_question(paid_at=t + timedelta(hours=3), asker_id=asker)
     q5 = world.paid_question(paid_at=t, **own)
+    q6 = world.paid_question(paid_at=t + timedelta(hours=1), **own)
     made = world.run(release.release_due_questions, NIGHT)
     assert [(o.question_id, o.answerer_id) for o in made] == [(q3, a), (q4, a)]
-    assert {q: world.question(q).status for q in (q1, q2, q5)} == dict.fromkeys(
-        (q1, q2, q5), "queued")
+    assert {q: world.question(q).status for q in (q1, q2, q5, q6)} == dict.fromkeys(
+        (q1, q2, q5, q6), "queued")
 
 
 def test_only_questions_still_to_pay_their_answerer_count_toward_the_ceiling(app, world):
