@@ -388,3 +388,18 @@ def test_the_answerers_share_is_at_the_frozen_commission_once_paid_else_the_curr
                                            language="en", topic="other", price_cents=1000)
         assert questions.answerer_share(db.session, unpaid) == 750
         assert questions.answerer_share(db.session, db.session.get(Question, paid)) == 900
+
+
+def test_starting_a_payment_is_recorded_at_the_callers_time(app, world):
+    """The pay page passes its clock: the event and the payment's start are at that time."""
+    asker = world.user("asker")
+    with app.test_request_context():
+        user = db.session.get(User, asker)
+        q = questions.create_question(db.session, user, title="Q", body="Body",
+                                      language="en", topic="other", price_cents=1000)
+        questions.start_payment(db.session, q, user, "pi_test_started", now=T1)
+        db.session.commit()
+        q_id, started = q.id, q.payment_started_at
+    assert started == T1
+    assert history(app, q_id) == [
+        ("start_payment", "draft", "awaiting_payment", asker, "user", "", T1)]
