@@ -42,13 +42,17 @@ def pay(session, question_id=1, amount=1250, key=None):
 ])
 def test_post_refuses_bad_transactions(session, entries, error):
     """Unbalanced, single, zero and non-integer entries and unknown accounts are refused."""
-    with pytest.raises(error):
+    with pytest.raises(error) as refused:
         ledger.post(session, "bad", "bad", entries, "EUR")
+    if entries and len(entries[0]) == 3:  # the refusal shows what it was given
+        assert str(refused.value) == (
+            "an entry is (account, amount), not ('stripe_balance', 100, 'x')")
     assert session.scalar(sa.select(sa.func.count()).select_from(LedgerTransaction)) == 0
 
 
 def test_post_refuses_a_bad_currency_and_mixing_currencies(session):
-    with pytest.raises(ledger.InvalidEntry):
+    with pytest.raises(ledger.InvalidEntry,
+                       match="^currency must be an ISO 4217 code, not 'euro'$"):
         ledger.post(session, "k", "d", [("stripe_balance", 1), ("commission", -1)], "euro")
     pay(session)
     with pytest.raises(ledger.InvalidEntry):
