@@ -236,7 +236,8 @@ def test_an_account_with_a_balance_and_no_entries_is_found(session):
 
 
 def test_a_naive_time_is_refused(session):
-    with pytest.raises(ledger.InvalidEntry, match="aware"):
+    with pytest.raises(ledger.InvalidEntry,
+                       match="^a transaction's time must be an aware datetime$"):
         ledger.post(session, "payment:pi_1", "payment", ENTRIES, "EUR",
                     now=datetime(2026, 1, 14, 12, 0))
     assert transactions(session) == 0

@@ -74,8 +74,9 @@ def test_transition_table(app, make_question, state, action):
             assert [(e.from_status, e.to_status, e.action) for e in events] == [
                 (state, q.status, action)]
         else:
-            with pytest.raises(questions.InvalidTransition):
+            with pytest.raises(questions.InvalidTransition) as refused:
                 questions._transition(db.session, q, action, actor=None)
+            assert (refused.value.status, refused.value.action) == (state, action)
             db.session.rollback()
             assert db.session.get(Question, question_id).status == state
             assert db.session.scalars(select(QuestionEvent)).all() == []
