@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import current_app
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select, true
 from sqlalchemy.orm import Session
 
 from . import audit, money
@@ -111,18 +111,27 @@ def _defaults() -> dict:
     }
 
 
+_ROW, _WINDOWS = OrganizerSettings.__table__, OffPeakWindow.__table__
+_WINDOW_COLUMNS = (_WINDOWS.c.weekday, _WINDOWS.c.start_minute, _WINDOWS.c.end_minute)
+#: The stored row with each of its windows (a row of NULLs when there are none), built once:
+#: most requests and every claim read the settings, so the usual case is one statement.
+_CURRENT = (select(*(_ROW.c[name] for name in _STORED), *_WINDOW_COLUMNS)
+            .select_from(_ROW.outerjoin(_WINDOWS, true()))
+            .where(_ROW.c.id == select(func.min(_ROW.c.id)).scalar_subquery())
+            .order_by(_WINDOWS.c.weekday, _WINDOWS.c.start_minute))
+
+
 def current(session: Session) -> Settings:
-    """The settings in force: the stored row and windows, else the configured defaults."""
-    row = session.scalar(select(OrganizerSettings).order_by(OrganizerSettings.id).limit(1))
-    values = {name: getattr(row, name) for name in _STORED} if row else _defaults()
-    stored = session.scalars(select(OffPeakWindow).order_by(
-        OffPeakWindow.weekday, OffPeakWindow.start_minute)).all()
-    if stored or row is not None:
-        windows = tuple(Window(w.weekday, w.start_minute, w.end_minute) for w in stored)
-    else:
+    """The settings in force: the stored row and its windows, else the configured defaults
+    (windows included: :func:`save` writes the windows only with the row). One statement."""
+    rows = session.execute(_CURRENT).all()
+    if not rows:
         start, end = parse_window(current_app.config["UPSS_OFFPEAK_WINDOW"])
-        windows = tuple(Window(day, start, end) for day in range(WEEKDAYS))
-    return Settings(**values, windows=windows)
+        return Settings(**_defaults(),
+                        windows=tuple(Window(day, start, end) for day in range(WEEKDAYS)))
+    values = dict(zip(_STORED, rows[0][:len(_STORED)], strict=True))
+    return Settings(**values, windows=tuple(Window(*row[len(_STORED):]) for row in rows
+                                            if row[len(_STORED)] is not None))
 
 
 def save(session: Session, new: Settings, actor: User | None = None) -> Settings:

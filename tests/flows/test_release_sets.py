@@ -209,8 +209,8 @@ def test_a_runs_statements_do_not_grow_with_the_queue_or_the_busy_answerers(app,
     with app.app_context():
         db.session.get(AnswererProfile, free).open_offer_limit = 0
         db.session.commit()
-    # The settings (2 statements) and the answerers with room (none): nothing more.
-    assert statements_of_a_run(app, NIGHT) == (3, 0, 0)
+    # The settings (1 statement) and the answerers with room (none): nothing more.
+    assert statements_of_a_run(app, NIGHT) == (2, 0, 0)
 
 
 def test_offers_of_a_run_cost_the_same_each(app, world):
