@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NoReturn
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -276,16 +276,23 @@ def _text(body: str | None, limit: int, what: str) -> str:
     return body
 
 
+_OFFERS = Offer.__table__
+#: Close a question's open offer (Core statements built once: a claim is the busiest action).
+_RESOLVE_OFFER = (update(_OFFERS)
+                  .where(_OFFERS.c.question_id == bindparam("question"),
+                         _OFFERS.c.outcome == "open")
+                  .values(outcome=bindparam("new_outcome"), resolved_at=bindparam("at")))
+_RESOLVE_OFFER_OF = _RESOLVE_OFFER.where(_OFFERS.c.answerer_id == bindparam("answerer"))
+
+
 def _resolve_offer(session: Session, question: Question, answerer_id: int | None,
                    outcome: str, now: datetime) -> None:
     """Close the question's open offer (to ``answerer_id``, or to whoever has it)."""
-    who = () if answerer_id is None else (Offer.answerer_id == answerer_id,)
-    session.execute(
-        update(Offer)
-        .where(Offer.question_id == question.id, Offer.outcome == "open", *who)
-        .values(outcome=outcome, resolved_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    params = {"question": question.id, "new_outcome": outcome, "at": now}
+    if answerer_id is None:
+        session.execute(_RESOLVE_OFFER, params)
+    else:
+        session.execute(_RESOLVE_OFFER_OF, dict(params, answerer=answerer_id))
 
 
 def offer(session: Session, question: Question, answerer: User, now: datetime,
@@ -323,27 +330,34 @@ def claim(session: Session, question: Question, answerer: User, now: datetime) -
         raise Suspended(f"answerer {answerer.id} is not an active answerer")
     rules = settings.current(session)
     lock = now + timedelta(hours=rules.lock_hours_for(question.price_cents))
-    active = (select(AnswererProfile.user_id)
-              .where(AnswererProfile.user_id == answerer.id, AnswererProfile.active.is_(True))
-              .exists())
-    claimed = session.execute(
-        update(Question)
-        .where(Question.id == question.id, Question.status == "offered",
-               Question.answerer_id == answerer.id, Question.offer_expires_at > now, active)
-        .values(status="claimed", lock_expires_at=lock, offer_expires_at=None)
-        .returning(Question.status, Question.answerer_id, Question.lock_expires_at,
-                   Question.offer_expires_at)
-        .execution_options(synchronize_session=False)
-    ).first()
+    claimed = session.execute(_CLAIM, {"question": question.id, "answerer": answerer.id,
+                                       "now": now, "lock": lock}).first()
     if claimed is None:
         _refused_claim(session, question, answerer)
     for name, value in claimed._mapping.items():
         set_committed_value(question, name, value)
-    session.execute(insert(QuestionEvent).values(
-        question_id=question.id, actor_id=answerer.id, actor_kind="user", action="claim",
-        from_status="offered", to_status="claimed", note="", at=now))
+    session.execute(_EVENTS_INSERT, {
+        "question_id": question.id, "actor_id": answerer.id, "actor_kind": "user",
+        "action": "claim", "from_status": "offered", "to_status": "claimed", "note": "",
+        "at": now})
     session.expire(question, ["events"])
     _resolve_offer(session, question, answerer.id, "claimed", now)
+
+
+_QUESTIONS = Question.__table__
+_PROFILES = AnswererProfile.__table__
+#: The guarded claim, built once (Core, not ORM: a claim is the busiest action).
+_CLAIM = (
+    update(_QUESTIONS)
+    .where(_QUESTIONS.c.id == bindparam("question"), _QUESTIONS.c.status == "offered",
+           _QUESTIONS.c.answerer_id == bindparam("answerer"),
+           _QUESTIONS.c.offer_expires_at > bindparam("now"),
+           select(_PROFILES.c.user_id).where(_PROFILES.c.user_id == bindparam("answerer"),
+                                              _PROFILES.c.active.is_(True)).exists())
+    .values(status="claimed", lock_expires_at=bindparam("lock"), offer_expires_at=None)
+    .returning(_QUESTIONS.c.status, _QUESTIONS.c.answerer_id, _QUESTIONS.c.lock_expires_at,
+               _QUESTIONS.c.offer_expires_at))
+_EVENTS_INSERT = insert(QuestionEvent.__table__)
 
 
 def _refused_claim(session: Session, question: Question, answerer: User) -> NoReturn:
