@@ -69,7 +69,7 @@ from zoneinfo import ZoneInfo
 from flask import current_app
 from flask_babel import force_locale, gettext
 from itsdangerous import BadSignature, URLSafeSerializer
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -138,7 +138,10 @@ def mode(session: Session, user_id: int, kind: str) -> str:
 
 def user_zone(session: Session, user: User) -> ZoneInfo:
     """The time zone the user lives in: an answerer's own, else the service's."""
-    profile = session.get(AnswererProfile, user.id)
+    return _zone_of(session.get(AnswererProfile, user.id))
+
+
+def _zone_of(profile: AnswererProfile | None) -> ZoneInfo:
     return ZoneInfo(profile.timezone if profile else
                     current_app.config["BABEL_DEFAULT_TIMEZONE"])
 
@@ -166,10 +169,9 @@ def last_local_time(now: datetime, zone: ZoneInfo, minute_of_day: int) -> dateti
                 if m <= now)
 
 
-def _quiet_until(session: Session, user: User, now: datetime) -> datetime:
-    """When a message to ``user`` may go out: an answerer is not woken, so outside their
-    available hours it waits for the start of those hours, unless they chose otherwise."""
-    profile = session.get(AnswererProfile, user.id)
+def _quiet_until(profile: AnswererProfile | None, now: datetime) -> datetime:
+    """When a message to an answerer (``profile``) may go out: they are not woken, so outside
+    their available hours it waits for the start of those hours, unless they chose otherwise."""
     if profile is None or profile.messages_outside_hours:
         return now
     zone = ZoneInfo(profile.timezone)
@@ -177,6 +179,19 @@ def _quiet_until(session: Session, user: User, now: datetime) -> datetime:
                            profile.available_until_minute):
         return now
     return next_local_time(now, zone, profile.available_from_minute)
+
+
+def _status_and_due(user: User, kind: str, chosen: str, profile: AnswererProfile | None,
+                    now: datetime) -> tuple[str, datetime]:
+    """A new row's status and when it is due: sent at once (an answerer's waits for their
+    available hours), kept for the daily digest, or skipped, by the person's choice."""
+    if chosen == "off":
+        return "skipped", now
+    if chosen == "digest":
+        return "digest", next_local_time(now, _zone_of(profile), user.digest_hour * 60)
+    if KINDS[kind].recipient == "answerer":  # account and security messages go at once
+        return "pending", _quiet_until(profile, now)
+    return "pending", now
 
 
 def enqueue(session: Session, user: User, kind: str, data: dict,
@@ -191,19 +206,43 @@ def enqueue(session: Session, user: User, kind: str, data: dict,
     if user.deleted_at is not None:
         return None
     now = now or utcnow()
-    status, due = "pending", now
-    chosen = mode(session, user.id, kind)
-    if chosen == "off":
-        status = "skipped"
-    elif chosen == "digest":
-        status = "digest"
-        due = next_local_time(now, user_zone(session, user), user.digest_hour * 60)
-    elif KINDS[kind].recipient == "answerer":  # account and security messages go at once
-        due = _quiet_until(session, user, now)
+    status, due = _status_and_due(user, kind, mode(session, user.id, kind),
+                                  session.get(AnswererProfile, user.id), now)
     row = Notification(user_id=user.id, kind=kind, data=json.dumps(data, sort_keys=True),
                        status=status, created_at=now, next_attempt_at=due, attempts=0)
     session.add(row)
     return row
+
+
+def enqueue_many(session: Session, kind: str, messages: list[tuple[int, dict]],
+                 now: datetime) -> int:
+    """:func:`enqueue` for many messages of one kind (``(user id, data)``), as the release run
+    writes its offers: the people, their choices and their profiles are read in one statement
+    each, and the rows written in one. Returns how many rows were written."""
+    ids = sorted({user_id for user_id, _ in messages})
+    if not ids:
+        return 0
+    users = {u.id: u for u in session.scalars(select(User).where(User.id.in_(ids)))}
+    profiles = {p.user_id: p for p in session.scalars(
+        select(AnswererProfile).where(AnswererProfile.user_id.in_(ids)))}
+    chosen = dict.fromkeys(ids, "now")
+    if KINDS[kind].optional:
+        chosen.update(session.execute(
+            select(NotificationPreference.user_id, NotificationPreference.mode)
+            .where(NotificationPreference.user_id.in_(ids),
+                   NotificationPreference.kind == kind)).all())
+    rows = []
+    for user_id, data in messages:
+        user = users[user_id]
+        if user.deleted_at is not None:
+            continue
+        status, due = _status_and_due(user, kind, chosen[user_id], profiles.get(user_id), now)
+        rows.append({"user_id": user_id, "kind": kind, "data": json.dumps(data, sort_keys=True),
+                     "status": status, "created_at": now, "next_attempt_at": due,
+                     "attempts": 0})
+    if rows:
+        session.execute(insert(Notification.__table__), rows)
+    return len(rows)
 
 
 def told_since(session: Session, user_id: int, kind: str, since: datetime | None,

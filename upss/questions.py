@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NoReturn
 
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.util import identity_key
 
 from . import access, audit, ledger, money, notifications, settings
 from .models import (
@@ -297,18 +298,59 @@ def _resolve_offer(session: Session, question: Question, answerer_id: int | None
 
 def offer(session: Session, question: Question, answerer: User, now: datetime,
           rules: settings.Settings) -> Offer:
-    """Offer a queued question to one answerer until ``offer_hours`` from now."""
+    """Offer a queued question to one answerer until ``offer_hours`` from now
+    (:func:`offer_many` for one)."""
+    made = offer_many(session, [(question.id, answerer.id)], now, rules)
+    if not made:
+        session.refresh(question)
+        raise InvalidTransition(question.id, question.status, "offer")
+    return made[0]
+
+
+def offer_many(session: Session, chosen: list[tuple[int, int]], now: datetime,
+               rules: settings.Settings) -> list[Offer]:
+    """Offer queued questions, each to one answerer (``(question id, answerer id)`` pairs),
+    until ``offer_hours`` from now: the release run's transition, set-based. One guarded
+    ``UPDATE … RETURNING`` for all of them (a question no longer queued does not match and is
+    left out), then the events, the offers and the answerers' messages of those it changed,
+    each in one statement, whatever their number. Returns the offers made, in the given order.
+    """
+    if not chosen:
+        return []
+    allowed_from, to_status = TRANSITIONS["offer"]
+    (from_status,) = allowed_from
     expires = now + timedelta(hours=rules.offer_hours)
-    _transition(session, question, "offer", at=now, actor=None, actor_kind="scheduler",
-                answerer_id=answerer.id, offer_expires_at=expires, lock_expires_at=None)
-    made = Offer(question_id=question.id, answerer_id=answerer.id, offered_at=now,
-                 expires_at=expires)
-    session.add(made)
-    notifications.enqueue(session, answerer, "new_offer", {
-        "question_id": question.id, "title": question.title,
-        "expires_at": expires.isoformat()}, now)
+    answerer_of = dict(chosen)
     session.flush()
-    return made
+    changed = dict(session.execute(
+        update(_QUESTIONS)
+        .where(_QUESTIONS.c.id.in_(sorted(answerer_of)),
+               _QUESTIONS.c.status == from_status)
+        .values(status=to_status, answerer_id=case(answerer_of, value=_QUESTIONS.c.id),
+                offer_expires_at=expires, lock_expires_at=None)
+        .returning(_QUESTIONS.c.id, _QUESTIONS.c.title)).all())
+    made = [(q, a) for q, a in chosen if q in changed]
+    if not made:
+        return []
+    for question_id, _ in made:  # a loaded copy would still say "queued"
+        loaded = session.identity_map.get(identity_key(Question, question_id))
+        if loaded is not None:
+            session.expire(loaded)
+    session.execute(_EVENTS_INSERT, [
+        {"question_id": q, "actor_id": None, "actor_kind": "scheduler", "action": "offer",
+         "from_status": from_status, "to_status": to_status, "note": "", "at": now}
+        for q, _ in made])
+    session.execute(_OFFERS_INSERT, [
+        {"question_id": q, "answerer_id": a, "offered_at": now, "expires_at": expires,
+         "outcome": "open"} for q, a in made])
+    # Read back, not RETURNING: SQLite would insert one row per statement to keep the order.
+    written = {offer.question_id: offer for offer in session.scalars(
+        select(Offer).where(Offer.question_id.in_(sorted(changed)), Offer.outcome == "open")
+        .order_by(Offer.id))}
+    notifications.enqueue_many(session, "new_offer", [
+        (a, {"question_id": q, "title": changed[q], "expires_at": expires.isoformat()})
+        for q, a in made], now)
+    return [written[q] for q, _ in made]
 
 
 def _check_active(session: Session, answerer: User) -> None:
@@ -358,6 +400,7 @@ _CLAIM = (
     .returning(_QUESTIONS.c.status, _QUESTIONS.c.answerer_id, _QUESTIONS.c.lock_expires_at,
                _QUESTIONS.c.offer_expires_at))
 _EVENTS_INSERT = insert(QuestionEvent.__table__)
+_OFFERS_INSERT = insert(_OFFERS)
 
 
 def _refused_claim(session: Session, question: Question, answerer: User) -> NoReturn:

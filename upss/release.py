@@ -62,6 +62,9 @@ IN_PROGRESS = ("offered", "claimed", "answered", "clarifying", "disputed")
 #: Queued questions read per query; a run reads another page only if the first one did not
 #: give it its offers.
 QUEUE_PAGE = 200
+#: Above every real offer id: a choice made in this run, before its offer is written, is the
+#: most recent offer of its answerer (ids grow with time).
+PROVISIONAL_OFFER_ID = 1 << 62
 
 
 @dataclass(frozen=True)
@@ -125,12 +128,18 @@ class Candidate:
         return (question.id in self.expired, self.earned_cents + self.pending_cents,
                 self.last_offer_id, self.user_id)
 
-    def took(self, offer: Offer, share_cents: int) -> None:
-        """Count an offer made in this run at once (limits, ceiling and ranking)."""
+    def took(self, offer_id: int, share_cents: int) -> None:
+        """Count an offer chosen in this run at once (limits, ceiling and ranking)."""
         self.offers_today += 1
         self.open_count += 1
         self.pending_cents += share_cents
-        self.last_offer_id = offer.id
+        self.last_offer_id = offer_id
+
+    def gave_back(self, share_cents: int) -> None:
+        """Undo :meth:`took`'s counts for an offer that could not be made."""
+        self.offers_today -= 1
+        self.open_count -= 1
+        self.pending_cents -= share_cents
 
 
 @dataclass(frozen=True)
@@ -249,35 +258,59 @@ def _read_refusals(session: Session, page: list[QueuedQuestion],
         (c.declined if outcome == "declined" else c.expired).add(question_id)
 
 
+def _choose(pending: list[QueuedQuestion], everyone: list[Candidate],
+            wanted: int) -> tuple[list[tuple[QueuedQuestion, Candidate]], list[QueuedQuestion]]:
+    """Choose an answerer for each question of ``pending`` in order, as the policy ranks them,
+    until ``wanted`` are chosen or nobody has room; each choice counts at once (its offer id
+    is provisional until it is written). Returns the choices and the questions not looked
+    at."""
+    chosen = []
+    for n, queued in enumerate(pending):
+        pool = [c for c in everyone if c.can_take(queued)]
+        if not pool:
+            continue
+        best = min(pool, key=lambda c: c.rank(queued))
+        chosen.append((queued, best))
+        best.took(PROVISIONAL_OFFER_ID + len(chosen), queued.share_cents)
+        if len(chosen) >= wanted or not any(c.has_room for c in everyone):
+            return chosen, pending[n + 1:]
+    return chosen, []
+
+
 def release_due_questions(session: Session, now: datetime, *,
                           ignore_window: bool = False) -> list[Offer]:
-    """Offer queued questions to answerers, as the policy above says. Returns the offers."""
+    """Offer queued questions to answerers, as the policy above says. Returns the offers.
+
+    A page's choices are made first and written together (``questions.offer_many``). A
+    question that changed since it was read (the asker cancelled) is not offered: its
+    answerer's counts are given back and the rest of the page is chosen again."""
     rules = settings.current(session)
     in_window = ignore_window or is_off_peak(now, rules)
     if rules.release_max_per_run <= 0:
         return []
-    candidates = load_candidates(session, now, rules)
+    everyone = load_candidates(session, now, rules)
     made: list[Offer] = []
-    if not candidates:
+    if not everyone:
         return made
-    languages = {code for c in candidates for code in c.profile.language_list}
+    languages = {code for c in everyone for code in c.profile.language_list}
     for page in _queued_pages(session, now, rules, in_window, languages):
-        _read_refusals(session, page, candidates)
-        for queued in page:
-            pool = [c for c in candidates if c.can_take(queued)]
-            if not pool:
-                continue
-            chosen = min(pool, key=lambda c: c.rank(queued))
-            question = session.get(Question, queued.id)
-            answerer = session.get(User, chosen.user_id)
-            try:
-                offer = questions.offer(session, question, answerer, now, rules)
-            except questions.InvalidTransition:
-                continue  # changed meanwhile (e.g. the asker cancelled): nothing to offer
-            made.append(offer)
-            chosen.took(offer, queued.share_cents)
-            candidates = [c for c in candidates if c.has_room]
-            if len(made) >= rules.release_max_per_run or not candidates:
+        _read_refusals(session, page, everyone)
+        pending = page
+        while pending:
+            last_before = {c.user_id: c.last_offer_id for c in everyone}
+            chosen, pending = _choose(pending, everyone, rules.release_max_per_run - len(made))
+            offers = {o.question_id: o for o in questions.offer_many(
+                session, [(q.id, c.user_id) for q, c in chosen], now, rules)}
+            for _, candidate in chosen:
+                candidate.last_offer_id = last_before[candidate.user_id]
+            for queued, candidate in chosen:
+                if queued.id in offers:
+                    made.append(offers[queued.id])
+                    candidate.last_offer_id = offers[queued.id].id  # ids grow in this order
+                else:  # changed meanwhile: nothing to offer
+                    candidate.gave_back(queued.share_cents)
+            if len(made) >= rules.release_max_per_run or not any(
+                    c.has_room for c in everyone):
                 return made
     return made
 

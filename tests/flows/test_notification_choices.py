@@ -11,7 +11,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import event, select, update
 
 from tests.conftest import sign_in_as
 from tests.flows.test_notifications import BASE, NIGHT, dispatch, enqueue, offer_to, rows
@@ -347,3 +347,68 @@ def test_applications_waiting_are_counted_from_pending_only(app, world):
         db.session.commit()
         data = organizer_digest.gather(db.session, NIGHT, {})
     assert data["applications_waiting"] == 0
+
+
+# --- many messages at once (the release run's offers) ----------------------------------------
+
+def test_many_messages_at_once_follow_each_persons_choice_as_one_at_a_time_does(app, world):
+    """``enqueue_many`` writes what ``enqueue`` writes for each person, in one statement per
+    kind of thing read, for six people as for one: at once, the digest at their hour, off,
+    waiting for an answerer's hours (or not, when they chose so), nothing to an erased
+    account."""
+    at_once = world.answerer()
+    digest = world.answerer(timezone="Europe/Helsinki")
+    off = world.answerer()
+    sleeper = world.answerer(timezone="Europe/Helsinki", available_from_minute=9 * 60,
+                             available_until_minute=17 * 60)
+    night_owl = world.answerer(timezone="Europe/Helsinki", available_from_minute=9 * 60,
+                               available_until_minute=17 * 60, messages_outside_hours=True)
+    erased = world.answerer()
+    choose(app, digest, "answer_rated", "digest")
+    choose(app, off, "answer_rated", "off")
+    with app.app_context():
+        db.session.execute(update(User).where(User.id == erased)
+                           .values(deleted_at=NIGHT - timedelta(days=1)))
+        db.session.commit()
+    people = [at_once, digest, off, sleeper, night_owl, erased]
+    messages = [(user_id, {"question_id": n, "title": f"Q{n}", "amount_cents": 850,
+                           "currency": "EUR", "stars": 5}) for n, user_id in enumerate(people)]
+
+    def written() -> list[tuple]:
+        with app.app_context():
+            found = db.session.execute(
+                select(Notification.user_id, Notification.kind, Notification.data,
+                       Notification.status, Notification.created_at,
+                       Notification.next_attempt_at, Notification.attempts)
+                .order_by(Notification.id)).all()
+            db.session.execute(Notification.__table__.delete())
+            db.session.commit()
+        return [tuple(row) for row in found]
+
+    for user_id, data in messages:
+        enqueue(app, user_id, "answer_rated", data)
+    one_at_a_time = written()
+    assert [row[3] for row in one_at_a_time] == [
+        "pending", "digest", "skipped", "pending", "pending"]
+    assert one_at_a_time[3][5] == datetime(2026, 1, 15, 7, 0, tzinfo=UTC)  # 09:00 there
+
+    statements = []
+
+    def count(conn, cursor, statement, *args):
+        statements.append(statement)
+
+    def many(batch) -> int:
+        with app.app_context():
+            event.listen(db.engine, "before_cursor_execute", count)
+            try:
+                n = notifications.enqueue_many(db.session, "answer_rated", batch, NIGHT)
+            finally:
+                event.remove(db.engine, "before_cursor_execute", count)
+            db.session.commit()
+        return n
+
+    assert many(messages) == 5
+    assert written() == one_at_a_time
+    six, statements[:] = len([s for s in statements if not s.startswith("BEGIN")]), []
+    assert many(messages[:1]) == 1
+    assert len([s for s in statements if not s.startswith("BEGIN")]) == six == 4

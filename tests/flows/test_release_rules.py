@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from tests.flows.test_release import DAY, NIGHT, answered, offers
 from upss import ledger, questions, release, vetting
 from upss.extensions import db
-from upss.models import AnswererProfile, Offer, User
+from upss.models import AnswererProfile, Offer, Question, User
 
 
 def earn(app, answerer: int, cents: int, at: datetime) -> None:
@@ -374,19 +374,29 @@ def test_outside_the_window_only_a_deadline_strictly_inside_the_urgent_hours_rel
     assert [(o.question_id, o.answerer_id) for o in made] == [(q, a)]
 
 
+@pytest.mark.parametrize("max_per_run", [1, 5])
 def test_a_question_that_changed_meanwhile_is_skipped_and_the_release_goes_on(
-        app, world, monkeypatch):
-    """If offering one question is refused (it changed after it was read, e.g. cancelled), the
-    release skips it and still offers the questions after it."""
-    a = world.answerer()
+        app, world, monkeypatch, max_per_run):
+    """If a chosen question is no longer queued when its offer is written (the asker
+    cancelled after the run read it), it is not offered; its answerer's room is given back
+    and the questions after it are offered, also when the run may make only one offer and the
+    answerer has room for only one."""
+    app.config["UPSS_RELEASE_MAX_PER_RUN"] = max_per_run
+    a = world.answerer(open_offer_limit=1)
     first, second = (world.paid_question(paid_at=DAY) for _ in range(2))
-    real_offer = questions.offer
+    real_offer_many = questions.offer_many
+    batches = []
 
-    def offer(session, question, *args, **kwargs):
-        if question.id == first:
-            raise questions.InvalidTransition(question.id, "cancelled", "offer")
-        return real_offer(session, question, *args, **kwargs)
+    def offer_many(session, chosen, *args, **kwargs):
+        batches.append(list(chosen))
+        if len(batches) == 1:
+            session.execute(sa.update(Question).where(Question.id == first)
+                            .values(status="refunded"))
+        return real_offer_many(session, chosen, *args, **kwargs)
 
-    monkeypatch.setattr(questions, "offer", offer)
+    monkeypatch.setattr(questions, "offer_many", offer_many)
     made = world.run(release.release_due_questions, NIGHT)
     assert [(o.question_id, o.answerer_id) for o in made] == [(second, a)]
+    assert batches == [[(first, a)], [(second, a)]]
+    assert (world.question(first).status, world.question(second).status) == (
+        "refunded", "offered")
