@@ -516,6 +516,10 @@ def generate(database: str, questions: int, seed: int = 1, *, quiet: bool = Fals
         counts[table.name] = table.copy(conn)
         table.lines = []
     conn.execute("SET session_replication_role = origin")
+    if conn.execute("SELECT to_regclass('income_mark')").fetchone()[0] is not None:
+        from upss import ledger as upss_ledger  # what ledger.post keeps: the running income
+        conn.execute(upss_ledger.REBUILD_INCOME_MARKS)
+        counts["income_mark"] = conn.execute("SELECT count(*) FROM income_mark").fetchone()[0]
     for table in ("user", "question", "question_event", "offer", "tip", "payout_batch",
                   "payout", "ledger_account", "ledger_transaction", "ledger_entry"):
         conn.execute(f"""SELECT setval(pg_get_serial_sequence('"{table}"', 'id'),

@@ -23,12 +23,13 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from flask import current_app
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from . import ledger, payouts, settings, statements
 from .models import (
     AnswererProfile,
+    IncomeMark,
     LedgerAccount,
     LedgerEntry,
     LedgerTransaction,
@@ -91,34 +92,39 @@ def recent_and_yearly_income(session: Session, zones: dict[int, ZoneInfo], now: 
                              period: timedelta) -> dict[int, tuple[int, int]]:
     """Answerer id -> ``(credited in the last period, credited since 1 January)``, as
     :func:`income_since` counts it, where each answerer's year starts at midnight of 1 January
-    in their own time zone (``zones``). One query for all of them."""
-    names = {ledger.payable_account(i): i for i in zones}
-    if not names:
+    in their own time zone (``zones``); answerers never credited are left out.
+
+    Read from the income marks (``IncomeMark``, kept by ``ledger.post``): income since a moment
+    is the answerer's latest running total minus their last total before it. One statement,
+    a few probes of the marks' primary key per answerer, whatever the length of the ledger."""
+    if not zones:
         return {}
-    recent_from = now - period
-    # One sum per distinct start of the year (one per UTC offset on 1 January, so a handful),
-    # not a CASE over every answerer: that was evaluated for each entry read.
     year_from = {i: year_start(now, zone) for i, zone in zones.items()}
-    starts = sorted(set(year_from.values()))
+    starts = sorted(set(year_from.values()))  # one per UTC offset on 1 January: a handful
     column = {start: n for n, start in enumerate(starts)}
-    credited = -LedgerEntry.amount_cents
     rows = session.execute(
-        select(LedgerAccount.name,
-               func.sum(case((LedgerTransaction.created_at >= recent_from, credited), else_=0)),
-               *(func.sum(case((LedgerTransaction.created_at >= start, credited), else_=0))
-                 for start in starts))
-        .join(LedgerEntry, LedgerEntry.account_id == LedgerAccount.id)
-        .join(LedgerTransaction, LedgerTransaction.id == LedgerEntry.transaction_id)
-        .where(LedgerAccount.name.in_(names), LedgerEntry.amount_cents < 0,
-               LedgerTransaction.reverses_id.is_(None),
-               LedgerTransaction.created_at >= min(recent_from, starts[0]))
-        .group_by(LedgerAccount.name))
+        select(User.id, _total_before(None), _total_before(now - period),
+               *(_total_before(start) for start in starts))
+        .where(User.id.in_(sorted(zones))))
     income = {}
-    for name, recent, *this_year in rows:
-        answerer_id = names[name]
-        income[answerer_id] = (int(recent or 0),
-                               int(this_year[column[year_from[answerer_id]]] or 0))
+    for answerer_id, latest, before_period, *before_year in rows:
+        if latest is None:
+            continue
+        income[answerer_id] = (
+            int(latest - (before_period or 0)),
+            int(latest - (before_year[column[year_from[answerer_id]]] or 0)))
     return income
+
+
+def _total_before(moment: datetime | None):
+    """The answerer's (``User.id``'s) running income at their last mark before ``moment``, or
+    at their latest mark when ``moment`` is None; NULL when there is none."""
+    marks = IncomeMark.__table__.c
+    query = select(marks.total_cents).where(marks.answerer_id == User.id)
+    if moment is not None:
+        query = query.where(marks.created_at < moment)
+    return (query.order_by(marks.created_at.desc(), marks.transaction_id.desc()).limit(1)
+            .correlate(User).scalar_subquery())
 
 
 def next_payout_date(now: datetime, zone: ZoneInfo) -> date:

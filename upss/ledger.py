@@ -50,10 +50,23 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import case, func, insert, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    and_,
+    bindparam,
+    case,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 
-from .models import LedgerAccount, LedgerEntry, LedgerTransaction, utcnow
+from .dbtypes import UTCDateTime
+from .models import IncomeMark, LedgerAccount, LedgerEntry, LedgerTransaction, utcnow
 
 GENESIS_HASH = "0" * 64
 #: Hash versions (see the module docstring): the first chain, timed, timed and keyed.
@@ -317,7 +330,51 @@ def post(session: Session, key: str, description: str, entries: Iterable[tuple[s
     )
     for account in accounts.values():
         session.expire(account, ["balance_cents"])
+    if reverses_id is None:
+        _mark_income(session, tx.id, created_at, checked)
     return tx
+
+
+_MARKS = IncomeMark.__table__
+#: An answerer's running income just before ``(at, tx)``: the total of their last earlier mark.
+_TOTAL_BEFORE = func.coalesce(
+    select(_MARKS.c.total_cents)
+    .where(_MARKS.c.answerer_id == bindparam("answerer", type_=Integer),
+           or_(_MARKS.c.created_at < bindparam("at", type_=UTCDateTime),
+               and_(_MARKS.c.created_at == bindparam("at", type_=UTCDateTime),
+                    _MARKS.c.transaction_id < bindparam("tx", type_=Integer))))
+    .order_by(_MARKS.c.created_at.desc(), _MARKS.c.transaction_id.desc())
+    .limit(1).scalar_subquery(), 0)
+_MARK_INSERT = insert(_MARKS).from_select(
+    ["answerer_id", "created_at", "transaction_id", "credited_cents", "total_cents"],
+    select(bindparam("answerer", type_=Integer), bindparam("at", type_=UTCDateTime),
+           bindparam("tx", type_=Integer), bindparam("credited", type_=BigInteger),
+           bindparam("credited", type_=BigInteger) + _TOTAL_BEFORE))
+#: A mark posted with an earlier time than marks already there (a caller's clock behind)
+#: raises the totals after it.
+_MARKS_AFTER = (
+    update(_MARKS)
+    .where(_MARKS.c.answerer_id == bindparam("answerer"),
+           or_(_MARKS.c.created_at > bindparam("at"),
+               and_(_MARKS.c.created_at == bindparam("at"),
+                    _MARKS.c.transaction_id > bindparam("tx"))))
+    .values(total_cents=_MARKS.c.total_cents + bindparam("credited")))
+
+
+def _mark_income(session: Session, tx_id: int, created_at: datetime,
+                 checked: list[tuple[str, int]]) -> None:
+    """Keep the income marks (``IncomeMark``) of the answerers this transaction credits: one
+    mark each, its total the one before it plus this credit, and the totals after it raised.
+    Runs under the chain's lock, so marks are written one transaction at a time."""
+    credited: dict[int, int] = {}
+    for name, amount in checked:
+        if name.startswith(_PAYABLE) and amount < 0:
+            answerer_id = int(name[len(_PAYABLE):])
+            credited[answerer_id] = credited.get(answerer_id, 0) - amount
+    for answerer_id, cents in credited.items():
+        params = {"answerer": answerer_id, "at": created_at, "tx": tx_id, "credited": cents}
+        session.execute(_MARK_INSERT, params)
+        session.execute(_MARKS_AFTER, params)
 
 
 def posted(session: Session, key: str) -> LedgerTransaction | None:
@@ -498,7 +555,46 @@ def verify(conn, batch_size: int = 5000, hmac_key: bytes | None | bool = True) -
             kind = f"{account_kind(name)} {currency}"
             report.totals[kind] = report.totals.get(kind, 0) + actual
     report.problems.extend(unbalanced_totals(report.totals))
+    report.problems.extend(income_mark_problems(conn))
     return report
+
+
+#: Every answerer's income marks (``IncomeMark``) as the ledger makes them: a row per
+#: transaction crediting their payable account, not a reversal, with the running total.
+INCOME_MARKS_SQL = """
+SELECT answerer_id, created_at, transaction_id, credited AS credited_cents,
+       SUM(credited) OVER (PARTITION BY answerer_id ORDER BY created_at, transaction_id
+                           ROWS UNBOUNDED PRECEDING) AS total_cents
+FROM (SELECT CAST(substr(a.name, 18) AS INTEGER) AS answerer_id, t.created_at,
+             t.id AS transaction_id, -SUM(e.amount_cents) AS credited
+      FROM ledger_entry e
+      JOIN ledger_account a ON a.id = e.account_id
+      JOIN ledger_transaction t ON t.id = e.transaction_id
+      WHERE a.name LIKE 'payable:answerer:%' AND e.amount_cents < 0
+        AND t.reverses_id IS NULL
+      GROUP BY a.name, t.created_at, t.id) credits
+"""
+_MARK_COLUMNS = "answerer_id, created_at, transaction_id, credited_cents, total_cents"
+#: Fill an empty ``income_mark`` from the ledger (the bench's generator; migration 0018 has
+#: its own copy).
+REBUILD_INCOME_MARKS = f"INSERT INTO income_mark ({_MARK_COLUMNS}) {INCOME_MARKS_SQL}"
+
+
+#: The answerers whose stored marks and the ledger's differ, both ways (built of constants).
+_MARK_DIFFERENCES = text(
+    f"SELECT answerer_id FROM (SELECT {_MARK_COLUMNS} FROM ({INCOME_MARKS_SQL}) expected"  # noqa: S608
+    f" EXCEPT SELECT {_MARK_COLUMNS} FROM income_mark) missing"
+    f" UNION SELECT answerer_id FROM (SELECT {_MARK_COLUMNS} FROM income_mark"
+    f" EXCEPT SELECT {_MARK_COLUMNS} FROM ({INCOME_MARKS_SQL}) expected) extra"
+    " ORDER BY answerer_id LIMIT :limit")
+
+
+def income_mark_problems(conn, limit: int = 50) -> list[str]:
+    """A problem for each answerer whose stored income marks differ from what the ledger makes
+    of them (a mark missing, extra, or with another amount or total). One pass in SQL."""
+    differ = conn.execute(_MARK_DIFFERENCES, {"limit": limit}).scalars().all()
+    return [f"income marks of answerer {answerer_id} differ from the ledger's credits to "
+            f"{payable_account(answerer_id)}" for answerer_id in differ]
 
 
 def unbalanced_totals(totals: dict[str, int]) -> list[str]:

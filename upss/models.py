@@ -658,6 +658,25 @@ class LedgerEntry(db.Model):
     account: Mapped[LedgerAccount] = relationship()
 
 
+class IncomeMark(db.Model):
+    """An answerer's running income, kept by ``ledger.post`` in the posting's transaction: one
+    row per ledger transaction that credited their payable account (a reversal is not income),
+    with what it credited and the total credited to them up to and including it, in
+    ``(created_at, transaction_id)`` order. Income since any moment is the latest total minus
+    the last total before that moment: two probes of the primary key per answerer, however long
+    the ledger (``earnings.recent_and_yearly_income``). Derived from the ledger, not part of
+    it: a full ``verify-ledger`` recomputes every row."""
+
+    __tablename__ = "income_mark"
+
+    answerer_id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    transaction_id: Mapped[int] = mapped_column(ForeignKey("ledger_transaction.id"),
+                                                primary_key=True, autoincrement=False)
+    credited_cents: Mapped[int] = mapped_column(BigInteger)
+    total_cents: Mapped[int] = mapped_column(BigInteger)
+
+
 #: A ledger check's state: asked for by the organizer, running, or finished.
 LEDGER_CHECK_STATES = ("requested", "running", "done")
 

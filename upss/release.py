@@ -24,9 +24,10 @@ the same question expired goes last).
 Set-based: a run's cost follows the offers it makes and the answerers with room, not the length
 of the queue or the number of busy answerers. One statement picks the answerers with room (open
 work under their limit, counted by an index per answerer); a few more read their numbers (today's
-offers, the questions they hold, their income). The queue is read a page at a time
-(``QUEUE_PAGE`` rows of a few columns, oldest paid first, only in languages someone with room
-speaks) and only until the run's offers are made or nobody has room left.
+offers, the questions they hold, their income from the running totals ``ledger.post`` keeps,
+``IncomeMark``). The queue is read a page at a time (``QUEUE_PAGE`` rows of a few columns,
+oldest paid first, only in languages someone with room speaks) and only until the run's
+offers are made or nobody has room left.
 
 The other jobs return questions to the queue (expired offers and locks), refund questions whose
 deadline passed, and accept answers the asker left alone for ``auto_accept_days``. Every job

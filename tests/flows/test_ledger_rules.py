@@ -128,8 +128,9 @@ def test_a_key_whose_entries_were_moved_away_is_a_conflict_not_a_crash(session, 
 @pytest.mark.ledger_tampered
 def test_verify_reports_every_problem_of_a_changed_amount(session, tamper):
     """An entry changed behind the ledger's back: the chain breaks there, its transaction is
-    unbalanced, the cached balance differs from the entries; a cached balance "fixed" by hand
-    elsewhere differs too, and puts the trial balance off."""
+    unbalanced, the cached balance differs from the entries, and so do the answerer's income
+    marks; a cached balance "fixed" by hand elsewhere differs too, and puts the trial balance
+    off."""
     txs = chain(session)
     settle = txs["settle"].id
     tamper("UPDATE ledger_entry SET amount_cents = -950 WHERE transaction_id = :t "
@@ -142,6 +143,7 @@ def test_verify_reports_every_problem_of_a_changed_amount(session, tamper):
         "account stripe_balance: cached balance 1830 but entries sum to 1000",
         "account payable:answerer:7: cached balance -900 but entries sum to -950",
         "trial balance in EUR is off by -50",
+        "income marks of answerer 7 differ from the ledger's credits to payable:answerer:7",
     ]
     problems = ledger.verify_accounts(session, ["payable:answerer:7", "stripe_balance"])
     assert problems[:2] == [f"transaction {settle} (settle:question:1) is unbalanced",
