@@ -215,6 +215,11 @@ class Question(db.Model):
         Index("ix_question_status_id", "status", "id"),
         # The release (``upss.release``): an answerer's open work, counted by index alone.
         Index("ix_question_answerer_id_status", "answerer_id", "status"),
+        # The release reads the queue oldest paid first, a page at a time: only queued rows,
+        # in that order (by ``paid_at`` alone PostgreSQL walked every closed question first).
+        Index("ix_question_queue", "paid_at", "id",
+              sqlite_where=text("status = 'queued'"),
+              postgresql_where=text("status = 'queued'")),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from tests.flows.test_release import DAY, NIGHT, offers
 from tests.flows.test_release_rules import earn
-from upss import earnings, questions, release
+from upss import earnings, questions, release, settings
 from upss.extensions import db
 from upss.models import AnswererProfile, Question, User
 
@@ -276,3 +276,35 @@ def test_earnings_are_spread_evenly_over_300_questions(app, world):
             db.session, {a: ZoneInfo("Europe/Oslo") for a in answerers}, now,
             release.EARNINGS_PERIOD)
     assert gini([earned.get(a, (0, 0))[0] for a in answerers]) < 0.05
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_the_queue_is_read_along_its_own_index(app, world):
+    """The run's page of the queue reads the queued questions in order from an index of them
+    alone (``ix_question_queue``): no sort, no pass over the questions paid before (PostgreSQL's
+    plan, with sorting and whole-table scans made as costly as they go)."""
+    from sqlalchemy import event
+
+    asker = world.user()
+    queue_questions(app, 3, DAY, asker)
+    with app.app_context():
+        rules = settings.current(db.session)
+        seen = []
+
+        def record(conn, cursor, statement, parameters, context, executemany):
+            seen.append((statement, parameters))
+
+        event.listen(db.engine, "before_cursor_execute", record)
+        try:
+            pages = list(release._queued_pages(db.session, NIGHT, rules, True, {"en"}))
+        finally:
+            event.remove(db.engine, "before_cursor_execute", record)
+        (statement, parameters), = seen
+        connection = db.session.connection()
+        connection.exec_driver_sql("SET LOCAL enable_sort = off")
+        connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        plan = "\n".join(row[0] for row in connection.exec_driver_sql(
+            "EXPLAIN " + statement, parameters))
+        db.session.rollback()
+    assert [len(page) for page in pages] == [3]
+    assert "Sort" not in plan and "using ix_question_queue on question" in plan, plan
