@@ -27,6 +27,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from . import ledger, payouts, settings, statements
+from .dbtypes import one_of
 from .models import (
     AnswererProfile,
     IncomeMark,
@@ -105,7 +106,7 @@ def recent_and_yearly_income(session: Session, zones: dict[int, ZoneInfo], now: 
     rows = session.execute(
         select(User.id, _total_before(None), _total_before(now - period),
                *(_total_before(start) for start in starts))
-        .where(User.id.in_(sorted(zones))))
+        .where(one_of(session.get_bind().dialect.name, User.id, sorted(zones))))
     income = {}
     for answerer_id, latest, before_period, *before_year in rows:
         if latest is None:

@@ -206,8 +206,12 @@ class Question(db.Model):
             name="status_known",
         ),
         Index("ix_question_status_paid_at", "status", "paid_at"),
-        # The traffic page counts a window of payments and answers (``upss.charts``).
-        Index("ix_question_paid_at", "paid_at"),
+        # The traffic page counts a window of payments and answers (``upss.charts``). Partial,
+        # so that it cannot serve an order by ``paid_at`` alone: the release's page of the
+        # queue then reads ``ix_question_queue`` (below), not every closed question first.
+        Index("ix_question_paid_at", "paid_at",
+              sqlite_where=text("paid_at IS NOT NULL"),
+              postgresql_where=text("paid_at IS NOT NULL")),
         Index("ix_question_answered_at", "answered_at"),
         CheckConstraint("rating IS NULL OR rating BETWEEN 1 AND 5", name="rating_range"),
         # Keyset pages (``upss.lists``): an asker's questions; the rejected answers.
@@ -216,7 +220,7 @@ class Question(db.Model):
         # The release (``upss.release``): an answerer's open work, counted by index alone.
         Index("ix_question_answerer_id_status", "answerer_id", "status"),
         # The release reads the queue oldest paid first, a page at a time: only queued rows,
-        # in that order (by ``paid_at`` alone PostgreSQL walked every closed question first).
+        # in that order.
         Index("ix_question_queue", "paid_at", "id",
               sqlite_where=text("status = 'queued'"),
               postgresql_where=text("status = 'queued'")),

@@ -45,6 +45,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from . import earnings, money, payments, questions, settings
+from .dbtypes import one_of
 from .models import (
     AnswererProfile,
     Offer,
@@ -196,19 +197,21 @@ def load_candidates(session: Session, now: datetime,
     if not candidates:
         return []
     ids = list(candidates)
+    dialect = session.get_bind().dialect.name
 
     # Today's offers of each, counted from their own local midnight.
     midnights = {i: _local_midnight(now, c.zone) for i, c in candidates.items()}
     for answerer_id, offered_at in session.execute(
         select(Offer.answerer_id, Offer.offered_at)
-        .where(Offer.answerer_id.in_(ids), Offer.offered_at >= min(midnights.values()))
+        .where(one_of(dialect, Offer.answerer_id, ids),
+               Offer.offered_at >= min(midnights.values()))
     ):
         if offered_at >= midnights[answerer_id]:
             candidates[answerer_id].offers_today += 1
 
     for answerer_id, price_cents, commission_bps in session.execute(
         select(Question.answerer_id, Question.price_cents, Question.commission_bps)
-        .where(Question.answerer_id.in_(ids), Question.status.in_(IN_PROGRESS))
+        .where(one_of(dialect, Question.answerer_id, ids), Question.status.in_(IN_PROGRESS))
     ):
         candidates[answerer_id].pending_cents += _share(price_cents, commission_bps, rules)
 
@@ -250,9 +253,11 @@ def _read_refusals(session: Session, page: list[QueuedQuestion],
                    candidates: list[Candidate]) -> None:
     """Note which of the page's questions each candidate declined, or let expire."""
     by_id = {c.user_id: c for c in candidates}
+    dialect = session.get_bind().dialect.name
     for answerer_id, question_id, outcome in session.execute(
         select(Offer.answerer_id, Offer.question_id, Offer.outcome)
-        .where(Offer.question_id.in_([q.id for q in page]), Offer.answerer_id.in_(list(by_id)),
+        .where(one_of(dialect, Offer.question_id, [q.id for q in page]),
+               one_of(dialect, Offer.answerer_id, by_id),
                Offer.outcome.in_(("declined", "expired")))
     ):
         c = by_id[answerer_id]
