@@ -39,6 +39,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from functools import cached_property
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import and_, func, or_, select
@@ -81,9 +82,10 @@ class Limits:
     open_offer_limit: int
     yearly_ceiling_cents: int | None
 
-    @property
-    def language_list(self) -> list[str]:
-        return [code for code in self.languages.split(",") if code]
+    @cached_property
+    def language_list(self) -> frozenset[str]:
+        """The codes of ``languages`` (read once: every question of a page asks)."""
+        return frozenset(code for code in self.languages.split(",") if code)
 
 
 @dataclass
@@ -209,11 +211,15 @@ def load_candidates(session: Session, now: datetime,
         if offered_at >= midnights[answerer_id]:
             candidates[answerer_id].offers_today += 1
 
-    for answerer_id, price_cents, commission_bps in session.execute(
-        select(Question.answerer_id, Question.price_cents, Question.commission_bps)
+    # Their shares of the questions they hold, each (price, commission) split once.
+    for answerer_id, price_cents, commission_bps, count in session.execute(
+        select(Question.answerer_id, Question.price_cents, Question.commission_bps,
+               func.count())
         .where(one_of(dialect, Question.answerer_id, ids), Question.status.in_(IN_PROGRESS))
+        .group_by(Question.answerer_id, Question.price_cents, Question.commission_bps)
     ):
-        candidates[answerer_id].pending_cents += _share(price_cents, commission_bps, rules)
+        candidates[answerer_id].pending_cents += count * _share(price_cents, commission_bps,
+                                                                rules)
 
     income = earnings.recent_and_yearly_income(
         session, {i: c.zone for i, c in candidates.items()}, now, EARNINGS_PERIOD)
