@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import World, _base_config
+from tests.conftest import World, _base_config, count_statements
 from upss import create_app, earnings, ledger
 from upss.extensions import db
 from upss.models import IncomeMark
@@ -85,18 +85,9 @@ def test_one_statement_whatever_the_number_of_credits(app, world):
     now = START + timedelta(days=100)
 
     def statements() -> int:
-        sent = []
-
-        def count(conn, cursor, statement, *args):
-            sent.append(statement)
-
-        with app.app_context():
-            sa.event.listen(db.engine, "before_cursor_execute", count)
-            try:
-                earnings.recent_and_yearly_income(db.session, zones, now, timedelta(days=30))
-            finally:
-                sa.event.remove(db.engine, "before_cursor_execute", count)
-        return len([s for s in sent if not s.startswith("BEGIN")])
+        with app.app_context(), count_statements() as seen:
+            earnings.recent_and_yearly_income(db.session, zones, now, timedelta(days=30))
+        return len([s for s in seen if not s.startswith("BEGIN")])
 
     few = statements()
     post_history(app, world, random.Random(4), 40, first=1000)

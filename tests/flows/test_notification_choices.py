@@ -11,9 +11,9 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 
-from tests.conftest import sign_in_as
+from tests.conftest import count_statements, sign_in_as
 from tests.flows.test_notifications import BASE, NIGHT, dispatch, enqueue, offer_to, rows
 from upss import jobs, notifications, organizer_digest, questions, reminders, settings
 from upss.extensions import db
@@ -392,23 +392,15 @@ def test_many_messages_at_once_follow_each_persons_choice_as_one_at_a_time_does(
         "pending", "digest", "skipped", "pending", "pending"]
     assert one_at_a_time[3][5] == datetime(2026, 1, 15, 7, 0, tzinfo=UTC)  # 09:00 there
 
-    statements = []
-
-    def count(conn, cursor, statement, *args):
-        statements.append(statement)
-
-    def many(batch) -> int:
+    def many(batch) -> tuple[int, int]:
+        """Rows written, and statements sent."""
         with app.app_context():
-            event.listen(db.engine, "before_cursor_execute", count)
-            try:
+            with count_statements() as seen:
                 n = notifications.enqueue_many(db.session, "answer_rated", batch, NIGHT)
-            finally:
-                event.remove(db.engine, "before_cursor_execute", count)
             db.session.commit()
-        return n
+        return n, len([s for s in seen if not s.startswith("BEGIN")])
 
-    assert many(messages) == 5
-    assert written() == one_at_a_time
-    six, statements[:] = len([s for s in statements if not s.startswith("BEGIN")]), []
-    assert many(messages[:1]) == 1
-    assert len([s for s in statements if not s.startswith("BEGIN")]) == six == 4
+    rows, six = many(messages)
+    assert rows == 5 and written() == one_at_a_time
+    rows, one = many(messages[:1])
+    assert rows == 1 and one == six == 4

@@ -4,28 +4,18 @@ first saves, the configured defaults and window on every day."""
 
 from __future__ import annotations
 
-import sqlalchemy as sa
-
+from tests.conftest import count_statements
 from upss import settings
 from upss.extensions import db
 
 
 def read(app) -> tuple[settings.Settings, int]:
     """The settings in force, and how many statements reading them sent."""
-    sent = []
-
-    def count(conn, cursor, statement, parameters, context, executemany):
-        if not statement.startswith("BEGIN"):
-            sent.append(statement)
-
     with app.app_context():
-        sa.event.listen(db.engine, "before_cursor_execute", count)
-        try:
+        with count_statements() as seen:
             current = settings.current(db.session)
-        finally:
-            sa.event.remove(db.engine, "before_cursor_execute", count)
         db.session.rollback()
-    return current, len(sent)
+    return current, len([s for s in seen if not s.startswith("BEGIN")])
 
 
 def save(app, **changes) -> None:
