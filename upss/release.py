@@ -201,15 +201,18 @@ def load_candidates(session: Session, now: datetime,
     ids = list(candidates)
     dialect = session.get_bind().dialect.name
 
-    # Today's offers of each, counted from their own local midnight.
+    # Today's offers of each, counted from their own local midnight: one count per distinct
+    # midnight (one per UTC offset, a handful), each answerer taking their own.
     midnights = {i: _local_midnight(now, c.zone) for i, c in candidates.items()}
-    for answerer_id, offered_at in session.execute(
-        select(Offer.answerer_id, Offer.offered_at)
-        .where(one_of(dialect, Offer.answerer_id, ids),
-               Offer.offered_at >= min(midnights.values()))
+    starts = sorted(set(midnights.values()))
+    column = {start: n for n, start in enumerate(starts)}
+    for answerer_id, *counts in session.execute(
+        select(Offer.answerer_id,
+               *(func.count().filter(Offer.offered_at >= start) for start in starts))
+        .where(one_of(dialect, Offer.answerer_id, ids), Offer.offered_at >= starts[0])
+        .group_by(Offer.answerer_id)
     ):
-        if offered_at >= midnights[answerer_id]:
-            candidates[answerer_id].offers_today += 1
+        candidates[answerer_id].offers_today = counts[column[midnights[answerer_id]]]
 
     # Their shares of the questions they hold, each (price, commission) split once.
     for answerer_id, price_cents, commission_bps, count in session.execute(

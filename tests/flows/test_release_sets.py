@@ -320,3 +320,20 @@ def test_the_queue_is_read_along_its_own_index(app, world):
     assert ("Sort" not in along_the_queue
             and "using ix_question_queue on question" in along_the_queue), along_the_queue
     assert "ix_question_paid_at" not in without, without
+
+
+def test_the_daily_limit_counts_from_each_answerers_own_midnight_in_one_run(app, world):
+    """Oslo and New York, one offer a day each, both offered a question at 04:00 UTC on
+    15 January (05:00 in Oslo, 23:00 on the 14th in New York). At 06:00 UTC it is Oslo's
+    same day, so Oslo has had its offer; New York's day began at 05:00 UTC, so it gets one."""
+    oslo = world.answerer(timezone="Europe/Oslo", daily_limit=1)
+    new_york = world.answerer(timezone="America/New_York", daily_limit=1)
+    early = datetime(2026, 1, 15, 4, 0, tzinfo=UTC)
+    first = [world.paid_question(paid_at=early - timedelta(hours=1)) for _ in range(2)]
+    assert sorted(a for _, a in release_at(world, early)) == sorted([oslo, new_york])
+    for q in first:
+        world.act(questions.decline, q, world.question(q).answerer_id, early)
+    later = [world.paid_question(paid_at=early) for _ in range(2)]
+    made = release_at(world, early + timedelta(hours=2))
+    assert [a for _, a in made] == [new_york]
+    assert {q for q, _ in made} <= set(first + later)
