@@ -97,15 +97,17 @@ def recent_and_yearly_income(session: Session, zones: dict[int, ZoneInfo], now: 
 
     Read from the income marks (``IncomeMark``, kept by ``ledger.post``): income since a moment
     is the answerer's latest running total minus their last total before it. One statement,
-    a few probes of the marks' primary key per answerer, whatever the length of the ledger."""
+    a few probes of the marks' primary key per answerer, whatever the length of the ledger.
+    (The release run reads the same columns inside its own statement: :func:`total_before`.)"""
     if not zones:
         return {}
-    year_from = {i: year_start(now, zone) for i, zone in zones.items()}
+    by_zone = {zone: year_start(now, zone) for zone in set(zones.values())}
+    year_from = {i: by_zone[zone] for i, zone in zones.items()}
     starts = sorted(set(year_from.values()))  # one per UTC offset on 1 January: a handful
     column = {start: n for n, start in enumerate(starts)}
-    rows = session.execute(
-        select(User.id, _total_before(None), _total_before(now - period),
-               *(_total_before(start) for start in starts))
+    rows = session.connection().execute(
+        select(User.id, total_before(User.id, None), total_before(User.id, now - period),
+               *(total_before(User.id, start) for start in starts))
         .where(one_of(session.get_bind().dialect.name, User.id, sorted(zones))))
     income = {}
     for answerer_id, latest, before_period, *before_year in rows:
@@ -117,15 +119,17 @@ def recent_and_yearly_income(session: Session, zones: dict[int, ZoneInfo], now: 
     return income
 
 
-def _total_before(moment: datetime | None):
-    """The answerer's (``User.id``'s) running income at their last mark before ``moment``, or
-    at their latest mark when ``moment`` is None; NULL when there is none."""
+def total_before(answerer_id, moment):
+    """A column: the running income of the answerer whose id is ``answerer_id`` (a column of
+    the outer query) at their last mark before ``moment`` (a moment, or an SQL expression of
+    the outer row), or at their latest mark when ``moment`` is None; NULL when there is none.
+    Income since a moment is the latest total minus the total before it."""
     marks = IncomeMark.__table__.c
-    query = select(marks.total_cents).where(marks.answerer_id == User.id)
+    query = select(marks.total_cents).where(marks.answerer_id == answerer_id)
     if moment is not None:
         query = query.where(marks.created_at < moment)
     return (query.order_by(marks.created_at.desc(), marks.transaction_id.desc()).limit(1)
-            .correlate(User).scalar_subquery())
+            .correlate_except(IncomeMark.__table__).scalar_subquery())
 
 
 def next_payout_date(now: datetime, zone: ZoneInfo) -> date:

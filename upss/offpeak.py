@@ -39,7 +39,11 @@ def is_off_peak(now: datetime, settings: Settings) -> bool:
 def daily_hours_contain(now: datetime, zone: ZoneInfo, start: int, end: int) -> bool:
     """Whether ``now`` falls in the same daily hours every day (``end <= start`` crosses
     midnight; 0–1440 is all day)."""
-    _, minute = local_minute(now, zone)
+    return minute_in_daily_hours(local_minute(now, zone)[1], start, end)
+
+
+def minute_in_daily_hours(minute: int, start: int, end: int) -> bool:
+    """:func:`daily_hours_contain` for a local minute after midnight already known."""
     if start == 0 and end >= 1440:
         return True
     if end > start:

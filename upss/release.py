@@ -37,12 +37,13 @@ takes ``now`` so tests drive time directly; every state change goes through ``qu
 from __future__ import annotations
 
 import logging
+from bisect import insort
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cached_property
+from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, case, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from . import earnings, money, payments, questions, settings
@@ -53,7 +54,7 @@ from .models import (
     Question,
     User,
 )
-from .offpeak import daily_hours_contain, is_off_peak
+from .offpeak import is_off_peak, local_minute, minute_in_daily_hours
 
 log = logging.getLogger(__name__)
 EARNINGS_PERIOD = timedelta(days=30)
@@ -82,10 +83,15 @@ class Limits:
     open_offer_limit: int
     yearly_ceiling_cents: int | None
 
-    @cached_property
+    @property
     def language_list(self) -> frozenset[str]:
-        """The codes of ``languages`` (read once: every question of a page asks)."""
-        return frozenset(code for code in self.languages.split(",") if code)
+        """The codes of ``languages`` (split once per distinct value: every question asks)."""
+        return _language_codes(self.languages)
+
+
+@lru_cache(maxsize=1024)
+def _language_codes(languages: str) -> frozenset[str]:
+    return frozenset(code for code in languages.split(",") if code)
 
 
 @dataclass
@@ -128,10 +134,6 @@ class Candidate:
                      or self.earned_this_year_cents + self.pending_cents + question.share_cents
                      <= p.yearly_ceiling_cents))
 
-    def rank(self, question: QueuedQuestion) -> tuple:
-        return (question.id in self.expired, self.earned_cents + self.pending_cents,
-                self.last_offer_id, self.user_id)
-
     def took(self, offer_id: int, share_cents: int) -> None:
         """Count an offer chosen in this run at once (limits, ceiling and ranking)."""
         self.offers_today += 1
@@ -162,74 +164,91 @@ def _local_midnight(now: datetime, zone: ZoneInfo) -> datetime:
     return local.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def _share(price_cents: int, commission_bps: int | None, rules: settings.Settings) -> int:
-    """The answerer's share of a price, at the question's frozen commission."""
-    bps = rules.commission_bps if commission_bps is None else commission_bps
-    return money.split(price_cents, bps)[0]
-
-
 def load_candidates(session: Session, now: datetime,
                     rules: settings.Settings) -> list[Candidate]:
-    """The active answerers with room for an offer now, with their numbers. One statement finds
-    those under their open-offer limit (a count by index per answerer, inside the database);
-    the rest read only theirs."""
-    open_work = (select(func.count()).select_from(Question)
-                 .where(Question.answerer_id == User.id, Question.status.in_(OPEN))
-                 .correlate(User).scalar_subquery())
-    last_offer = (select(func.max(Offer.id)).where(Offer.answerer_id == User.id)
-                  .correlate(User).scalar_subquery())
+    """The active answerers with room for an offer now, with their numbers, in two statements.
+
+    The first reads the time zones of the active answerers (a handful). The second finds those
+    under their open-offer limit (a count by index per answerer, made once, inside the
+    database) and reads, for those only: their newest offer; their share of the questions
+    they hold (summed in the database, ``money.payout_sql``); their offers since their own
+    local midnight; and their income over the last 30 days and since their own 1 January
+    (``earnings.total_before``, the running totals). Each zone's midnight and New Year are
+    worked out once in Python and chosen by the answerer's zone in SQL (a ``CASE`` of a few
+    branches), so nothing is computed per answerer but the probes of their own rows."""
     p = AnswererProfile
-    rows = session.execute(
-        select(User.id, p.languages, p.timezone, p.available_from_minute,
-               p.available_until_minute, p.daily_limit, p.open_offer_limit,
-               p.yearly_ceiling_cents, open_work, last_offer)
-        .join(p, p.user_id == User.id)
-        .where(User.is_answerer.is_(True), p.active.is_(True), p.daily_limit > 0,
-               open_work < p.open_offer_limit)
-        .order_by(User.id)
-    ).all()
-    candidates: dict[int, Candidate] = {}
-    for user_id, *columns, open_count, last_offer_id in rows:
-        limits = Limits(*columns)
-        zone = ZoneInfo(limits.timezone)
-        if daily_hours_contain(now, zone, limits.available_from_minute,
-                               limits.available_until_minute):
-            candidates[user_id] = Candidate(user_id, limits, zone, open_count=open_count,
-                                            last_offer_id=last_offer_id or 0)
-    if not candidates:
+    active = (User.is_answerer.is_(True), p.active.is_(True), p.daily_limit > 0)
+    names = session.connection().execute(
+        select(p.timezone).join(User, User.id == p.user_id).where(*active).distinct()
+    ).scalars().all()
+    if not names:
         return []
-    ids = list(candidates)
-    dialect = session.get_bind().dialect.name
+    zones = {name: _Zone(name, now) for name in names}
 
-    # Today's offers of each, counted from their own local midnight: one count per distinct
-    # midnight (one per UTC offset, a handful), each answerer taking their own.
-    midnights = {i: _local_midnight(now, c.zone) for i, c in candidates.items()}
-    starts = sorted(set(midnights.values()))
-    column = {start: n for n, start in enumerate(starts)}
-    for answerer_id, *counts in session.execute(
-        select(Offer.answerer_id,
-               *(func.count().filter(Offer.offered_at >= start) for start in starts))
-        .where(one_of(dialect, Offer.answerer_id, ids), Offer.offered_at >= starts[0])
-        .group_by(Offer.answerer_id)
-    ):
-        candidates[answerer_id].offers_today = counts[column[midnights[answerer_id]]]
+    q = Question
+    room = (
+        select(p.user_id, p.languages, p.timezone, p.available_from_minute,
+               p.available_until_minute, p.daily_limit, p.open_offer_limit,
+               p.yearly_ceiling_cents,
+               select(func.count()).where(q.answerer_id == p.user_id, q.status.in_(OPEN))
+               .correlate(p).scalar_subquery().label("open_count"))
+        .join(User, User.id == p.user_id).where(*active)
+        .cte("room").prefix_with("MATERIALIZED", dialect="postgresql"))
+    held = (select(func.coalesce(func.sum(money.payout_sql(
+                q.price_cents, func.coalesce(q.commission_bps, rules.commission_bps))), 0))
+            .where(q.answerer_id == room.c.user_id, q.status.in_(IN_PROGRESS))
+            .correlate(room).scalar_subquery())
+    last_offer = (select(func.max(Offer.id)).where(Offer.answerer_id == room.c.user_id)
+                  .correlate(room).scalar_subquery())
 
-    # Their shares of the questions they hold, each (price, commission) split once.
-    for answerer_id, price_cents, commission_bps, count in session.execute(
-        select(Question.answerer_id, Question.price_cents, Question.commission_bps,
-               func.count())
-        .where(one_of(dialect, Question.answerer_id, ids), Question.status.in_(IN_PROGRESS))
-        .group_by(Question.answerer_id, Question.price_cents, Question.commission_bps)
-    ):
-        candidates[answerer_id].pending_cents += count * _share(price_cents, commission_bps,
-                                                                rules)
+    def by_zone(moment_of) -> case:
+        """The moment of the row's zone (bound as a stored timestamp, as a comparison with a
+        column binds it)."""
+        return case({name: literal(moment_of(zone), Offer.offered_at.type)
+                     for name, zone in zones.items()}, value=room.c.timezone)
 
-    income = earnings.recent_and_yearly_income(
-        session, {i: c.zone for i, c in candidates.items()}, now, EARNINGS_PERIOD)
-    for answerer_id, (recent, this_year) in income.items():
-        candidates[answerer_id].earned_cents = recent
-        candidates[answerer_id].earned_this_year_cents = this_year
-    return [c for c in candidates.values() if c.has_room]
+    today = (select(func.count()).where(
+                Offer.answerer_id == room.c.user_id,
+                Offer.offered_at >= by_zone(lambda zone: zone.midnight))
+             .correlate(room).scalar_subquery())
+    rows = session.connection().execute(
+        select(room, held, last_offer, today,
+               earnings.total_before(room.c.user_id, None),
+               earnings.total_before(room.c.user_id, now - EARNINGS_PERIOD),
+               earnings.total_before(room.c.user_id, by_zone(lambda zone: zone.new_year)))
+        .where(room.c.open_count < room.c.open_offer_limit)
+        .order_by(room.c.user_id)).all()
+
+    candidates = []
+    for (user_id, *columns, open_count, held_cents, last_offer_id, offers_today, latest,
+         before_period, before_year) in rows:
+        limits = Limits(*columns)
+        zone = zones.get(limits.timezone)
+        if zone is None:  # the zone changed between the two statements: next run
+            continue
+        if not minute_in_daily_hours(zone.minute, limits.available_from_minute,
+                                     limits.available_until_minute):
+            continue
+        latest = latest or 0
+        candidate = Candidate(user_id, limits, zone.zone, open_count=open_count,
+                              pending_cents=int(held_cents), last_offer_id=last_offer_id or 0,
+                              offers_today=offers_today,
+                              earned_cents=int(latest - (before_period or 0)),
+                              earned_this_year_cents=int(latest - (before_year or 0)))
+        if candidate.has_room:
+            candidates.append(candidate)
+    return candidates
+
+
+class _Zone:
+    """An answerer's time zone as the run reads it: ``now``'s local minute after midnight,
+    and the moments (in UTC) of local midnight today and of local New Year."""
+
+    def __init__(self, name: str, now: datetime) -> None:
+        self.zone = ZoneInfo(name)
+        self.minute = local_minute(now, self.zone)[1]
+        self.midnight = _local_midnight(now, self.zone)
+        self.new_year = earnings.year_start(now, self.zone)
 
 
 def _queued_pages(session: Session, now: datetime, rules: settings.Settings, in_window: bool,
@@ -237,7 +256,8 @@ def _queued_pages(session: Session, now: datetime, rules: settings.Settings, in_
     """Queued questions not past their deadline, in the given languages, oldest paid first,
     ``QUEUE_PAGE`` at a time (keyset on ``(paid_at, id)``)."""
     query = (select(Question.id, Question.asker_id, Question.language, Question.paid_at,
-                    Question.price_cents, Question.commission_bps)
+                    money.payout_sql(Question.price_cents, func.coalesce(
+                        Question.commission_bps, rules.commission_bps)))
              .where(Question.status == "queued", Question.deadline_at > now,
                     Question.language.in_(sorted(languages)))
              .order_by(Question.paid_at, Question.id).limit(QUEUE_PAGE))
@@ -248,9 +268,7 @@ def _queued_pages(session: Session, now: datetime, rules: settings.Settings, in_
         page_query = query if after is None else query.where(or_(
             Question.paid_at > after.paid_at,
             and_(Question.paid_at == after.paid_at, Question.id > after.id)))
-        page = [QueuedQuestion(q_id, asker_id, language, paid_at,
-                               _share(price, bps, rules))
-                for q_id, asker_id, language, paid_at, price, bps in session.execute(page_query)]
+        page = [QueuedQuestion(*row) for row in session.connection().execute(page_query)]
         if page:
             yield page
         if len(page) < QUEUE_PAGE:
@@ -260,17 +278,25 @@ def _queued_pages(session: Session, now: datetime, rules: settings.Settings, in_
 
 def _read_refusals(session: Session, page: list[QueuedQuestion],
                    candidates: list[Candidate]) -> None:
-    """Note which of the page's questions each candidate declined, or let expire."""
+    """Note which of the page's questions each candidate declined, or let expire (the page's
+    refusals are few: read them all, keep the candidates')."""
     by_id = {c.user_id: c for c in candidates}
     dialect = session.get_bind().dialect.name
-    for answerer_id, question_id, outcome in session.execute(
+    for answerer_id, question_id, outcome in session.connection().execute(
         select(Offer.answerer_id, Offer.question_id, Offer.outcome)
         .where(one_of(dialect, Offer.question_id, [q.id for q in page]),
-               one_of(dialect, Offer.answerer_id, by_id),
                Offer.outcome.in_(("declined", "expired")))
     ):
-        c = by_id[answerer_id]
-        (c.declined if outcome == "declined" else c.expired).add(question_id)
+        c = by_id.get(answerer_id)
+        if c is not None:
+            (c.declined if outcome == "declined" else c.expired).add(question_id)
+
+
+def _standing(candidate: Candidate) -> tuple[int, int, int]:
+    """How the policy ranks answerers who may take a question and did not let it expire: least
+    earned (with the shares they hold), then least recently offered, then lowest id."""
+    return (candidate.earned_cents + candidate.pending_cents, candidate.last_offer_id,
+            candidate.user_id)
 
 
 def _choose(pending: list[QueuedQuestion], everyone: list[Candidate],
@@ -278,16 +304,29 @@ def _choose(pending: list[QueuedQuestion], everyone: list[Candidate],
     """Choose an answerer for each question of ``pending`` in order, as the policy ranks them,
     until ``wanted`` are chosen or nobody has room; each choice counts at once (its offer id
     is provisional until it is written). Returns the choices and the questions not looked
-    at."""
+    at.
+
+    The answerers are kept sorted by :func:`_standing`, so a question takes the first who may
+    take it (or, when all who may let it expire before, the first of those) and usually looks
+    at a few; the one chosen moves to their new place."""
+    order = sorted(everyone, key=_standing)
     chosen = []
     for n, queued in enumerate(pending):
-        pool = [c for c in everyone if c.can_take(queued)]
-        if not pool:
+        best = let_expire = None
+        for c in order:
+            if c.can_take(queued):
+                if queued.id not in c.expired:
+                    best = c
+                    break
+                let_expire = let_expire or c
+        best = best or let_expire
+        if best is None:
             continue
-        best = min(pool, key=lambda c: c.rank(queued))
         chosen.append((queued, best))
+        order.remove(best)
         best.took(PROVISIONAL_OFFER_ID + len(chosen), queued.share_cents)
-        if len(chosen) >= wanted or not any(c.has_room for c in everyone):
+        insort(order, best, key=_standing)
+        if len(chosen) >= wanted or not any(c.has_room for c in order):
             return chosen, pending[n + 1:]
     return chosen, []
 

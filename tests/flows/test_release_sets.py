@@ -97,6 +97,12 @@ def test_answerers_of_different_zones_read_in_one_run_each_get_their_own_year(ap
             db.session, {new_york: ZoneInfo("America/New_York"),
                          auckland: ZoneInfo("Pacific/Auckland")}, now, timedelta(days=30))
     assert income == {new_york: (1200, 1200), auckland: (1200, 700)}
+    # The run reads the same numbers inside its own statement (each zone's New Year chosen
+    # there by the answerer's zone).
+    with app.app_context():
+        read = {c.user_id: (c.earned_cents, c.earned_this_year_cents)
+                for c in release.load_candidates(db.session, now, settings.current(db.session))}
+    assert read == income
 
 
 # --- A question past its deadline is never offered ---------------------------------------------
@@ -209,8 +215,9 @@ def test_a_runs_statements_do_not_grow_with_the_queue_or_the_busy_answerers(app,
     with app.app_context():
         db.session.get(AnswererProfile, free).open_offer_limit = 0
         db.session.commit()
-    # The settings (1 statement) and the answerers with room (none): nothing more.
-    assert statements_of_a_run(app, NIGHT) == (2, 0, 0)
+    # The settings, the active answerers' time zones and the answerers with room (none):
+    # nothing more.
+    assert statements_of_a_run(app, NIGHT) == (3, 0, 0)
 
 
 def test_the_offers_of_a_run_are_written_together(app, world):
