@@ -101,7 +101,7 @@ def register_blueprints(app: Flask) -> None:
         app.register_blueprint(module.bp)
     mail.register(app)
 
-    app.jinja_env.filters["money"] = money_text
+    app.jinja_env.filters["money"] = money_text  # page_i18n reads the locale once a page
     app.jinja_env.filters["duration"] = duration_text
     app.jinja_env.filters["until"] = until_text
     app.jinja_env.globals["status_label"] = lambda status: STATUS_LABELS.get(status, status)
@@ -110,6 +110,9 @@ def register_blueprints(app: Flask) -> None:
     @app.context_processor
     def page_language():
         return {"page_lang": reader_locale()}
+
+    from . import page_i18n
+    page_i18n.init_app(app)
 
     def error_page(code: int, message=None):
         title, hint = ERROR_PAGES[code]

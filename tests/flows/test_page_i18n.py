@@ -1,0 +1,61 @@
+"""The templates' gettext and money filter (``upss.web.page_i18n``): the page's translations
+are looked up once per render, not once per string; a template rendered for someone else
+(inside ``force_locale``, as the e-mails are) is still in their language."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import flask_babel
+from babel.messages.pofile import read_po
+from flask import render_template_string
+from flask_babel import force_locale
+
+from upss.web import page_i18n
+
+TRANSLATIONS = Path(__file__).resolve().parents[2] / "translations"
+PAGE = ("{% for n in range(25) %}{{ _('Skip to main content') }}|{% endfor %}"
+        "{{ ngettext('This account is also signed in on %(num)d other browser or device.', "
+        "'This account is also signed in on %(num)d other browsers or devices.', 3) }}|"
+        "{{ 1250|money('EUR') }}")
+
+
+def finnish(message: str) -> str:
+    with open(TRANSLATIONS / "fi" / "LC_MESSAGES" / "messages.po", "rb") as f:
+        return {m.id if isinstance(m.id, str) else m.id[0]: m.string
+                for m in read_po(f)}[message]
+
+
+def test_a_page_looks_up_its_translations_once(app, monkeypatch):
+    calls = []
+    real = flask_babel.get_translations
+
+    def counted():
+        calls.append(1)
+        return real()
+
+    monkeypatch.setattr(flask_babel, "get_translations", counted)
+    monkeypatch.setattr(page_i18n, "get_translations", counted)
+    with app.test_request_context("/", headers={"Accept-Language": "fi"}):
+        text = render_template_string(PAGE)
+    skip = finnish("Skip to main content")
+    parts = text.split("|")
+    assert parts[:25] == [skip] * 25 and skip != "Skip to main content"
+    assert parts[25] == finnish("This account is also signed in on %(num)d other browser or "
+                                "device.")[1].replace("%(num)d", "3")
+    assert parts[26] == "12,50\xa0€"
+    assert len(calls) == 1
+
+
+def test_a_template_rendered_for_someone_else_is_in_their_language(app):
+    """An English page's request renders a Finnish reader's text inside ``force_locale``:
+    through ``render_template`` (the context is made inside) and through the bare Jinja
+    environment (no context: Flask-Babel's own lookup)."""
+    skip = finnish("Skip to main content")
+    with app.test_request_context("/", headers={"Accept-Language": "en"}):
+        assert render_template_string(PAGE).startswith("Skip to main content|")
+        with force_locale("fi"):
+            assert render_template_string(PAGE).startswith(skip + "|")
+            bare = app.jinja_env.from_string(PAGE).render()
+            assert bare.startswith(skip + "|") and bare.endswith("12,50\xa0€")
+        assert render_template_string(PAGE).endswith("€12.50")
