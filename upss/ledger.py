@@ -64,6 +64,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from .dbtypes import UTCDateTime
 from .models import IncomeMark, LedgerAccount, LedgerEntry, LedgerTransaction, utcnow
@@ -252,21 +253,24 @@ def _lock_chain_head(session: Session) -> None:
         session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": POSTING_LOCK_KEY})
 
 
-def _accounts(session: Session, names: set[str], currency: str) -> dict[str, LedgerAccount]:
-    found = {
-        a.name: a
-        for a in session.scalars(select(LedgerAccount).where(LedgerAccount.name.in_(names)))
-    }
-    for account in found.values():
-        if account.currency != currency:
-            raise InvalidEntry(f"account {account.name} is in {account.currency}, not {currency}")
-    missing = names - found.keys()
-    for name in missing:
-        found[name] = LedgerAccount(name=name, type=account_type(name), currency=currency,
-                                    balance_cents=0)
-        session.add(found[name])
+def _account_ids(session: Session, names: set[str], currency: str) -> dict[str, int]:
+    """Account name -> id, the missing accounts created (one INSERT … RETURNING, not the
+    unit of work: most payments open a new escrow account). The balances of accounts loaded
+    in the session are expired by :func:`post` after its UPDATE."""
+    found = {}
+    for name, account_id, account_currency in session.execute(
+            select(LedgerAccount.name, LedgerAccount.id, LedgerAccount.currency)
+            .where(LedgerAccount.name.in_(names))):
+        if account_currency != currency:
+            raise InvalidEntry(f"account {name} is in {account_currency}, not {currency}")
+        found[name] = account_id
+    missing = sorted(names - found.keys())
     if missing:
-        session.flush()
+        accounts = LedgerAccount.__table__
+        found.update(session.connection().execute(
+            insert(accounts).returning(accounts.c.name, accounts.c.id),
+            [dict(name=name, type=account_type(name), currency=currency, balance_cents=0)
+             for name in missing]).tuples().all())
     return found
 
 
@@ -306,7 +310,7 @@ def post(session: Session, key: str, description: str, entries: Iterable[tuple[s
     prev_hash, prev_version = head[1:] if head is not None else (GENESIS_HASH, HASH_V1)
     if prev_version > version:
         raise MissingKey("the ledger's chain is keyed: set UPSS_LEDGER_HMAC_KEY to post")
-    accounts = _accounts(session, {name for name, _ in checked}, currency)
+    accounts = _account_ids(session, {name for name, _ in checked}, currency)
     # One INSERT … RETURNING that gives the ORM object (no unit-of-work flush).
     tx = session.scalars(insert(LedgerTransaction).returning(LedgerTransaction), [dict(
         idempotency_key=key, description=description, reverses_id=reverses_id,
@@ -315,12 +319,12 @@ def post(session: Session, key: str, description: str, entries: Iterable[tuple[s
                       version, hmac_key))]).one()
     # The entries in one statement (nothing read back: ``tx.entries`` loads when used), then
     # one UPDATE for every account's cached balance (an account may appear more than once).
-    session.execute(insert(LedgerEntry), [
-        {"transaction_id": tx.id, "account_id": accounts[name].id, "amount_cents": amount,
+    session.connection().execute(insert(LedgerEntry.__table__), [
+        {"transaction_id": tx.id, "account_id": accounts[name], "amount_cents": amount,
          "currency": currency} for name, amount in checked])
     deltas: dict[int, int] = {}
     for name, amount in checked:
-        deltas[accounts[name].id] = deltas.get(accounts[name].id, 0) + amount
+        deltas[accounts[name]] = deltas.get(accounts[name], 0) + amount
     session.execute(
         update(LedgerAccount)
         .where(LedgerAccount.id.in_(deltas))
@@ -328,8 +332,10 @@ def post(session: Session, key: str, description: str, entries: Iterable[tuple[s
             deltas, value=LedgerAccount.id, else_=0))
         .execution_options(synchronize_session=False)
     )
-    for account in accounts.values():
-        session.expire(account, ["balance_cents"])
+    for account_id in accounts.values():  # those the session holds read the new balance
+        account = session.identity_map.get(identity_key(LedgerAccount, account_id))
+        if account is not None:
+            session.expire(account, ["balance_cents"])
     if reverses_id is None:
         _mark_income(session, tx.id, created_at, checked)
     return tx

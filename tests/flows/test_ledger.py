@@ -97,6 +97,30 @@ def test_settle_split_and_reverse(session):
     assert ledger.verify(session).ok
 
 
+def test_a_post_opens_new_accounts_in_one_statement_and_held_accounts_see_it(session):
+    """A payment into a new escrow account and a payment into one already open send as many
+    statements (the new account is one INSERT, not the unit of work's flush); an account
+    object the session already holds reads its new balance afterwards."""
+    from tests.conftest import count_statements
+
+    pay(session, question_id=1)
+    held = session.scalars(sa.select(LedgerAccount).where(
+        LedgerAccount.name == "stripe_balance")).one()
+    assert held.balance_cents == 1250
+    with count_statements() as new_account:
+        pay(session, question_id=2, amount=700)
+    with count_statements() as known_accounts:
+        ledger.post(session, "top-up:2", "more", [("stripe_balance", 50),
+                                                   ("escrow:question:2", -50)], "EUR")
+    assert len(new_account) == len(known_accounts) + 1  # the INSERT of escrow:question:2
+    assert held.balance_cents == 2000
+    escrow = session.scalars(sa.select(LedgerAccount).where(
+        LedgerAccount.name == "escrow:question:2")).one()
+    assert (escrow.type, escrow.currency, escrow.balance_cents) == (
+        ledger.account_type("escrow:question:2"), "EUR", -750)
+    assert ledger.verify(session).ok
+
+
 def test_trial_balance_sides_are_equal(session):
     """The totals per kind of account that verification sums sum to zero."""
     pay(session, 1, 500)
