@@ -267,10 +267,11 @@ def _account_ids(session: Session, names: set[str], currency: str) -> dict[str, 
     missing = sorted(names - found.keys())
     if missing:
         accounts = LedgerAccount.__table__
-        found.update(session.connection().execute(
-            insert(accounts).returning(accounts.c.name, accounts.c.id),
-            [dict(name=name, type=account_type(name), currency=currency, balance_cents=0)
-             for name in missing]).tuples().all())
+        for name, account_id in session.connection().execute(
+                insert(accounts).returning(accounts.c.name, accounts.c.id),
+                [dict(name=name, type=account_type(name), currency=currency, balance_cents=0)
+                 for name in missing]):
+            found[name] = account_id
     return found
 
 
