@@ -55,7 +55,6 @@ from sqlalchemy import (
     Integer,
     and_,
     bindparam,
-    case,
     func,
     insert,
     or_,
@@ -63,7 +62,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.util import identity_key
 
 from .dbtypes import UTCDateTime
@@ -250,27 +249,43 @@ def _lock_chain_head(session: Session) -> None:
     ``prev_hash`` column turns any race into an error instead of a fork.
     """
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": POSTING_LOCK_KEY})
+        session.connection().execute(_ADVISORY_LOCK, {"k": POSTING_LOCK_KEY})
+
+
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+_TRANSACTIONS = LedgerTransaction.__table__
+_ACCOUNTS = LedgerAccount.__table__
+#: Whether ``key`` was posted, and the chain's head: one read under the lock.
+_HEAD = (select(select(_TRANSACTIONS.c.id)
+                .where(_TRANSACTIONS.c.idempotency_key == bindparam("key"))
+                .scalar_subquery(), _TRANSACTIONS.c.hash, _TRANSACTIONS.c.hash_version)
+         .order_by(_TRANSACTIONS.c.id.desc()).limit(1))
+_ACCOUNTS_NAMED = select(_ACCOUNTS.c.name, _ACCOUNTS.c.id, _ACCOUNTS.c.currency).where(
+    _ACCOUNTS.c.name.in_(bindparam("names", expanding=True)))
+_NEW_ACCOUNTS = insert(_ACCOUNTS).returning(_ACCOUNTS.c.name, _ACCOUNTS.c.id)
+_NEW_TRANSACTION = insert(_TRANSACTIONS).returning(_TRANSACTIONS.c.id)
+_NEW_ENTRIES = insert(LedgerEntry.__table__)
+#: Each account's cached balance moves by its delta (executemany: one pipeline).
+_MOVE_BALANCE = (update(_ACCOUNTS).where(_ACCOUNTS.c.id == bindparam("account"))
+                 .values(balance_cents=_ACCOUNTS.c.balance_cents + bindparam("delta")))
 
 
 def _account_ids(session: Session, names: set[str], currency: str) -> dict[str, int]:
     """Account name -> id, the missing accounts created (one INSERT … RETURNING, not the
     unit of work: most payments open a new escrow account). The balances of accounts loaded
     in the session are expired by :func:`post` after its UPDATE."""
+    connection = session.connection()
     found = {}
-    for name, account_id, account_currency in session.execute(
-            select(LedgerAccount.name, LedgerAccount.id, LedgerAccount.currency)
-            .where(LedgerAccount.name.in_(names))):
+    for name, account_id, account_currency in connection.execute(
+            _ACCOUNTS_NAMED, {"names": sorted(names)}):
         if account_currency != currency:
             raise InvalidEntry(f"account {name} is in {account_currency}, not {currency}")
         found[name] = account_id
     missing = sorted(names - found.keys())
     if missing:
-        accounts = LedgerAccount.__table__
-        for name, account_id in session.connection().execute(
-                insert(accounts).returning(accounts.c.name, accounts.c.id),
-                [dict(name=name, type=account_type(name), currency=currency, balance_cents=0)
-                 for name in missing]):
+        for name, account_id in connection.execute(_NEW_ACCOUNTS, [
+                dict(name=name, type=account_type(name), currency=currency, balance_cents=0)
+                for name in missing]):
             found[name] = account_id
     return found
 
@@ -294,12 +309,10 @@ def post(session: Session, key: str, description: str, entries: Iterable[tuple[s
     created_at = now if now is not None else utcnow()
     moment_text(created_at)  # refuses a naive time before anything is written
 
+    session.flush()  # what the caller changed goes first, as an ORM query would flush it
     _lock_chain_head(session)
-    # One read: whether the key was posted, and the chain's head.
-    head = session.execute(
-        select(select(LedgerTransaction.id).where(LedgerTransaction.idempotency_key == key)
-               .scalar_subquery(), LedgerTransaction.hash, LedgerTransaction.hash_version)
-        .order_by(LedgerTransaction.id.desc()).limit(1)).first()
+    connection = session.connection()  # Core from here: prebuilt statements, no ORM layer
+    head = connection.execute(_HEAD, {"key": key}).first()
     if head is not None and head[0] is not None:
         existing = session.get(LedgerTransaction, head[0])
         if _content_of(existing) == _content(key, description, currency, reverses_id, checked):
@@ -312,27 +325,27 @@ def post(session: Session, key: str, description: str, entries: Iterable[tuple[s
     if prev_version > version:
         raise MissingKey("the ledger's chain is keyed: set UPSS_LEDGER_HMAC_KEY to post")
     accounts = _account_ids(session, {name for name, _ in checked}, currency)
-    # One INSERT … RETURNING that gives the ORM object (no unit-of-work flush).
-    tx = session.scalars(insert(LedgerTransaction).returning(LedgerTransaction), [dict(
+    values = dict(
         idempotency_key=key, description=description, reverses_id=reverses_id,
         created_at=created_at, hash_version=version, prev_hash=prev_hash,
         hash=hash_for(prev_hash, key, description, currency, reverses_id, checked, created_at,
-                      version, hmac_key))]).one()
-    # The entries in one statement (nothing read back: ``tx.entries`` loads when used), then
-    # one UPDATE for every account's cached balance (an account may appear more than once).
-    session.connection().execute(insert(LedgerEntry.__table__), [
+                      version, hmac_key))
+    # One INSERT … RETURNING id; the ORM object is made from what was written (persistent,
+    # no read back: ``tx.entries`` loads when used).
+    tx = LedgerTransaction(id=connection.execute(_NEW_TRANSACTION, values).scalar_one(),
+                           **values)
+    make_transient_to_detached(tx)
+    session.add(tx)
+    # The entries in one statement, then each account's cached balance (an account may
+    # appear more than once: its deltas are added up first).
+    connection.execute(_NEW_ENTRIES, [
         {"transaction_id": tx.id, "account_id": accounts[name], "amount_cents": amount,
          "currency": currency} for name, amount in checked])
     deltas: dict[int, int] = {}
     for name, amount in checked:
         deltas[accounts[name]] = deltas.get(accounts[name], 0) + amount
-    session.execute(
-        update(LedgerAccount)
-        .where(LedgerAccount.id.in_(deltas))
-        .values(balance_cents=LedgerAccount.balance_cents + case(
-            deltas, value=LedgerAccount.id, else_=0))
-        .execution_options(synchronize_session=False)
-    )
+    connection.execute(_MOVE_BALANCE, [{"account": account_id, "delta": delta}
+                                       for account_id, delta in deltas.items()])
     for account_id in accounts.values():  # those the session holds read the new balance
         account = session.identity_map.get(identity_key(LedgerAccount, account_id))
         if account is not None:
@@ -380,8 +393,8 @@ def _mark_income(session: Session, tx_id: int, created_at: datetime,
             credited[answerer_id] = credited.get(answerer_id, 0) - amount
     for answerer_id, cents in credited.items():
         params = {"answerer": answerer_id, "at": created_at, "tx": tx_id, "credited": cents}
-        session.execute(_MARK_INSERT, params)
-        session.execute(_MARKS_AFTER, params)
+        session.connection().execute(_MARK_INSERT, params)
+        session.connection().execute(_MARKS_AFTER, params)
 
 
 def posted(session: Session, key: str) -> LedgerTransaction | None:
