@@ -291,9 +291,9 @@ def _resolve_offer(session: Session, question: Question, answerer_id: int | None
     """Close the question's open offer (to ``answerer_id``, or to whoever has it)."""
     params = {"question": question.id, "new_outcome": outcome, "at": now}
     if answerer_id is None:
-        session.execute(_RESOLVE_OFFER, params)
+        session.connection().execute(_RESOLVE_OFFER, params)
     else:
-        session.execute(_RESOLVE_OFFER_OF, dict(params, answerer=answerer_id))
+        session.connection().execute(_RESOLVE_OFFER_OF, dict(params, answerer=answerer_id))
 
 
 def offer(session: Session, question: Question, answerer: User, now: datetime,
@@ -370,15 +370,17 @@ def claim(session: Session, question: Question, answerer: User, now: datetime) -
         raise NotYourOffer(f"question {question.id} is not offered to you")
     if not answerer.is_answerer:
         raise Suspended(f"answerer {answerer.id} is not an active answerer")
+    session.flush()  # the statements below go straight to the connection
+    connection = session.connection()
     rules = settings.current(session)
     lock = now + timedelta(hours=rules.lock_hours_for(question.price_cents))
-    claimed = session.execute(_CLAIM, {"question": question.id, "answerer": answerer.id,
-                                       "now": now, "lock": lock}).first()
+    claimed = connection.execute(_CLAIM, {"question": question.id, "answerer": answerer.id,
+                                          "now": now, "lock": lock}).first()
     if claimed is None:
         _refused_claim(session, question, answerer)
     for name, value in claimed._mapping.items():
         set_committed_value(question, name, value)
-    session.execute(_EVENTS_INSERT, {
+    connection.execute(_EVENTS_INSERT, {
         "question_id": question.id, "actor_id": answerer.id, "actor_kind": "user",
         "action": "claim", "from_status": "offered", "to_status": "claimed", "note": "",
         "at": now})

@@ -123,8 +123,9 @@ _CURRENT = (select(*(_ROW.c[name] for name in _STORED), *_WINDOW_COLUMNS)
 
 def current(session: Session) -> Settings:
     """The settings in force: the stored row and its windows, else the configured defaults
-    (windows included: :func:`save` writes the windows only with the row). One statement."""
-    rows = session.execute(_CURRENT).all()
+    (windows included: :func:`save` writes the windows only with the row). One statement,
+    sent on the session's connection (no autoflush: :func:`save` flushes before it reads)."""
+    rows = session.connection().execute(_CURRENT).all()
     if not rows:
         start, end = parse_window(current_app.config["UPSS_OFFPEAK_WINDOW"])
         return Settings(**_defaults(),
