@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import flask_babel
+import jinja2
+import pytest
 from babel.messages.pofile import read_po
 from flask import render_template_string
 from flask_babel import force_locale
@@ -59,3 +61,40 @@ def test_a_template_rendered_for_someone_else_is_in_their_language(app):
             bare = app.jinja_env.from_string(PAGE).render()
             assert bare.startswith(skip + "|") and bare.endswith("12,50\xa0€")
         assert render_template_string(PAGE).endswith("€12.50")
+
+
+SNIPPETS = [
+    "{{ _('Skip to main content') }}",
+    "{{ _('100%% sure') }}",
+    "{{ _('Hello %(name)s,', name='<b>Ann</b> & co') }}",
+    "{{ gettext('Stop messages like this one') }}",
+    "{{ ngettext('%(num)d apple', '%(num)d apples', 3) }}",
+    "{{ ngettext('This account is also signed in on %(num)d other browser or device.', "
+    "'This account is also signed in on %(num)d other browsers or devices.', 1) }}",
+    "{{ pgettext('menu', 'Open %(what)s in %(context)s', what='<x>') }}",
+    "{{ _('<em>%(x)s</em> stays a tag, the value does not', x='<b>') }}",
+    "{{ npgettext('files', '%(num)d file of %(context)s', '%(num)d files', 1) }}",
+    "{% trans %}Skip to main content{% endtrans %}",
+    "{% trans who='<i>' %}Hello {{ who }}, 50%{% endtrans %}",
+    "{% trans n=2 %}{{ n }} item{% pluralize %}{{ n }} items{% endtrans %}",
+]
+
+
+@pytest.mark.parametrize("autoescape", [True, False])
+def test_the_callables_write_what_jinjas_own_wrappers_write(app, autoescape):
+    """The callables are installed without Jinja's wrappers; for each kind of call (plain,
+    %% escaped, variables to escape, plurals, contexts, trans blocks) and with and without
+    escaping, they give Jinja's own wrappers' text, with the render's translations and
+    without them (the fallback)."""
+    with app.test_request_context("/", headers={"Accept-Language": "fi"}):
+        translations = flask_babel.get_translations()
+        stock = jinja2.Environment(extensions=["jinja2.ext.i18n"],
+                                   autoescape=autoescape)  # noqa: S701 - text e-mails too
+        stock.install_gettext_translations(translations, newstyle=True)
+        ours = app.jinja_env.overlay(autoescape=autoescape)
+        for source in SNIPPETS:
+            expected = stock.from_string(source).render()
+            assert ours.from_string(source).render() == expected, source
+            assert ours.from_string(source).render(
+                {page_i18n.TRANSLATIONS: translations}) == expected, source
+        assert stock.from_string(SNIPPETS[0]).render() == finnish("Skip to main content")

@@ -17,6 +17,7 @@ from flask import Flask
 from flask_babel import get_translations
 from jinja2 import pass_context
 from jinja2.runtime import Context
+from markupsafe import Markup
 
 from .. import money
 from .display import money_text
@@ -31,25 +32,41 @@ def _translations(context: Context):
     return found if found is not None else get_translations()
 
 
-@pass_context
-def gettext(context: Context, string: str) -> str:
-    return _translations(context).ugettext(string)
+def _formatted(context: Context, text: str, variables: dict) -> str:
+    """What Jinja's "newstyle" gettext does with a translation: ``Markup`` when the template
+    escapes (so the variables are escaped), then always ``%``-formatted ("%%" becomes "%");
+    a text without "%" is the same after formatting, so it is not formatted."""
+    if context.eval_ctx.autoescape:
+        text = Markup(text)  # noqa: S704 - our catalogs, as Jinja's own wrapper trusts them
+    return text % variables if "%" in text else text
 
 
 @pass_context
-def ngettext(context: Context, singular: str, plural: str, n: int) -> str:
-    return _translations(context).ungettext(singular, plural, n)
+def gettext(context: Context, string: str, **variables) -> str:
+    return _formatted(context, _translations(context).ugettext(string), variables)
 
 
 @pass_context
-def pgettext(context: Context, message_context: str, string: str) -> str:
-    return _translations(context).upgettext(message_context, string)
+def ngettext(context: Context, singular: str, plural: str, num: int, **variables) -> str:
+    variables.setdefault("num", num)
+    return _formatted(context, _translations(context).ungettext(singular, plural, num),
+                      variables)
 
 
 @pass_context
-def npgettext(context: Context, message_context: str, singular: str, plural: str,
-              n: int) -> str:
-    return _translations(context).unpgettext(message_context, singular, plural, n)
+def pgettext(context: Context, message_context: str, string: str, **variables) -> str:
+    variables.setdefault("context", message_context)
+    return _formatted(context, _translations(context).upgettext(message_context, string),
+                      variables)
+
+
+@pass_context
+def npgettext(context: Context, message_context: str, singular: str, plural: str, num: int,
+              **variables) -> str:
+    variables.setdefault("context", message_context)
+    variables.setdefault("num", num)
+    return _formatted(context, _translations(context).unpgettext(
+        message_context, singular, plural, num), variables)
 
 
 @pass_context
@@ -62,10 +79,13 @@ def money_filter(context: Context, cents: int, currency: str) -> str:
 
 
 def init_app(app: Flask) -> None:
-    """Replace Flask-Babel's template callables (call after ``babel.init_app``)."""
-    app.jinja_env.install_gettext_callables(
-        gettext=gettext, ngettext=ngettext, newstyle=True, pgettext=pgettext,
-        npgettext=npgettext)
+    """Replace Flask-Babel's template callables (call after ``babel.init_app``). They are
+    installed as they are, already "newstyle" (Jinja's ``install_gettext_callables`` would
+    wrap each in two more calls through the context: ``_`` -> ``gettext`` -> the callable);
+    ``tests/flows/test_page_i18n.py`` holds them to Jinja's own wrappers' output."""
+    app.jinja_env.newstyle_gettext = True  # how {% trans %} blocks are compiled
+    app.jinja_env.globals.update(_=gettext, gettext=gettext, ngettext=ngettext,
+                                 pgettext=pgettext, npgettext=npgettext)
     app.jinja_env.filters["money"] = money_filter
 
     @app.context_processor
