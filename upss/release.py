@@ -23,11 +23,11 @@ the same question expired goes last).
 
 Set-based: a run's cost follows the offers it makes and the answerers with room, not the length
 of the queue or the number of busy answerers. One statement picks the answerers with room (open
-work under their limit, counted by an index per answerer); a few more read their numbers (today's
-offers, the questions they hold, their income from the running totals ``ledger.post`` keeps,
-``IncomeMark``). The queue is read a page at a time (``QUEUE_PAGE`` rows of a few columns,
-oldest paid first, only in languages someone with room speaks) and only until the run's
-offers are made or nobody has room left.
+work under their limit, counted by an index per answerer) and reads their numbers (today's
+offers, the shares of the questions they hold, their income from the running totals
+``ledger.post`` keeps, ``IncomeMark``). The queue is read a page at a time (``QUEUE_PAGE``
+rows of a few columns, oldest paid first, only in languages someone with room speaks) and
+only until the run's offers are made or nobody has room left.
 
 The other jobs return questions to the queue (expired offers and locks), refund questions whose
 deadline passed, and accept answers the asker left alone for ``auto_accept_days``. Every job
@@ -43,7 +43,7 @@ from datetime import datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import and_, case, func, literal, or_, select
+from sqlalchemy import Integer, and_, bindparam, case, func, literal, or_, select
 from sqlalchemy.orm import Session
 
 from . import earnings, money, payments, questions, settings
@@ -164,66 +164,32 @@ def _local_midnight(now: datetime, zone: ZoneInfo) -> datetime:
     return local.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
+#: The answerers' time zones seen by earlier runs in this process (it only grows: there are a
+#: few hundred zones). The run's ``CASE`` on the zone has a branch for each; a zone too many
+#: does no harm, and an answerer in a zone not seen yet makes the run read the zones and its
+#: statement once more.
+_ZONES_SEEN: set[str] = set()
+
+
 def load_candidates(session: Session, now: datetime,
                     rules: settings.Settings) -> list[Candidate]:
-    """The active answerers with room for an offer now, with their numbers, in two statements.
-
-    The first reads the time zones of the active answerers (a handful). The second finds those
-    under their open-offer limit (a count by index per answerer, made once, inside the
-    database) and reads, for those only: their newest offer; their share of the questions
-    they hold (summed in the database, ``money.payout_sql``); their offers since their own
-    local midnight; and their income over the last 30 days and since their own 1 January
-    (``earnings.total_before``, the running totals). Each zone's midnight and New Year are
-    worked out once in Python and chosen by the answerer's zone in SQL (a ``CASE`` of a few
-    branches), so nothing is computed per answerer but the probes of their own rows."""
-    p = AnswererProfile
-    active = (User.is_answerer.is_(True), p.active.is_(True), p.daily_limit > 0)
-    names = session.connection().execute(  # profiles alone: a zone too many does no harm
-        select(p.timezone).where(*active[1:]).distinct()).scalars().all()
-    if not names:
-        return []
-    zones = {name: _Zone(name, now) for name in names}
-
-    q = Question
-    room = (
-        select(p.user_id, p.languages, p.timezone, p.available_from_minute,
-               p.available_until_minute, p.daily_limit, p.open_offer_limit,
-               p.yearly_ceiling_cents,
-               select(func.count()).where(q.answerer_id == p.user_id, q.status.in_(OPEN))
-               .correlate(p).scalar_subquery().label("open_count"))
-        .join(User, User.id == p.user_id).where(*active)
-        .cte("room").prefix_with("MATERIALIZED", dialect="postgresql"))
-    held = (select(func.coalesce(func.sum(money.payout_sql(
-                q.price_cents, func.coalesce(q.commission_bps, rules.commission_bps))), 0))
-            .where(q.answerer_id == room.c.user_id, q.status.in_(IN_PROGRESS))
-            .correlate(room).scalar_subquery())
-    last_offer = (select(func.max(Offer.id)).where(Offer.answerer_id == room.c.user_id)
-                  .correlate(room).scalar_subquery())
-
-    def by_zone(moment_of) -> case:
-        """The moment of the row's zone (bound as a stored timestamp, as a comparison with a
-        column binds it)."""
-        return case({name: literal(moment_of(zone), Offer.offered_at.type)
-                     for name, zone in zones.items()}, value=room.c.timezone)
-
-    today = (select(func.count()).where(
-                Offer.answerer_id == room.c.user_id,
-                Offer.offered_at >= by_zone(lambda zone: zone.midnight))
-             .correlate(room).scalar_subquery())
-    rows = session.connection().execute(
-        select(room, held, last_offer, today,
-               earnings.total_before(room.c.user_id, None),
-               earnings.total_before(room.c.user_id, now - EARNINGS_PERIOD),
-               earnings.total_before(room.c.user_id, by_zone(lambda zone: zone.new_year)))
-        .where(room.c.open_count < room.c.open_offer_limit)
-        .order_by(room.c.user_id)).all()
+    """The active answerers with room for an offer now, with their numbers, in one statement
+    (:func:`_room_statement`). When it names a time zone no earlier run saw, the active
+    answerers' zones are read and the statement is sent again, once."""
+    rows = _read_room(session, now, rules)
+    if any(row.timezone not in _ZONES_SEEN for row in rows):
+        p = AnswererProfile
+        _ZONES_SEEN.update(session.connection().execute(
+            select(p.timezone).where(p.active.is_(True)).distinct()).scalars())
+        rows = _read_room(session, now, rules)
+    zones = {name: _Zone(name, now) for name in {row.timezone for row in rows} & _ZONES_SEEN}
 
     candidates = []
     for (user_id, *columns, open_count, held_cents, last_offer_id, offers_today, latest,
          before_period, before_year) in rows:
         limits = Limits(*columns)
         zone = zones.get(limits.timezone)
-        if zone is None:  # the zone changed between the two statements: next run
+        if zone is None:  # the zone changed between the two readings: next run
             continue
         if not minute_in_daily_hours(zone.minute, limits.available_from_minute,
                                      limits.available_until_minute):
@@ -237,6 +203,65 @@ def load_candidates(session: Session, now: datetime,
         if candidate.has_room:
             candidates.append(candidate)
     return candidates
+
+
+def _read_room(session: Session, now: datetime, rules: settings.Settings) -> list:
+    """Send :func:`_room_statement` for the zones seen so far, with this run's moments."""
+    names = tuple(sorted(_ZONES_SEEN))
+    params = {"commission": rules.commission_bps, "period_start": now - EARNINGS_PERIOD}
+    for n, name in enumerate(names):
+        zone = _Zone(name, now)
+        params[f"midnight_{n}"], params[f"new_year_{n}"] = zone.midnight, zone.new_year
+    return session.connection().execute(_room_statement(names), params).all()
+
+
+@lru_cache(maxsize=4)
+def _room_statement(zone_names: tuple[str, ...]):
+    """The answerers under their open-offer limit (a count by index per answerer, made once,
+    inside the database) and, for those only: their newest offer; their share of the
+    questions they hold (summed in the database, ``money.payout_sql``); their offers since
+    their own local midnight; and their income over the last 30 days and since their own
+    1 January (``earnings.total_before``, the running totals). Each zone's midnight and New
+    Year are worked out once in Python and chosen by the answerer's zone in SQL (a ``CASE``
+    of a branch per zone in ``zone_names``; NULL for a zone not among them), so nothing is
+    computed per answerer but the probes of their own rows. Built once per set of zones;
+    the moments and the commission are parameters (:func:`_read_room`)."""
+    p, q = AnswererProfile, Question
+    room = (
+        select(p.user_id, p.languages, p.timezone, p.available_from_minute,
+               p.available_until_minute, p.daily_limit, p.open_offer_limit,
+               p.yearly_ceiling_cents,
+               select(func.count()).where(q.answerer_id == p.user_id, q.status.in_(OPEN))
+               .correlate(p).scalar_subquery().label("open_count"))
+        .join(User, User.id == p.user_id)
+        .where(User.is_answerer.is_(True), p.active.is_(True), p.daily_limit > 0)
+        .cte("room").prefix_with("MATERIALIZED", dialect="postgresql"))
+    commission = bindparam("commission", type_=Integer)
+    held = (select(func.coalesce(func.sum(money.payout_sql(
+                q.price_cents, func.coalesce(q.commission_bps, commission))), 0))
+            .where(q.answerer_id == room.c.user_id, q.status.in_(IN_PROGRESS))
+            .correlate(room).scalar_subquery())
+    last_offer = (select(func.max(Offer.id)).where(Offer.answerer_id == room.c.user_id)
+                  .correlate(room).scalar_subquery())
+    moment = Offer.offered_at.type
+
+    def by_zone(which: str):
+        """The row's zone's moment ``which`` (a parameter per zone)."""
+        if not zone_names:
+            return literal(None, moment)
+        return case({name: bindparam(f"{which}_{n}", type_=moment)
+                     for n, name in enumerate(zone_names)}, value=room.c.timezone)
+
+    today = (select(func.count()).where(Offer.answerer_id == room.c.user_id,
+                                        Offer.offered_at >= by_zone("midnight"))
+             .correlate(room).scalar_subquery())
+    return (select(room, held, last_offer, today,
+                   earnings.total_before(room.c.user_id, None),
+                   earnings.total_before(room.c.user_id,
+                                         bindparam("period_start", type_=moment)),
+                   earnings.total_before(room.c.user_id, by_zone("new_year")))
+            .where(room.c.open_count < room.c.open_offer_limit)
+            .order_by(room.c.user_id))
 
 
 class _Zone:

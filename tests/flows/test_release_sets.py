@@ -16,7 +16,7 @@ from tests.flows.test_release import DAY, NIGHT, offers
 from tests.flows.test_release_rules import earn
 from upss import earnings, questions, release, settings
 from upss.extensions import db
-from upss.models import AnswererProfile, Question, User
+from upss.models import AnswererProfile, Offer, Question, User
 
 #: A weekday noon in January (outside the off-peak window; the runs below ignore it).
 JANUARY = datetime(2026, 1, 20, 12, 0, tzinfo=UTC)
@@ -204,7 +204,10 @@ def test_a_runs_statements_do_not_grow_with_the_queue_or_the_busy_answerers(app,
     asker = world.user()
     free = world.answerer()
     queue_questions(app, 1, DAY, asker)
+    release._ZONES_SEEN.clear()
+    first = statements_of_a_run(app, NIGHT)  # reads the zones, then its statement again
     one_queued = statements_of_a_run(app, NIGHT)
+    assert first[0] == one_queued[0] + 2
     queue_questions(app, 499, DAY + timedelta(minutes=1), asker)
     many_queued = statements_of_a_run(app, NIGHT)
     busy_answerers(app, 40, asker)
@@ -215,9 +218,8 @@ def test_a_runs_statements_do_not_grow_with_the_queue_or_the_busy_answerers(app,
     with app.app_context():
         db.session.get(AnswererProfile, free).open_offer_limit = 0
         db.session.commit()
-    # The settings, the active answerers' time zones and the answerers with room (none):
-    # nothing more.
-    assert statements_of_a_run(app, NIGHT) == (3, 0, 0)
+    # The settings and the answerers with room (none): nothing more.
+    assert statements_of_a_run(app, NIGHT) == (2, 0, 0)
 
 
 def test_the_offers_of_a_run_are_written_together(app, world):
@@ -327,6 +329,30 @@ def test_the_queue_is_read_along_its_own_index(app, world):
     assert ("Sort" not in along_the_queue
             and "using ix_question_queue on question" in along_the_queue), along_the_queue
     assert "ix_question_paid_at" not in without, without
+
+
+def test_an_answerer_in_a_zone_no_run_saw_yet_is_counted_in_their_own_day(app, world):
+    """A run has seen only Oslo; then an answerer in New York, one offer a day, who had one
+    at 06:00 UTC (01:00 there, today). At 12:00 UTC the run meets a zone it has no branch for:
+    it reads the zones and its statement again, so New York's day starts at its own midnight
+    (05:00 UTC) and they get nothing more today; without the second reading their offer would
+    not count (no branch: no midnight) and they would get one."""
+    release._ZONES_SEEN.clear()
+    oslo = world.answerer(timezone="Europe/Oslo", daily_limit=1)
+    morning = datetime(2026, 1, 15, 6, 0, tzinfo=UTC)
+    first = world.paid_question(paid_at=morning - timedelta(hours=1))
+    assert release_at(world, morning) == [(first, oslo)]
+    assert release._ZONES_SEEN == {"Europe/Oslo"}
+    world.act(questions.decline, first, oslo, morning)
+    new_york = world.answerer(timezone="America/New_York", daily_limit=1)
+    with app.app_context():
+        db.session.add(Offer(question_id=first, answerer_id=new_york, offered_at=morning,
+                             expires_at=morning + timedelta(hours=12), outcome="expired",
+                             resolved_at=morning))
+        db.session.commit()
+    world.paid_question(paid_at=morning)
+    assert release_at(world, morning + timedelta(hours=6)) == []
+    assert release._ZONES_SEEN >= {"Europe/Oslo", "America/New_York"}
 
 
 def test_the_daily_limit_counts_from_each_answerers_own_midnight_in_one_run(app, world):
