@@ -208,7 +208,7 @@ def load_candidates(session: Session, now: datetime,
 def _read_room(session: Session, now: datetime, rules: settings.Settings) -> list:
     """Send :func:`_room_statement` for the zones seen so far, with this run's moments."""
     names = tuple(sorted(_ZONES_SEEN))
-    params = {"commission": rules.commission_bps, "period_start": now - EARNINGS_PERIOD}
+    params = {"commission_bps": rules.commission_bps, "period_start": now - EARNINGS_PERIOD}
     for n, name in enumerate(names):
         zone = _Zone(name, now)
         params[f"midnight_{n}"], params[f"new_year_{n}"] = zone.midnight, zone.new_year
@@ -236,7 +236,7 @@ def _room_statement(zone_names: tuple[str, ...]):
         .join(User, User.id == p.user_id)
         .where(User.is_answerer.is_(True), p.active.is_(True), p.daily_limit > 0)
         .cte("room").prefix_with("MATERIALIZED", dialect="postgresql"))
-    commission = bindparam("commission", type_=Integer)
+    commission = bindparam("commission_bps", type_=Integer)
     held = (select(func.coalesce(func.sum(money.payout_sql(
                 q.price_cents, func.coalesce(q.commission_bps, commission))), 0))
             .where(q.answerer_id == room.c.user_id, q.status.in_(IN_PROGRESS))
