@@ -176,13 +176,12 @@ def load_candidates(session: Session, now: datetime,
     """The active answerers with room for an offer now, with their numbers, in one statement
     (:func:`_room_statement`). When it names a time zone no earlier run saw, the active
     answerers' zones are read and the statement is sent again, once."""
-    rows = _read_room(session, now, rules)
-    if any(row.timezone not in _ZONES_SEEN for row in rows):
+    rows, zones = _read_room(session, now, rules)
+    if any(row.timezone not in zones for row in rows):
         p = AnswererProfile
         _ZONES_SEEN.update(session.connection().execute(
             select(p.timezone).where(p.active.is_(True)).distinct()).scalars())
-        rows = _read_room(session, now, rules)
-    zones = {name: _Zone(name, now) for name in {row.timezone for row in rows} & _ZONES_SEEN}
+        rows, zones = _read_room(session, now, rules)
 
     candidates = []
     for (user_id, *columns, open_count, held_cents, last_offer_id, offers_today, latest,
@@ -205,14 +204,17 @@ def load_candidates(session: Session, now: datetime,
     return candidates
 
 
-def _read_room(session: Session, now: datetime, rules: settings.Settings) -> list:
-    """Send :func:`_room_statement` for the zones seen so far, with this run's moments."""
+def _read_room(session: Session, now: datetime,
+               rules: settings.Settings) -> tuple[list, dict[str, _Zone]]:
+    """Send :func:`_room_statement` for the zones seen so far, with this run's moments;
+    returns its rows and those zones."""
     names = tuple(sorted(_ZONES_SEEN))
+    zones = {name: _Zone(name, now) for name in names}
     params = {"commission_bps": rules.commission_bps, "period_start": now - EARNINGS_PERIOD}
     for n, name in enumerate(names):
-        zone = _Zone(name, now)
-        params[f"midnight_{n}"], params[f"new_year_{n}"] = zone.midnight, zone.new_year
-    return session.connection().execute(_room_statement(names), params).all()
+        params[f"midnight_{n}"], params[f"new_year_{n}"] = zones[name].midnight, \
+            zones[name].new_year
+    return session.connection().execute(_room_statement(names), params).all(), zones
 
 
 @lru_cache(maxsize=4)
