@@ -90,7 +90,6 @@ def register_blueprints(app: Flask) -> None:
     from .display import (
         STATUS_LABELS,
         duration_text,
-        money_text,
         reader_locale,
         reason_text,
         until_text,
@@ -101,7 +100,6 @@ def register_blueprints(app: Flask) -> None:
         app.register_blueprint(module.bp)
     mail.register(app)
 
-    app.jinja_env.filters["money"] = money_text  # page_i18n reads the locale once a page
     app.jinja_env.filters["duration"] = duration_text
     app.jinja_env.filters["until"] = until_text
     app.jinja_env.globals["status_label"] = lambda status: STATUS_LABELS.get(status, status)
@@ -112,7 +110,7 @@ def register_blueprints(app: Flask) -> None:
         return {"page_lang": reader_locale()}
 
     from . import page_i18n
-    page_i18n.init_app(app)
+    page_i18n.init_app(app)  # gettext and the money filter, reading the page's language once
 
     def error_page(code: int, message=None):
         title, hint = ERROR_PAGES[code]

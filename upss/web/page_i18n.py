@@ -3,10 +3,11 @@
 Flask-Babel installs gettext callables that look up the request's translations on every call
 (``get_translations()``: the app, ``g``, the locale selector's cached result, the cache of
 translations, several context-local proxies each). A page calls them 50–100 times: a few
-milliseconds of a page's CPU. Here a context processor puts the translations and the locale
-into the page's context when ``render_template`` starts (inside ``force_locale`` as well, so a
-message rendered for someone else is still in their language), and the callables read them
-from the template's context. A template rendered without that context (an ``import`` without
+milliseconds of a page's CPU. Here a context processor puts the translations into the page's
+context when ``render_template`` starts (inside ``force_locale`` as well, so a message rendered
+for someone else is still in their language), next to the locale ``page_lang`` that
+``web.register_blueprints`` puts there, and the callables read them from the template's
+context. A template rendered without that context (an ``import`` without
 ``with context``, or ``jinja_env.get_template(...).render(...)`` as the e-mails are) falls back
 to Flask-Babel's lookup, so the text is never in the wrong language.
 """
