@@ -42,7 +42,8 @@ def create_app(config: dict | None = None) -> Flask:
 
     db.init_app(app)
     migrate.init_app(app, db, directory=os.path.join(os.path.dirname(app.root_path), "migrations"))
-    login_manager.init_app(app)
+    # Templates read ``user`` (``web.auth.signed_in_user``), not Flask-Login's ``current_user``.
+    login_manager.init_app(app, add_context_processor=False)
     login_manager.login_view = "auth.sign_in"
     login_manager.login_message = None
     csrf.init_app(app)

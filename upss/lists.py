@@ -48,10 +48,13 @@ _NO_DEADLINE = datetime(9999, 12, 31, tzinfo=UTC)
 # --- the asker ---------------------------------------------------------------------------------
 
 def asker_questions(session: Session, asker: User, cursor: str | None,
-                    per_page: int = PER_PAGE) -> Page[Question]:
-    """The asker's questions, newest first."""
-    return keyset_page(session, select(Question).where(Question.asker_id == asker.id),
-                       Key(Question.id, descending=True), cursor, per_page)
+                    per_page: int = PER_PAGE) -> Page:
+    """The asker's questions, newest first, as rows of what the list shows (id, title,
+    language, price, currency, status): no question's text, no objects to build."""
+    query = select(Question.id, Question.title, Question.language, Question.price_cents,
+                   Question.currency, Question.status).where(Question.asker_id == asker.id)
+    return keyset_page(session, query, Key(Question.id, descending=True), cursor, per_page,
+                       scalars=False)
 
 
 # --- the answerer ------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ from zoneinfo import ZoneInfo
 from flask import current_app
 from flask_babel import force_locale, gettext
 from itsdangerous import BadSignature, URLSafeSerializer
-from sqlalchemy import func, insert, or_, select, update
+from sqlalchemy import bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -470,11 +470,17 @@ def gather_digests(session: Session, now: datetime) -> int:
 
 # --- the list on the site --------------------------------------------------------------------
 
+#: Built once: every signed-in page's header sends it (``web.notices.unread_messages``).
+_UNREAD = select(func.count()).select_from(Notification).where(
+    Notification.user_id == bindparam("user_id"), Notification.read_at.is_(None),
+    Notification.kind.not_in(UNLISTED))
+
+
 def unread_count(session: Session, user_id: int) -> int:
-    """How many of the user's messages they have not seen on the site (one indexed count)."""
-    return session.scalar(select(func.count()).select_from(Notification).where(
-        Notification.user_id == user_id, Notification.read_at.is_(None),
-        Notification.kind.not_in(UNLISTED))) or 0
+    """How many of the user's messages they have not seen on the site (one indexed count).
+    On the session's connection: the session's pending changes are flushed first."""
+    session.flush()
+    return session.connection().execute(_UNREAD, {"user_id": user_id}).scalar() or 0
 
 
 @dataclass(frozen=True)

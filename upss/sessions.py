@@ -18,7 +18,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import func, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from .models import Question, User, UserSession
@@ -59,6 +59,10 @@ def holds_answer_lock(session: Session, user_id: int, now: datetime) -> bool:
                                   Question.lock_expires_at > now).limit(1)) is not None
 
 
+#: Built once: every signed-in request sends it.
+_BY_TOKEN = select(UserSession).where(UserSession.token_hash == bindparam("token_hash"))
+
+
 def check(session: Session, token: str | None, user_id: int, now: datetime,
           lifetimes: Lifetimes) -> tuple[UserSession | None, bool]:
     """The live session of ``user_id`` with this token (renewed) or None; and whether
@@ -69,7 +73,7 @@ def check(session: Session, token: str | None, user_id: int, now: datetime,
     if not token:
         return None, False
     # ``UserSession.user`` comes in the same query (a joined load): one query per request.
-    row = session.scalar(select(UserSession).where(UserSession.token_hash == _hash(token)))
+    row = session.scalar(_BY_TOKEN, {"token_hash": _hash(token)})
     if row is None or row.user_id != user_id or row.ended_at is not None:
         return None, False
     if now - row.created_at > lifetimes.absolute:

@@ -410,3 +410,19 @@ def test_the_payouts_csv_is_streamed_a_batch_at_a_time(app, world, client):
     assert len(lines) == 1 + 45
     assert sorted(label.strip("><") for label in labels) == sorted(
         line.split(",")[4] for line in lines[1:])
+
+
+def test_my_questions_reads_only_what_the_list_shows(app, world, client):
+    """The asker's list reads each question's title, language, price and status, never its
+    text (which may be long), and the page shows them."""
+    ctx = Ctx(viewer=_viewer(world, "asker"))
+    labels = _add(app, LISTINGS["asker questions"], ctx, 3)
+    sign_in_as(client, app, ctx.viewer)
+    with app.app_context():
+        engine = db.engine
+    with count_statements(engine) as seen:
+        page = client.get("/questions").get_data(as_text=True)
+    listed = [s for s in seen if "FROM question" in s]
+    assert len(listed) == 1 and "question.title" in listed[0], seen
+    assert "question.body" not in listed[0]
+    assert all(label.strip("><") in page for label in labels)

@@ -89,6 +89,7 @@ def register_blueprints(app: Flask) -> None:
     )
     from .display import (
         STATUS_LABELS,
+        cell_label,
         duration_text,
         reader_locale,
         reason_text,
@@ -104,6 +105,7 @@ def register_blueprints(app: Flask) -> None:
     app.jinja_env.filters["until"] = until_text
     app.jinja_env.globals["status_label"] = lambda status: STATUS_LABELS.get(status, status)
     app.jinja_env.globals["reason_text"] = reason_text
+    app.jinja_env.globals["cell_label"] = cell_label
 
     @app.context_processor
     def page_language():
@@ -111,6 +113,8 @@ def register_blueprints(app: Flask) -> None:
 
     from . import page_i18n
     page_i18n.init_app(app)  # gettext and the money filter, reading the page's language once
+    from . import page_urls
+    page_urls.init_app(app)  # url_for, the header's and footer's addresses built once
 
     def error_page(code: int, message=None):
         title, hint = ERROR_PAGES[code]

@@ -224,6 +224,8 @@ def preferences():
 def signed_in_user():
     """``user`` for every template, and ``auth_next``: a safe ``next`` of this request, which
     the sign-in and sign-up links carry, so either way leads back to where the visitor was
-    going (None: no ``next``)."""
-    return {"user": current_user, "auth_next": safe_next(None),
-            "needs_confirmation": access.needs_confirmation(current_user)}
+    going (None: no ``next``). ``user`` is the loaded object, not the ``current_user`` proxy:
+    a page reads it a dozen times, each read through the proxy a lookup of its own."""
+    user = current_user._get_current_object()
+    return {"user": user, "auth_next": safe_next(None),
+            "needs_confirmation": access.needs_confirmation(user)}
