@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 
+from babel import Locale
+from babel.core import get_locale_identifier, parse_locale
 from flask import Flask, request
 from flask_login import current_user
 from sqlalchemy import event
@@ -20,6 +22,26 @@ from .extensions import babel, csrf, db, login_manager, migrate
 from .models import LANGUAGES
 
 SUPPORTED_LOCALES = LANGUAGES
+
+
+class NamedLocale(Locale):
+    """A babel ``Locale`` that keeps its name. ``str()`` of a ``Locale`` builds the name from
+    its parts each time (about 130 function calls), and a page asks for it several times
+    (Flask-Babel's key for the request's translations, the page's ``lang``); and a
+    ``Locale`` made for each request loads its CLDR data again for each request."""
+
+    def __init__(self, code: str):
+        parts = parse_locale(code)
+        self._name = get_locale_identifier(parts)  # before: Locale.__init__ reads str(self)
+        super().__init__(*parts)
+
+    def __str__(self) -> str:
+        return self._name
+
+
+#: One ``Locale`` per supported language for every request (Flask-Babel keeps what the
+#: selector returns when it is a ``Locale`` already).
+_LOCALES = {code: NamedLocale(code) for code in SUPPORTED_LOCALES}
 
 
 def create_app(config: dict | None = None) -> Flask:
@@ -62,16 +84,17 @@ def create_app(config: dict | None = None) -> Flask:
     return app
 
 
-def select_locale() -> str:
+def select_locale() -> Locale | str:
     """The signed-in user's own setting, else the language chosen on this browser (the
     language cookie; any other value in it is ignored), else the browser's Accept-Language,
-    else English."""
+    else English: as one of ``_LOCALES`` (a stored setting not among them, as it is, for
+    Flask-Babel to read)."""
     if current_user and current_user.is_authenticated and getattr(current_user, "locale", ""):
-        return current_user.locale
+        return _LOCALES.get(current_user.locale, current_user.locale)
     chosen = request.cookies.get(config_module.LANGUAGE_COOKIE, "")
     if chosen in SUPPORTED_LOCALES:
-        return chosen
-    return request.accept_languages.best_match(SUPPORTED_LOCALES) or "en"
+        return _LOCALES[chosen]
+    return _LOCALES[request.accept_languages.best_match(SUPPORTED_LOCALES) or "en"]
 
 
 @event.listens_for(Engine, "connect")
