@@ -52,7 +52,7 @@ def test_template_is_up_to_date_with_the_code():
     for subdir, method in (("upss", "python"), ("templates", "jinja2")):
         for _file, _line, message, _comments, _context in extract_from_dir(
                 root / subdir, method_map=[("**.py", method)] if method == "python" else
-                [("**.html", "jinja2")], keywords={"_": None, "gettext": None,
+                [("**.html", "jinja2")], keywords={"_": None, "gettext": None, "N_": None,
                                                    "_l": None, "lazy_gettext": None}):
             found.add(message if isinstance(message, str) else message[0])
     assert found - template_ids() == set(), "run: pybabel extract (see README)"

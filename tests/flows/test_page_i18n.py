@@ -98,3 +98,56 @@ def test_the_callables_write_what_jinjas_own_wrappers_write(app, autoescape):
             assert ours.from_string(source).render(
                 {page_i18n.TRANSLATIONS: translations}) == expected, source
         assert stock.from_string(SNIPPETS[0]).render() == finnish("Skip to main content")
+
+
+def _moments() -> list:
+    """Every 20 minutes over the days the clocks change in Oslo (spring and autumn), the turn
+    of a year, a leap day, a time without a zone (read as UTC) and one given in another zone."""
+    from datetime import UTC, datetime, timedelta, timezone
+    moments = []
+    for start in (datetime(2026, 3, 28, 22, tzinfo=UTC), datetime(2026, 10, 24, 22, tzinfo=UTC)):
+        moments += [start + timedelta(minutes=20 * i) for i in range(3 * 24 * 3)]
+    moments += [datetime(2026, 12, 31, 22, 59, 59, tzinfo=UTC), datetime(2028, 2, 29, 12, 5),
+                datetime(2027, 1, 1, 0, 0, tzinfo=timezone(timedelta(hours=-5))),
+                datetime(2026, 7, 1, 11, 0, 0, 123456, tzinfo=UTC)]
+    return moments
+
+
+@pytest.mark.parametrize("locale", ["en", "fi", "nb", "sv", "sl"])
+def test_datetimeformat_gives_flask_babels_text(app, locale):
+    """The page's ``datetimeformat`` (one pattern per locale and format) against Flask-Babel's
+    ``format_datetime`` in the same request, for each short and medium format, across the
+    changes of the clocks; other formats and a render without the page's context are
+    Flask-Babel's own."""
+    moments = _moments()
+    template = ("{% for m in moments %}{{ m|datetimeformat('short') }}|"
+                "{{ m|datetimeformat('medium') }}|{{ m|datetimeformat('full') }}|"
+                "{{ m|datetimeformat }}#{% endfor %}")
+    with app.test_request_context("/", headers={"Accept-Language": locale}):
+        assert str(flask_babel.get_locale()) == locale
+        expected = "".join(
+            "|".join(str(jinja2.utils.markupsafe.escape(flask_babel.format_datetime(m, f)))
+                     for f in ("short", "medium", "full", None)) + "#" for m in moments)
+        assert render_template_string(template, moments=moments) == expected
+        bare = app.jinja_env.from_string(template).render(moments=moments)
+        assert bare == expected
+    assert len(page_i18n._patterns) >= 2
+
+
+@pytest.mark.parametrize("name", ["ar", "fa", "ja", "zh_Hant", "ko", "he", "hi", "th", "ru",
+                                  "de", "fr", "es_419", "pt_BR", "en_GB", "ta", "bg", "my"])
+def test_one_pattern_is_babels_format_datetime_in_other_scripts(name):
+    """The joined pattern against Babel itself in locales with other glue, digits and
+    scripts than the five the site speaks (a new language should not need new code)."""
+    from datetime import UTC
+    from zoneinfo import ZoneInfo
+
+    from babel import Locale
+    from babel.dates import format_datetime
+
+    locale, zone = Locale.parse(name), ZoneInfo("Europe/Oslo")
+    for moment in _moments()[::37]:
+        local = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(zone)
+        for format in page_i18n.FORMATS:
+            assert page_i18n.datetime_pattern(locale, format).apply(local, locale) == \
+                format_datetime(moment, format, tzinfo=zone, locale=locale), (name, moment)

@@ -88,7 +88,6 @@ def register_blueprints(app: Flask) -> None:
         webhooks,
     )
     from .display import (
-        STATUS_LABELS,
         cell_label,
         duration_text,
         reader_locale,
@@ -103,7 +102,6 @@ def register_blueprints(app: Flask) -> None:
 
     app.jinja_env.filters["duration"] = duration_text
     app.jinja_env.filters["until"] = until_text
-    app.jinja_env.globals["status_label"] = lambda status: STATUS_LABELS.get(status, status)
     app.jinja_env.globals["reason_text"] = reason_text
     app.jinja_env.globals["cell_label"] = cell_label
 

@@ -19,19 +19,30 @@ from .. import money
 # and templates (``reason_text``) use them from here.
 from ..reasons import REASON_TEXTS, reason_text  # noqa: F401 - re-exported
 
-#: What each question state means to the asker, in plain words.
-STATUS_LABELS = {
-    "draft": _l("Not paid yet"),
-    "awaiting_payment": _l("Confirming payment"),
-    "queued": _l("Paid: waiting for an off-peak answerer"),
-    "offered": _l("Offered to an answerer"),
-    "claimed": _l("An answerer is writing the answer"),
-    "answered": _l("Answered"),
-    "clarifying": _l("Waiting for the answerer to clarify"),
-    "closed": _l("Closed"),
-    "disputed": _l("Rejected: the organizer is reviewing it"),
-    "refunded": _l("Refunded"),
+
+def N_(message: str) -> str:
+    """Marks ``message`` for translation (``pybabel extract`` finds ``N_``) and returns it as
+    it is: for texts translated where they are shown."""
+    return message
+
+
+#: What each question state means to the asker, in plain words: the texts, which the pages
+#: translate with the page's own translations (``page_i18n.status_label``) ...
+STATUS_MESSAGES = {
+    "draft": N_("Not paid yet"),
+    "awaiting_payment": N_("Confirming payment"),
+    "queued": N_("Paid: waiting for an off-peak answerer"),
+    "offered": N_("Offered to an answerer"),
+    "claimed": N_("An answerer is writing the answer"),
+    "answered": N_("Answered"),
+    "clarifying": N_("Waiting for the answerer to clarify"),
+    "closed": N_("Closed"),
+    "disputed": N_("Rejected: the organizer is reviewing it"),
+    "refunded": N_("Refunded"),
 }
+
+#: ... and the same as lazy strings, for code that shows them outside a template.
+STATUS_LABELS = {status: _l(message) for status, message in STATUS_MESSAGES.items()}
 
 #: The topics an asker may choose, in plain words.
 TOPIC_NAMES = {

@@ -14,16 +14,23 @@ to Flask-Babel's lookup, so the text is never in the wrong language.
 
 from __future__ import annotations
 
+import re
+from datetime import UTC, datetime
+
+from babel import Locale, dates
 from flask import Flask
-from flask_babel import get_translations
+from flask_babel import format_datetime, get_locale, get_timezone, get_translations
 from jinja2 import pass_context
 from jinja2.runtime import Context
 from markupsafe import Markup
 
 from .. import money
-from .display import money_text
+from ..extensions import babel
+from .display import STATUS_MESSAGES, money_text
 
 TRANSLATIONS = "_page_translations"
+#: The page's babel ``Locale`` and time zone, for ``datetimeformat``.
+LOCALE_OBJECT, ZONE = "_page_locale", "_page_zone"
 #: Set for every page by ``web.register_blueprints`` (the ``lang`` of its ``<html>``).
 LOCALE = "page_lang"
 
@@ -79,6 +86,56 @@ def money_filter(context: Context, cents: int, currency: str) -> str:
     return money.format_money(cents, currency, locale)
 
 
+@pass_context
+def status_label(context: Context, status: str) -> str:
+    """A question state in plain words (``display.STATUS_MESSAGES``) in the page's language
+    (a list shows one per row; a lazy string would look the translations up for each);
+    a state without words, as it is."""
+    message = STATUS_MESSAGES.get(status)
+    if message is None:
+        return status
+    return _formatted(context, _translations(context).ugettext(message), {})
+
+
+#: The formats ``datetimeformat`` formats itself; others (and templates rendered without the
+#: page's context) go to Flask-Babel. Their patterns have no time zone fields.
+FORMATS = ("short", "medium")
+_patterns: dict[tuple[str, str], dates.DateTimePattern] = {}
+
+
+def datetime_pattern(locale: Locale, format: str) -> dates.DateTimePattern:
+    """One pattern for Babel's ``format_datetime(..., format)`` in ``locale``. Babel formats
+    the time and the date with their own patterns and puts the two texts into the locale's
+    glue ("{1}, {0}", its quotes removed); here the glue's text is quoted as literal text
+    between the two patterns, so a datetime is formatted in one pass, the pattern parsed
+    once per locale and format."""
+    key = (str(locale), format)
+    found = _patterns.get(key)
+    if found is None:
+        glue = str(dates.get_datetime_format(format, locale=locale)).replace("'", "")
+        parts = {"{0}": dates.get_time_format(format, locale=locale).pattern,
+                 "{1}": dates.get_date_format(format, locale=locale).pattern}
+        text = "".join(parts.get(part) or (f"'{part}'" if part else "")
+                       for part in re.split(r"(\{[01]\})", glue))
+        found = _patterns[key] = dates.parse_pattern(text)
+    return found
+
+
+@pass_context
+def datetime_filter(context: Context, moment: datetime, format: str | None = None) -> str:
+    """Flask-Babel's ``datetimeformat`` (the moment in the page's time zone, in its locale),
+    with the locale and zone read once per render and the pattern once per locale."""
+    locale, zone = context.get(LOCALE_OBJECT), context.get(ZONE)
+    if locale is None or zone is None or format not in FORMATS:
+        return format_datetime(moment, format)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    moment = moment.astimezone(zone)
+    if hasattr(zone, "normalize"):  # pytz: the offset of the moment's own date
+        moment = zone.normalize(moment)
+    return datetime_pattern(locale, format).apply(moment, locale, reference_date=moment.date())
+
+
 def init_app(app: Flask) -> None:
     """Replace Flask-Babel's template callables (call after ``babel.init_app``). They are
     installed as they are, already "newstyle" (Jinja's ``install_gettext_callables`` would
@@ -86,9 +143,15 @@ def init_app(app: Flask) -> None:
     ``tests/flows/test_page_i18n.py`` holds them to Jinja's own wrappers' output."""
     app.jinja_env.newstyle_gettext = True  # how {% trans %} blocks are compiled
     app.jinja_env.globals.update(_=gettext, gettext=gettext, ngettext=ngettext,
-                                 pgettext=pgettext, npgettext=npgettext)
+                                 pgettext=pgettext, npgettext=npgettext,
+                                 status_label=status_label)
     app.jinja_env.filters["money"] = money_filter
+
+    # Formats configured for the app (BABEL's ``date_formats``) are Flask-Babel's to apply.
+    if all(babel.date_formats.get(f"datetime.{name}") is None for name in FORMATS):
+        app.jinja_env.filters["datetimeformat"] = datetime_filter
 
     @app.context_processor
     def page_translations():
-        return {TRANSLATIONS: get_translations()}
+        return {TRANSLATIONS: get_translations(), LOCALE_OBJECT: get_locale(),
+                ZONE: get_timezone()}
