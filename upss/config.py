@@ -136,6 +136,10 @@ def from_environment(instance_path: str, environ=None) -> dict:
         #: user holds an answer lock) and, in any case, this many hours after signing in.
         "UPSS_SESSION_IDLE_MINUTES": _int(environ, "UPSS_SESSION_IDLE_MINUTES", 120),
         "UPSS_SESSION_MAX_HOURS": _int(environ, "UPSS_SESSION_MAX_HOURS", 14 * 24),
+        #: The session cookie lives UPSS_SESSION_MAX_HOURS from signing in (its max-age, set
+        #: then), as the server's session does. Flask would sign and send it again on every
+        #: request to push that back, which the server's absolute limit makes pointless.
+        "SESSION_REFRESH_EACH_REQUEST": False,
         #: Rate limits are counted in this store, shared by every worker and machine:
         #: ``redis://host:6379/0``. ``memory://`` counts per process: only for the
         #: single-process ``make run`` and tests; production refuses it.

@@ -357,6 +357,27 @@ def test_any_request_renews_the_session(app, client, make_user):
         assert db.session.scalar(select(UserSession.end_reason)) == "idle"
 
 
+def test_the_session_cookie_lives_as_long_as_the_session_and_is_not_sent_again(
+        app, client, make_user):
+    """Signing in sets the cookie to last UPSS_SESSION_MAX_HOURS, the server session's own
+    limit; a page that changes nothing in it sends no new cookie (Flask would sign and send
+    it again on every request)."""
+    from email.utils import parsedate_to_datetime
+    from http.cookies import SimpleCookie
+
+    _, email, password = make_user()
+    signed_in = sign_in(client, email, password)
+    cookie = SimpleCookie(next(value for name, value in signed_in.headers
+                               if name == "Set-Cookie" and value.startswith("session=")))
+    expires = parsedate_to_datetime(cookie["session"]["expires"])
+    lifetime = timedelta(hours=app.config["UPSS_SESSION_MAX_HOURS"])
+    assert abs(expires - (datetime.now(UTC) + lifetime)) < timedelta(minutes=1)
+    assert client.get("/questions").status_code == 200  # its first form token: a new cookie
+    page = client.get("/questions")
+    assert page.status_code == 200 and "csrf_token" in page.get_data(as_text=True)
+    assert not [v for n, v in page.headers if n == "Set-Cookie" and v.startswith("session=")]
+
+
 def test_sessions_end_when_idle_or_old_but_never_during_an_answer_lock(app, world):
     """Idle for longer than the setting: ended; the same while holding an answer lock: kept
     (and renewed); older than the absolute lifetime: ended whatever happens."""
