@@ -17,7 +17,7 @@ from sqlalchemy import (
     Text,
     text,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, query_expression, relationship
 
 from .dbtypes import UTCDateTime
 from .extensions import db
@@ -66,6 +66,11 @@ class User(UserMixin, db.Model):
     deletion_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
     #: The account was erased: personal data replaced, only the pseudonym is left.
     deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    #: Not a column: how many of their messages they have not read, loaded with the signed-in
+    #: user in the request's one session statement (``sessions.check``) for the pages' header
+    #: (and again whenever that user is reloaded after a commit); None when the user was
+    #: loaded any other way.
+    unread_messages: Mapped[int | None] = query_expression()
 
     questions: Mapped[list[Question]] = relationship(back_populates="asker",
                                                      foreign_keys="Question.asker_id")

@@ -470,10 +470,16 @@ def gather_digests(session: Session, now: datetime) -> int:
 
 # --- the list on the site --------------------------------------------------------------------
 
-#: Built once: every signed-in page's header sends it (``web.notices.unread_messages``).
-_UNREAD = select(func.count()).select_from(Notification).where(
-    Notification.user_id == bindparam("user_id"), Notification.read_at.is_(None),
-    Notification.kind.not_in(UNLISTED))
+def unread_of(user_id):
+    """How many messages of ``user_id`` (a value, a bound parameter or a column to correlate
+    with) are unread, as a scalar subquery: one indexed count."""
+    return select(func.count()).select_from(Notification).where(
+        Notification.user_id == user_id, Notification.read_at.is_(None),
+        Notification.kind.not_in(UNLISTED)).scalar_subquery()
+
+
+#: Built once, for a page whose user came without their count (``User.unread_messages``).
+_UNREAD = select(unread_of(bindparam("user_id")))
 
 
 def unread_count(session: Session, user_id: int) -> int:

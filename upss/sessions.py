@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
+from . import notifications
 from .models import Question, User, UserSession
 
 #: ``last_seen_at`` is written at most this often (not on every request).
@@ -59,8 +60,11 @@ def holds_answer_lock(session: Session, user_id: int, now: datetime) -> bool:
                                   Question.lock_expires_at > now).limit(1)) is not None
 
 
-#: Built once: every signed-in request sends it.
-_BY_TOKEN = select(UserSession).where(UserSession.token_hash == bindparam("token_hash"))
+#: Built once: every signed-in request sends it. The user comes in the same statement (a
+#: joined load), with the count of their unread messages that every page's header shows.
+_BY_TOKEN = (select(UserSession).where(UserSession.token_hash == bindparam("token_hash"))
+             .options(joinedload(UserSession.user).with_expression(
+                 User.unread_messages, notifications.unread_of(User.id))))
 
 
 def check(session: Session, token: str | None, user_id: int, now: datetime,
@@ -72,7 +76,7 @@ def check(session: Session, token: str | None, user_id: int, now: datetime,
     """
     if not token:
         return None, False
-    # ``UserSession.user`` comes in the same query (a joined load): one query per request.
+    # ``UserSession.user`` (and their unread count) comes in the same statement: one a request.
     row = session.scalar(_BY_TOKEN, {"token_hash": _hash(token)})
     if row is None or row.user_id != user_id or row.ended_at is not None:
         return None, False

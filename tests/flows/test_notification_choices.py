@@ -279,6 +279,7 @@ def test_the_list_shows_every_message_and_the_header_counts_the_unread(
     assert page.index("“Off”") < page.index("Title 22") < page.index("Title 21")
     assert page.count('class="message-item"') == 20 and page.count(">New</strong>") == 20
     assert 'href="/questions/23"' in page
+    assert "Messages (4 unread)" in page  # its own header counts after marking them read
     assert "Messages (4 unread)" in client.get("/").get_data(as_text=True)
     older = page.split('href="/messages?before=')[1].split('"')[0]
     rest = client.get(f"/messages?before={older}").get_data(as_text=True)
@@ -290,6 +291,25 @@ def test_the_list_shows_every_message_and_the_header_counts_the_unread(
     other = world.user("asker")
     sign_in_as(client, app, other)
     assert "You have no messages yet" in client.get("/messages").get_data(as_text=True)
+
+
+def test_the_header_count_comes_with_the_signed_in_user(app, world, client):
+    """A signed-in page counts the unread messages in the statement that reads the session
+    and the user, not in one of its own."""
+    from tests.conftest import count_statements
+    from upss.extensions import db as database
+
+    asker = world.user("asker")
+    enqueue(app, asker, "answer_ready", {"question_id": 1, "title": "One"})
+    sign_in_as(client, app, asker)
+    client.get("/")  # the first page after signing in stores its form token
+    with app.app_context():
+        engine = database.engine
+    with count_statements(engine) as seen:
+        home = client.get("/").get_data(as_text=True)
+    assert "Messages (1 unread)" in home
+    counting = [s for s in seen if "FROM notification" in s]
+    assert len(counting) == 1 and "FROM user_session" in counting[0], seen
 
 
 def test_the_page_of_choices_saves_each_kind_and_refuses_what_cannot_be(app, world, client):

@@ -47,6 +47,8 @@ class PageUser:
         self.locale = loaded.get("locale", "")
         for flag in ("is_answerer", "is_organizer", "large_text", "high_contrast"):
             setattr(self, flag, bool(loaded.get(flag, False)))
+        #: The header's count as it was loaded (0 if it was not): never counted again here.
+        self.unread_messages = loaded.get("unread_messages") or 0
 
     def get_id(self) -> str:
         return str(self.id)

@@ -94,7 +94,14 @@ def site_path(url: str) -> str:
 
 @bp.app_context_processor
 def unread_messages():
-    """``unread_messages`` for the header's link: one indexed count, signed-in only."""
-    if not current_user.is_authenticated:
+    """``unread_messages`` for the header's link, signed-in only: the count loaded with the
+    user (``sessions.check``; SQLAlchemy counts again when it reloads the user after a
+    commit, as the messages page's after marking them read), or counted now for a user
+    loaded another way."""
+    user = current_user._get_current_object()
+    if not user.is_authenticated:
         return {"unread_messages": 0}
-    return {"unread_messages": notifications.unread_count(db.session, current_user.id)}
+    loaded = user.unread_messages
+    if loaded is not None:
+        return {"unread_messages": loaded}
+    return {"unread_messages": notifications.unread_count(db.session, user.id)}
