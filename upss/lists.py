@@ -59,17 +59,36 @@ def asker_questions(session: Session, asker: User, cursor: str | None,
 
 # --- the answerer ------------------------------------------------------------------------------
 
+#: What the answerer's queue shows of each question it lists (rows, not objects: no text).
+_QUEUE_COLUMNS = (Question.id, Question.title, Question.language, Question.status,
+                  Question.offer_expires_at, Question.lock_expires_at, Question.price_cents,
+                  Question.currency, Question.commission_bps)
+
+
+def answerer_work(session: Session, answerer: User) -> list:
+    """What is offered to the answerer and what they are answering (claimed, or waiting for
+    their clarification), as rows of ``_QUEUE_COLUMNS``: the offers that run out first first,
+    then the answer locks that run out first."""
+    return session.execute(
+        select(*_QUEUE_COLUMNS)
+        .where(Question.answerer_id == answerer.id,
+               Question.status.in_(("offered", "claimed", "clarifying")))
+        .order_by(Question.offer_expires_at, Question.lock_expires_at, Question.id)).all()
+
+
 def lapsed_drafts(session: Session, answerer: User, cursor: str | None,
-                  per_page: int = PER_PAGE) -> Page[Question]:
+                  per_page: int = PER_PAGE) -> Page:
     """Questions the answerer picked up whose time ran out before they answered (their offer
     ``lapsed``), now waiting in the queue or offered to someone else (their draft is kept),
-    newest first. Reads the answerer's lapsed claims only, not every claim they ever made."""
+    newest first, as rows of ``_QUEUE_COLUMNS``. Reads the answerer's lapsed claims only,
+    not every claim they ever made."""
     claimed = select(Offer.question_id).where(Offer.answerer_id == answerer.id,
                                               Offer.outcome == "lapsed")
-    query = select(Question).where(
+    query = select(*_QUEUE_COLUMNS).where(
         Question.id.in_(claimed), Question.status.in_(("queued", "offered")),
         or_(Question.answerer_id.is_(None), Question.answerer_id != answerer.id))
-    return keyset_page(session, query, Key(Question.id, descending=True), cursor, per_page)
+    return keyset_page(session, query, Key(Question.id, descending=True), cursor, per_page,
+                       scalars=False)
 
 
 def answerer_payouts(session: Session, answerer: User, cursor: str | None,

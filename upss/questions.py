@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NoReturn
 
-from sqlalchemy import bindparam, case, func, insert, select, update
+from sqlalchemy import Row, bindparam, case, func, insert, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
@@ -688,9 +688,10 @@ def reply_clarification(session: Session, question: Question, answerer: User, bo
     session.flush()
 
 
-def answerer_share(session: Session, question: Question) -> int:
+def answerer_share(session: Session, question: Question | Row) -> int:
     """The answerer's share of the price in cents, as ``settle`` will split it: at the
-    question's frozen commission, or (not paid yet) at the current settings' commission."""
+    question's frozen commission, or (not paid yet) at the current settings' commission.
+    ``question`` may be a row with its ``price_cents`` and ``commission_bps``."""
     bps = question.commission_bps if question.commission_bps is not None else (
         settings.current(session).commission_bps)
     payout, _commission = money.split(question.price_cents, bps)

@@ -82,11 +82,7 @@ def _visible_question(question_id: int) -> Question:
 @answerer_required
 def queue():
     """Questions offered to me (with their expiry) and those I am answering."""
-    mine = db.session.scalars(
-        select(Question).where(Question.answerer_id == current_user.id,
-                               Question.status.in_(("offered", "claimed", "clarifying")))
-        .order_by(Question.offer_expires_at, Question.lock_expires_at, Question.id)
-    ).all()
+    mine = lists.answerer_work(db.session, current_user)
     return render_template(
         "answerer/queue.html",
         offered=[q for q in mine if q.status == "offered"],
@@ -96,8 +92,9 @@ def queue():
         share=_share)
 
 
-def _share(question: Question) -> str:
-    """The answerer's share of the price, split at the question's frozen commission."""
+def _share(question) -> str:
+    """The answerer's share of the price, split at the question's frozen commission (a row
+    of ``lists.answerer_work``)."""
     return money_text(questions.answerer_share(db.session, question), question.currency)
 
 
