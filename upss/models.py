@@ -202,6 +202,10 @@ class AnswererProfile(db.Model):
         return [code for code in self.languages.split(",") if code]
 
 
+#: A question in progress (``release.IN_PROGRESS``), as ``ix_question_in_progress``'s condition.
+_IN_PROGRESS_SQL = "status IN ('offered', 'claimed', 'answered', 'clarifying', 'disputed')"
+
+
 class Question(db.Model):
     __tablename__ = "question"
     __table_args__ = (
@@ -224,6 +228,11 @@ class Question(db.Model):
         Index("ix_question_status_id", "status", "id"),
         # The release (``upss.release``): an answerer's open work, counted by index alone.
         Index("ix_question_answerer_id_status", "answerer_id", "status"),
+        # The release counts each answerer's open work and sums the shares of what they hold
+        # from this alone (migration 0020; the statuses are ``release.IN_PROGRESS``).
+        Index("ix_question_in_progress", "answerer_id", "status", "price_cents",
+              "commission_bps", sqlite_where=text(_IN_PROGRESS_SQL),
+              postgresql_where=text(_IN_PROGRESS_SQL)),
         # The release reads the queue oldest paid first, a page at a time: only queued rows,
         # in that order.
         Index("ix_question_queue", "paid_at", "id",

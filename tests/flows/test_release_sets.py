@@ -331,6 +331,42 @@ def test_the_queue_is_read_along_its_own_index(app, world):
     assert "ix_question_paid_at" not in without, without
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_open_work_and_held_shares_are_read_from_the_index_of_questions_in_progress(
+        app, world):
+    """Each answerer's open work and the shares of what they hold come from
+    ``ix_question_in_progress`` alone (an index-only scan, PostgreSQL's plan with the table
+    visited as the last resort): not from every question the answerer ever had. The index's
+    condition is ``release.IN_PROGRESS``."""
+    from upss.models import _IN_PROGRESS_SQL
+
+    assert sorted(_IN_PROGRESS_SQL.split("(")[1].rstrip(")").replace("'", "").split(", ")) \
+        == sorted(release.IN_PROGRESS)
+    assert set(release.OPEN) <= set(release.IN_PROGRESS)
+    world.answerer()
+    with app.app_context():
+        rules = settings.current(db.session)
+        seen = []
+
+        def record(conn, cursor, statement, parameters, context, executemany):
+            seen.append((statement, parameters))
+
+        sa.event.listen(db.engine, "before_cursor_execute", record)
+        try:
+            release.load_candidates(db.session, NIGHT, rules)
+        finally:
+            sa.event.remove(db.engine, "before_cursor_execute", record)
+        statement, parameters = next((s, p) for s, p in seen if "open_count" in s)
+        connection = db.session.connection()
+        connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+        connection.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
+        plan = "\n".join(row[0] for row in connection.exec_driver_sql(
+            "EXPLAIN " + statement, parameters))
+        db.session.rollback()
+    assert plan.count("Index Only Scan using ix_question_in_progress on question") == 2, plan
+    assert "ix_question_answerer_id_status" not in plan, plan
+
+
 def test_an_answerer_in_a_zone_no_run_saw_yet_is_counted_in_their_own_day(app, world):
     """A run has seen only Oslo; then an answerer in New York, one offer a day, who had one
     at 06:00 UTC (01:00 there, today). At 12:00 UTC the run meets a zone it has no branch for:
