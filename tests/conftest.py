@@ -736,4 +736,31 @@ def count_statements(engine=None):
         yield seen
     finally:
         event.remove(engine, "before_cursor_execute", record)
+
+
+def plan_of(run, pick=lambda sent: sent[0], off=("seqscan",)) -> str:
+    """PostgreSQL's plan (``EXPLAIN``) of a statement ``run()`` sends: ``pick`` chooses it
+    from the ``(statement, parameters)`` pairs sent, and each planner method in ``off``
+    (``enable_<name>``) is made as costly as it goes first. Inside an app context; the
+    session is rolled back after."""
+    from sqlalchemy import event
+
+    sent = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        sent.append((statement, parameters))
+
+    event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        run()
+    finally:
+        event.remove(db.engine, "before_cursor_execute", record)
+    statement, parameters = pick(sent)
+    connection = db.session.connection()
+    for name in off:
+        connection.exec_driver_sql(f"SET LOCAL enable_{name} = off")
+    plan = "\n".join(row[0] for row in connection.exec_driver_sql(
+        "EXPLAIN " + statement, parameters))
+    db.session.rollback()
+    return plan
 # --- end counting SQL statements

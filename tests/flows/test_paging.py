@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tests.conftest import count_statements, sign_in_as
+from tests.conftest import count_statements, plan_of, sign_in_as
 from upss import audit, lists, notifications
 from upss.extensions import db
 from upss.models import (
@@ -338,29 +338,12 @@ def _plan(app, read, user_id: int, cursor: str | None) -> str:
     """PostgreSQL's plan of the first statement ``read`` runs (the list's own query), with
     sorting and whole-table scans made as costly as they go: a plan that still sorts, or
     filters rows an index should have found, has no index for the list."""
-    from sqlalchemy import event
-
     with app.app_context():
         user = db.session.get(User, user_id)
-        seen = []
-
-        def record(conn, cursor, statement, parameters, context, executemany):
-            if statement.lstrip().upper().startswith("SELECT"):
-                seen.append((statement, parameters))
-
-        event.listen(db.engine, "before_cursor_execute", record)
-        try:
-            read(db.session, cursor, user)
-        finally:
-            event.remove(db.engine, "before_cursor_execute", record)
-        statement, parameters = seen[0]
-        connection = db.session.connection()
-        connection.exec_driver_sql("SET LOCAL enable_sort = off")
-        connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
-        plan = "\n".join(row[0] for row in connection.exec_driver_sql(
-            "EXPLAIN " + statement, parameters))
-        db.session.rollback()
-        return plan
+        return plan_of(lambda: read(db.session, cursor, user),
+                       lambda sent: next(pair for pair in sent
+                                         if pair[0].lstrip().upper().startswith("SELECT")),
+                       off=("sort", "seqscan"))
 
 
 #: List -> (read a page of it as a user, the index it must read along).

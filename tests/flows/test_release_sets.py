@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import sqlalchemy as sa
 
+from tests.conftest import plan_of
 from tests.flows.test_release import DAY, NIGHT, offers
 from tests.flows.test_release_rules import earn
 from upss import earnings, questions, release, settings
@@ -346,23 +347,9 @@ def test_open_work_and_held_shares_are_read_from_the_index_of_questions_in_progr
     world.answerer()
     with app.app_context():
         rules = settings.current(db.session)
-        seen = []
-
-        def record(conn, cursor, statement, parameters, context, executemany):
-            seen.append((statement, parameters))
-
-        sa.event.listen(db.engine, "before_cursor_execute", record)
-        try:
-            release.load_candidates(db.session, NIGHT, rules)
-        finally:
-            sa.event.remove(db.engine, "before_cursor_execute", record)
-        statement, parameters = next((s, p) for s, p in seen if "open_count" in s)
-        connection = db.session.connection()
-        connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
-        connection.exec_driver_sql("SET LOCAL enable_bitmapscan = off")
-        plan = "\n".join(row[0] for row in connection.exec_driver_sql(
-            "EXPLAIN " + statement, parameters))
-        db.session.rollback()
+        plan = plan_of(lambda: release.load_candidates(db.session, NIGHT, rules),
+                       lambda sent: next(pair for pair in sent if "open_count" in pair[0]),
+                       off=("seqscan", "bitmapscan"))
     assert plan.count("Index Only Scan using ix_question_in_progress on question") == 2, plan
     assert "ix_question_answerer_id_status" not in plan, plan
 
