@@ -90,3 +90,21 @@ def test_money_follows_the_locale(app, client, make_user):
     english = client.get("/questions", headers={"Accept-Language": "en"}).get_data(as_text=True)
     finnish = client.get("/questions", headers={"Accept-Language": "fi"}).get_data(as_text=True)
     assert "€99.50" in english and "99,50\xa0€" in finnish
+
+
+def test_each_language_is_one_locale_that_keeps_its_name(app):
+    """Every request in a language gets the same babel ``Locale`` (its CLDR data loaded once),
+    whose name is babel's own for it."""
+    import flask_babel
+    from babel import Locale
+
+    import upss
+
+    for code in upss.SUPPORTED_LOCALES:
+        assert str(upss._LOCALES[code]) == str(Locale.parse(code)) == code
+        assert upss._LOCALES[code] == Locale.parse(code)
+    seen = []
+    for _ in range(2):
+        with app.test_request_context("/", headers={"Accept-Language": "sv-SE,sv;q=0.9"}):
+            seen.append(flask_babel.get_locale())
+    assert seen[0] is seen[1] is upss._LOCALES["sv"]
