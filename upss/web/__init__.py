@@ -92,7 +92,6 @@ def register_blueprints(app: Flask) -> None:
     from .display import (
         cell_label,
         duration_text,
-        reader_locale,
         reason_text,
         until_text,
     )
@@ -106,10 +105,6 @@ def register_blueprints(app: Flask) -> None:
     app.jinja_env.filters["until"] = until_text
     app.jinja_env.globals["reason_text"] = reason_text
     app.jinja_env.globals["cell_label"] = cell_label
-
-    @app.context_processor
-    def page_language():
-        return {"page_lang": reader_locale()}
 
     from . import page_i18n
     page_i18n.init_app(app)  # gettext and the money filter, reading the page's language once

@@ -5,11 +5,11 @@ Flask-Babel installs gettext callables that look up the request's translations o
 translations, several context-local proxies each). A page calls them 50–100 times: a few
 milliseconds of a page's CPU. Here a context processor puts the translations into the page's
 context when ``render_template`` starts (inside ``force_locale`` as well, so a message rendered
-for someone else is still in their language), next to the locale ``page_lang`` that
-``web.register_blueprints`` puts there, and the callables read them from the template's
-context. A template rendered without that context (an ``import`` without
-``with context``, or ``jinja_env.get_template(...).render(...)`` as the e-mails are) falls back
-to Flask-Babel's lookup, so the text is never in the wrong language.
+for someone else is still in their language), with the page's locale (``page_lang``, the
+``lang`` of its ``<html>``), and the callables read them from the template's context. A
+template rendered without that context (an ``import`` without ``with context``, or
+``jinja_env.get_template(...).render(...)`` as the e-mails are) falls back to Flask-Babel's
+lookup, so the text is never in the wrong language.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from .display import STATUS_MESSAGES, money_text
 TRANSLATIONS = "_page_translations"
 #: The page's babel ``Locale`` and time zone, for ``datetimeformat``.
 LOCALE_OBJECT, ZONE = "_page_locale", "_page_zone"
-#: Set for every page by ``web.register_blueprints`` (the ``lang`` of its ``<html>``).
+#: The page's locale as text (the ``lang`` of its ``<html>``).
 LOCALE = "page_lang"
 
 
@@ -153,5 +153,6 @@ def init_app(app: Flask) -> None:
 
     @app.context_processor
     def page_translations():
-        return {TRANSLATIONS: get_translations(), LOCALE_OBJECT: get_locale(),
-                ZONE: get_timezone()}
+        locale = get_locale()
+        return {TRANSLATIONS: get_translations(), LOCALE_OBJECT: locale,
+                LOCALE: str(locale or "en"), ZONE: get_timezone()}
