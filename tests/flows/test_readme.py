@@ -75,9 +75,16 @@ def test_run_command_in_a_fresh_clone_serves_ask_and_pay(tmp_path):
         pay_url = response.url
         assert pay_url.endswith("/pay"), response.text[:500]
         page = web.get(pay_url).text
-        web.post(pay_url + "/test", data={"csrf_token": csrf(page), "scenario": "succeeds"})
+        paid = web.post(pay_url + "/test", data={"csrf_token": csrf(page), "scenario": "succeeds"})
         status_url = pay_url.removesuffix("/pay") + "/status.json"
-        wait_until(lambda: web.get(status_url).json()["status"] == "queued", timeout=30)
+        # The webhook queues it, usually within a second. On a loaded machine each of devstripe's
+        # six attempts may run into its 5 s timeout: the last starts about 46 s after paying.
+        try:
+            wait_until(lambda: web.get(status_url).json()["status"] == "queued", timeout=60)
+        except AssertionError as exc:
+            raise AssertionError(
+                f"{exc}; paying answered {paid.status_code} at {paid.url}; the run's log ends:\n"
+                + (tmp_path / "run.log").read_text()[-6000:]) from None
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
