@@ -32,6 +32,7 @@ def test_a_claim_is_one_guarded_update_returning_and_its_event(app, world):
     now = NIGHT + timedelta(minutes=1)
     with app.test_request_context():
         question, user = db.session.get(Question, q), db.session.get(User, a)
+        dialect = db.engine.dialect.name
         sa.event.listen(db.engine, "before_cursor_execute", record)
         try:
             questions.claim(db.session, question, user, now)
@@ -42,9 +43,17 @@ def test_a_claim_is_one_guarded_update_returning_and_its_event(app, world):
             sa.event.remove(db.engine, "before_cursor_execute", record)
         db.session.commit()
     writes = [s for s in sent if not s.startswith("SELECT")]
-    assert [s.split(" (")[0].split(" SET")[0] for s in writes] == [
-        "UPDATE question", "INSERT INTO question_event", "UPDATE offer"]
-    assert " RETURNING " in writes[0] and "answerer_profile" in writes[0]
+    if dialect == "postgresql":
+        # One round trip: the guarded UPDATE … RETURNING, and from its row the event and the
+        # offer's outcome (data-modifying CTEs).
+        (write,) = writes
+        assert write.startswith("WITH claimed AS (UPDATE question SET "), write
+        assert "INSERT INTO question_event" in write and "UPDATE offer SET" in write
+        assert " RETURNING " in write and "answerer_profile" in write
+    else:
+        assert [s.split(" (")[0].split(" SET")[0] for s in writes] == [
+            "UPDATE question", "INSERT INTO question_event", "UPDATE offer"]
+        assert " RETURNING " in writes[0] and "answerer_profile" in writes[0]
     reads = [s for s in sent if s.startswith("SELECT")]
     assert all(" FROM organizer_settings" in s or " FROM offpeak_window" in s
                for s in reads), reads  # the settings in force (the lock hours), nothing more
@@ -90,6 +99,16 @@ def test_a_refused_claim_says_why_and_changes_nothing(app, world, case):
                               f"question {q} is queued: cannot claim"),
     }[case]
     before = world.question(q)
+
+    def written():
+        with app.app_context():
+            return (db.session.scalar(sa.select(sa.func.count()).select_from(QuestionEvent)
+                                      .where(QuestionEvent.question_id == q)),
+                    db.session.execute(sa.select(Offer.answerer_id, Offer.outcome,
+                                                 Offer.resolved_at)
+                                       .where(Offer.question_id == q).order_by(Offer.id)).all())
+
+    events_and_offers = written()
     with app.test_request_context():
         question, user = db.session.get(Question, q), db.session.get(User, who)
         with pytest.raises(expected) as refused:
@@ -101,3 +120,4 @@ def test_a_refused_claim_says_why_and_changes_nothing(app, world, case):
     after = world.question(q)
     assert (after.status, after.answerer_id, after.lock_expires_at) == (
         before.status, before.answerer_id, before.lock_expires_at)
+    assert written() == events_and_offers  # no event, no offer closed (nor rolled back only)
