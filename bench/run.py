@@ -23,9 +23,12 @@ baseline one after the other, in alternating order):
   queued, answerers free (limits raised to 50 offers a day, 10 open), then all busy (each
   holding ``open_offer_limit`` more claimed questions), against one SQL statement choosing
   the same questions; in a transaction rolled back after each round;
-* **claims with 32 threads** (16 answerers, two threads each racing for the same offers) through
-  ``questions.claim`` against raw ``SELECT … FOR UPDATE SKIP LOCKED`` plus the same writes;
-  the double claims found are reported (must be 0);
+* **claims with 32 threads** (16 answerers, two threads each) through ``questions.claim``
+  against raw ``SELECT … FOR UPDATE SKIP LOCKED`` plus the same writes. Both sides pick the
+  next offer the same way (``FOR UPDATE SKIP LOCKED``), so the rate compares claims, not how
+  often two threads picked the same offer. One more round, untimed, races: both threads of an
+  answerer claim the same offers in the same order; the double claims found in every round are
+  reported (must be 0);
 * **``ledger.post()``** of payment-like transactions, one commit each, against raw INSERTs of
   the same rows (same lock, same hashing);
 * **``flask upss verify-ledger``**: wall time and peak RSS of the command against
@@ -588,17 +591,19 @@ def claim_rows(report: Report, app, database: str, options) -> None:
     doubles = [0, 0]
     errors: list[str] = []
 
-    def app_work(answerer_id: int) -> None:
+    def app_work(answerer_id: int, racing: bool = False) -> None:
         with app.app_context():
             user = db.session.get(User, answerer_id)
             while True:
                 # As the raw side: offers still open (an expired one of the generated data
-                # would be refused again and again).
+                # would be refused again and again), the next one no other thread holds
+                # (``racing``: the same one as the answerer's other thread, one of them loses).
+                pick = (select(Question).where(Question.status == "offered",
+                                               Question.answerer_id == answerer_id,
+                                               Question.offer_expires_at > datetime.now(UTC))
+                        .order_by(Question.id).limit(1))
                 question = db.session.scalar(
-                    select(Question).where(Question.status == "offered",
-                                           Question.answerer_id == answerer_id,
-                                           Question.offer_expires_at > datetime.now(UTC))
-                    .order_by(Question.id).limit(1))
+                    pick if racing else pick.with_for_update(skip_locked=True))
                 if question is None:
                     break
                 try:
@@ -646,8 +651,15 @@ def claim_rows(report: Report, app, database: str, options) -> None:
                 doubles[which == "raw"] += double
                 if claimed != len(ids):
                     errors.append(f"{which}: {len(ids) - claimed} of {len(ids)} not claimed")
+        by_answerer, ids = _setup_claims(url, answerers, each)
+        seconds = _run_threads(lambda a: app_work(a, racing=True), sorted(by_answerer))
+        claimed, double = _double_claims(url, ids)
+        doubles[0] += double
+        if claimed != len(ids):
+            errors.append(f"racing: {len(ids) - claimed} of {len(ids)} not claimed")
         row.notes.append(f"{answerers * each} offers a round; double claims: app "
-                         f"{doubles[0]}, raw {doubles[1]}")
+                         f"{doubles[0]} (one more round racing, untimed: "
+                         f"{claimed / seconds:.0f}/s), raw {doubles[1]}")
         if errors:
             row.notes.append("errors: " + "; ".join(sorted(set(errors))[:3]))
         report.add(row)
