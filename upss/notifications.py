@@ -69,7 +69,7 @@ from zoneinfo import ZoneInfo
 from flask import current_app
 from flask_babel import force_locale, gettext
 from itsdangerous import BadSignature, URLSafeSerializer
-from sqlalchemy import bindparam, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, false, func, insert, or_, select, true, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -217,26 +217,26 @@ def enqueue(session: Session, user: User, kind: str, data: dict,
 def enqueue_many(session: Session, kind: str, messages: list[tuple[int, dict]],
                  now: datetime) -> int:
     """:func:`enqueue` for many messages of one kind (``(user id, data)``), as the release run
-    writes its offers: the people, their choices and their profiles are read in one statement
-    each, and the rows written in one. Returns how many rows were written."""
+    writes its offers: the people with their profiles and their choices are read in one
+    statement, and the rows written in one. Returns how many rows were written."""
     ids = sorted({user_id for user_id, _ in messages})
     if not ids:
         return 0
-    users = {u.id: u for u in session.scalars(select(User).where(User.id.in_(ids)))}
-    profiles = {p.user_id: p for p in session.scalars(
-        select(AnswererProfile).where(AnswererProfile.user_id.in_(ids)))}
-    chosen = dict.fromkeys(ids, "now")
-    if KINDS[kind].optional:
-        chosen.update(session.execute(
-            select(NotificationPreference.user_id, NotificationPreference.mode)
-            .where(NotificationPreference.user_id.in_(ids),
-                   NotificationPreference.kind == kind)).all())
+    query = (select(User.id, User.deleted_at, User.digest_hour, AnswererProfile,
+                    NotificationPreference.mode.label("choice"))
+             .outerjoin(AnswererProfile, AnswererProfile.user_id == User.id)
+             .outerjoin(NotificationPreference, and_(
+                 NotificationPreference.user_id == User.id, NotificationPreference.kind == kind,
+                 true() if KINDS[kind].optional else false()))
+             .where(User.id.in_(ids)))
+    people = {row.id: row for row in session.execute(query)}
     rows = []
     for user_id, data in messages:
-        user = users[user_id]
-        if user.deleted_at is not None:
+        person = people[user_id]
+        if person.deleted_at is not None:
             continue
-        status, due = _status_and_due(user, kind, chosen[user_id], profiles.get(user_id), now)
+        status, due = _status_and_due(person, kind, person.choice or "now",
+                                      person.AnswererProfile, now)
         rows.append({"user_id": user_id, "kind": kind, "data": json.dumps(data, sort_keys=True),
                      "status": status, "created_at": now, "next_attempt_at": due,
                      "attempts": 0})
