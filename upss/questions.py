@@ -27,7 +27,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NoReturn
 
-from sqlalchemy import Row, bindparam, case, func, insert, literal, select, update
+from sqlalchemy import (
+    Row,
+    bindparam,
+    case,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.orm.util import identity_key
@@ -322,6 +333,8 @@ def offer_many(session: Session, chosen: list[tuple[int, int]], now: datetime,
     expires = now + timedelta(hours=rules.offer_hours)
     answerer_of = dict(chosen)
     session.flush()
+    if session.get_bind().dialect.name == "postgresql":
+        return _offer_many_together(session, chosen, from_status, to_status, now, expires)
     changed = dict(session.execute(
         update(_QUESTIONS)
         .where(_QUESTIONS.c.id.in_(sorted(answerer_of)),
@@ -351,6 +364,53 @@ def offer_many(session: Session, chosen: list[tuple[int, int]], now: datetime,
         (a, {"question_id": q, "title": changed[q], "expires_at": expires.isoformat()})
         for q, a in made], now)
     return [written[q] for q, _ in made]
+
+
+#: PostgreSQL: :func:`offer_many`'s writes in one statement, built once. ``pairs`` holds the
+#: (question, answerer, place) arrays; the guarded UPDATE moves the questions still queued,
+#: and from the rows it returned the events and the offers are written (data-modifying CTEs,
+#: so a question no longer queued gets neither), the offers in the given order so their ids
+#: grow in it as on SQLite (the run ranks answerers by their last offer's id).
+_OFFER_MANY_TOGETHER = text("""
+WITH pairs AS (
+    SELECT * FROM unnest(CAST(:questions AS integer[]), CAST(:answerers AS integer[]))
+                  WITH ORDINALITY AS p(question_id, answerer_id, place)),
+moved AS (
+    UPDATE question SET status = :to_status, answerer_id = pairs.answerer_id,
+                        offer_expires_at = :expires, lock_expires_at = NULL
+    FROM pairs
+    WHERE question.id = pairs.question_id AND question.status = :from_status
+    RETURNING question.id, question.answerer_id, question.title, pairs.place),
+events AS (
+    INSERT INTO question_event (question_id, actor_id, actor_kind, action, from_status,
+                                to_status, note, at)
+    SELECT id, NULL, 'scheduler', 'offer', :from_status, :to_status, '', :now FROM moved),
+made AS (
+    INSERT INTO offer (question_id, answerer_id, offered_at, expires_at, outcome)
+    SELECT id, answerer_id, :now, :expires, 'open' FROM moved ORDER BY place
+    RETURNING offer.*)
+SELECT made.*, moved.title AS question_title
+FROM made JOIN moved ON moved.id = made.question_id ORDER BY made.id
+""").bindparams(bindparam("now", type_=Offer.__table__.c.offered_at.type),
+                bindparam("expires", type_=Offer.__table__.c.expires_at.type))
+
+
+def _offer_many_together(session: Session, chosen: list[tuple[int, int]], from_status: str,
+                         to_status: str, now: datetime, expires: datetime) -> list[Offer]:
+    """PostgreSQL: :data:`_OFFER_MANY_TOGETHER`, then the answerers' messages."""
+    rows = session.execute(
+        select(Offer, literal_column("question_title")).from_statement(_OFFER_MANY_TOGETHER),
+        {"questions": [q for q, _ in chosen], "answerers": [a for _, a in chosen],
+         "from_status": from_status, "to_status": to_status, "now": now, "expires": expires},
+    ).all()
+    for offer_row, _ in rows:  # a loaded copy would still say "queued"
+        loaded = session.identity_map.get(identity_key(Question, offer_row.question_id))
+        if loaded is not None:
+            session.expire(loaded)
+    notifications.enqueue_many(session, "new_offer", [
+        (o.answerer_id, {"question_id": o.question_id, "title": question_title,
+                         "expires_at": expires.isoformat()}) for o, question_title in rows], now)
+    return [o for o, _ in rows]
 
 
 def _check_active(session: Session, answerer: User) -> None:

@@ -63,9 +63,12 @@ OPEN = ("offered", "claimed")
 #: Questions that may still pay their answerer: their share counts toward the yearly ceiling
 #: and the fair ranking until it is credited (or the question is refunded).
 IN_PROGRESS = ("offered", "claimed", "answered", "clarifying", "disputed")
-#: Queued questions read per query; a run reads another page only if the first one did not
-#: give it its offers.
+#: Queued questions read per query at most; a run reads another page only if the one before
+#: did not give it its offers. The first page is ``FIRST_PAGE_PER_OFFER`` rows per offer the
+#: run may make (most runs find their offers among the oldest questions), each next one twice
+#: the one before, up to ``QUEUE_PAGE``.
 QUEUE_PAGE = 200
+FIRST_PAGE_PER_OFFER = 8
 #: Above every real offer id: a choice made in this run, before its offer is written, is the
 #: most recent offer of its answerer (ids grow with time).
 PROVISIONAL_OFFER_ID = 1 << 62
@@ -279,27 +282,31 @@ class _Zone:
 
 def _queued_pages(session: Session, now: datetime, rules: settings.Settings, in_window: bool,
                   languages: set[str]):
-    """Queued questions not past their deadline, in the given languages, oldest paid first,
-    ``QUEUE_PAGE`` at a time (keyset on ``(paid_at, id)``)."""
+    """Queued questions not past their deadline, in the given languages, oldest paid first, a
+    page at a time (keyset on ``(paid_at, id)``; pages grow from ``FIRST_PAGE_PER_OFFER`` rows
+    per offer of the run to ``QUEUE_PAGE``)."""
     query = (select(Question.id, Question.asker_id, Question.language, Question.paid_at,
                     money.payout_sql(Question.price_cents, func.coalesce(
                         Question.commission_bps, rules.commission_bps)))
              .where(Question.status == "queued", Question.deadline_at > now,
                     Question.language.in_(sorted(languages)))
-             .order_by(Question.paid_at, Question.id).limit(QUEUE_PAGE))
+             .order_by(Question.paid_at, Question.id))
     if not in_window:
         query = query.where(Question.deadline_at < now + timedelta(hours=rules.urgent_hours))
     after = None
+    size = min(QUEUE_PAGE, FIRST_PAGE_PER_OFFER * rules.release_max_per_run)
     while True:
         page_query = query if after is None else query.where(or_(
             Question.paid_at > after.paid_at,
             and_(Question.paid_at == after.paid_at, Question.id > after.id)))
-        page = [QueuedQuestion(*row) for row in session.connection().execute(page_query)]
+        page = [QueuedQuestion(*row)
+                for row in session.connection().execute(page_query.limit(size))]
         if page:
             yield page
-        if len(page) < QUEUE_PAGE:
+        if len(page) < size:
             return
         after = page[-1]
+        size = min(QUEUE_PAGE, 2 * size)
 
 
 def _read_refusals(session: Session, page: list[QueuedQuestion],

@@ -4,6 +4,7 @@ question past its deadline is never offered, and an offer made in a run counts a
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -17,7 +18,7 @@ from tests.flows.test_release import DAY, NIGHT, offers
 from tests.flows.test_release_rules import earn
 from upss import earnings, questions, release, settings
 from upss.extensions import db
-from upss.models import AnswererProfile, Offer, Question, User
+from upss.models import AnswererProfile, Notification, Offer, Question, QuestionEvent, User
 
 #: A weekday noon in January (outside the off-peak window; the runs below ignore it).
 JANUARY = datetime(2026, 1, 20, 12, 0, tzinfo=UTC)
@@ -238,6 +239,88 @@ def test_the_offers_of_a_run_are_written_together(app, world):
     five, _, made = statements_of_a_run(app, NIGHT)
     assert made == 5
     assert one == two == five
+
+
+def test_the_queue_pages_grow_from_a_few_rows_per_offer(app, world):
+    """One offer per run: the first page is ``FIRST_PAGE_PER_OFFER`` (8) rows, then 16, then
+    32. Behind 30 of the answerer's own questions (never offered to them) the run finds the
+    31st in the third page, and offers it."""
+    assert release.FIRST_PAGE_PER_OFFER == 8
+    app.config["UPSS_RELEASE_MAX_PER_RUN"] = 1
+    a, asker = world.answerer(), world.user()
+    queue_questions(app, 30, DAY, a)
+    queue_questions(app, 1, DAY + timedelta(minutes=1), asker)
+    sent = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        flat = " ".join(statement.split())
+        if " FROM question WHERE" in flat and "ORDER BY question.paid_at" in flat:
+            sent.append(flat)
+
+    with app.app_context():
+        sa.event.listen(db.engine, "before_cursor_execute", record)
+        try:
+            made = release.release_due_questions(db.session, NIGHT)
+        finally:
+            sa.event.remove(db.engine, "before_cursor_execute", record)
+        assert [(o.answerer_id, db.session.get(Question, o.question_id).asker_id)
+                for o in made] == [(a, asker)]
+        db.session.rollback()
+    assert len(sent) == 3  # 8 + 16 rows seen, the 31st in the page of 32
+
+
+def test_offer_many_writes_in_the_given_order_and_leaves_out_what_changed(app, world):
+    """Chosen newest first, one of them cancelled meanwhile: the others are offered, their
+    offers' ids grow in the order given (the run ranks answerers by them), each has its event
+    and its answerer's message with its title; the changed one gets none of these. On
+    PostgreSQL the question, event and offer writes are one statement."""
+    a, b = world.answerer(), world.answerer()
+    q1, q2, q3 = (world.paid_question(paid_at=DAY - timedelta(hours=h)) for h in (3, 2, 1))
+    now = NIGHT
+    with app.app_context():
+        db.session.execute(sa.update(Question).where(Question.id == q2)
+                           .values(status="refunded"))
+        db.session.commit()
+    sent = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if not statement.startswith("BEGIN"):
+            sent.append(" ".join(statement.split()))
+
+    with app.test_request_context():
+        rules = settings.current(db.session)
+        dialect = db.engine.dialect.name
+        sa.event.listen(db.engine, "before_cursor_execute", record)
+        try:
+            made = questions.offer_many(db.session, [(q3, a), (q2, b), (q1, b)], now, rules)
+        finally:
+            sa.event.remove(db.engine, "before_cursor_execute", record)
+        assert [(o.question_id, o.answerer_id, o.outcome) for o in made] == [
+            (q3, a, "open"), (q1, b, "open")]
+        assert made[0].id < made[1].id
+        assert all(db.session.get(Offer, o.id) is o for o in made)  # the session's own objects
+        db.session.commit()
+    with app.app_context():
+        assert {q: db.session.get(Question, q).status for q in (q1, q2, q3)} == {
+            q1: "offered", q2: "refunded", q3: "offered"}
+        assert (db.session.get(Question, q3).answerer_id, db.session.get(Question, q1)
+                .answerer_id) == (a, b)
+        events = db.session.execute(sa.select(QuestionEvent.question_id, QuestionEvent.at)
+                                    .where(QuestionEvent.action == "offer")
+                                    .order_by(QuestionEvent.question_id)).all()
+        assert events == [(q1, now), (q3, now)]
+        messages = db.session.execute(sa.select(Notification.user_id, Notification.data)
+                                      .where(Notification.kind == "new_offer")
+                                      .order_by(Notification.user_id)).all()
+        titles = {q: db.session.get(Question, q).title for q in (q1, q3)}
+        assert [(user, json.loads(data)["question_id"], json.loads(data)["title"])
+                for user, data in messages] == [(a, q3, titles[q3]), (b, q1, titles[q1])]
+    writes = [s for s in sent if not s.startswith("SELECT")]
+    if dialect == "postgresql":
+        assert len(writes) == 2, writes  # the question, events and offers; the messages
+        assert "moved AS ( UPDATE question SET " in writes[0], writes[0]
+    else:
+        assert len(writes) == 4, writes
 
 
 # --- Fairness over many runs -------------------------------------------------------------------
