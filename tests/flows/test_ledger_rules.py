@@ -86,6 +86,51 @@ def test_verify_counts_a_clean_chain_with_a_reversal_in_any_batch_size(session, 
     assert ledger.verify_accounts(session, ["stripe_balance", "payable:answerer:7"]) == []
 
 
+def test_the_walk_reads_each_accounts_name_once_by_its_id(session):
+    """Batches of one over the four transactions of five accounts: the accounts' names are
+    read by id, and only for accounts no batch before touched (three reads: the second
+    payment touches a new escrow account, the reversal nothing new); the entries are never
+    joined with all the accounts."""
+    chain(session)
+    sent = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        sent.append(" ".join(statement.split()))
+
+    sa.event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        report = ledger.VerifyReport()
+        ledger.walk(session, report, ledger.head(session), None, batch_size=1)
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", record)
+    assert (report.transactions, report.problems) == (4, [])
+    names = [s for s in sent if "ledger_account" in s]
+    assert len(names) == 3, names
+    assert all(s.startswith("SELECT ledger_account.id, ledger_account.name FROM ledger_account "
+                            "WHERE ledger_account.id") for s in names), names
+
+
+def test_the_walk_keeps_a_bounded_number_of_names(session, monkeypatch):
+    """Past ``NAMES_KEPT`` names the walk starts again: with room for two, the settlement's
+    three accounts are read after the two payments' three, and the reversal's two again;
+    the result is the same."""
+    chain(session)
+    monkeypatch.setattr(ledger, "NAMES_KEPT", 2)
+    read = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("SELECT ledger_account.id, ledger_account.name"):
+            read.append(statement)
+
+    sa.event.listen(db.engine, "before_cursor_execute", record)
+    try:
+        report = ledger.VerifyReport()
+        ledger.walk(session, report, ledger.head(session), None, batch_size=1)
+    finally:
+        sa.event.remove(db.engine, "before_cursor_execute", record)
+    assert (report.transactions, report.problems, len(read)) == (4, [], 4)
+
+
 def test_verify_accounts_of_accounts_never_used_finds_nothing(session):
     chain(session)
     assert ledger.verify_accounts(session, ["payable:answerer:999"]) == []
