@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from tests.conftest import disable_ledger_guards, enable_ledger_guards
+from tests.conftest import count_statements, disable_ledger_guards, enable_ledger_guards
 from upss import ledger
 from upss.extensions import db
 from upss.models import LedgerTransaction
@@ -86,25 +86,23 @@ def test_verify_counts_a_clean_chain_with_a_reversal_in_any_batch_size(session, 
     assert ledger.verify_accounts(session, ["stripe_balance", "payable:answerer:7"]) == []
 
 
+def walk_in_batches_of_one(session) -> tuple[ledger.VerifyReport, list[str]]:
+    """``ledger.walk`` over the whole chain a transaction at a time: its report, and the
+    statements that read accounts' names."""
+    report = ledger.VerifyReport()
+    with count_statements() as seen:
+        ledger.walk(session, report, ledger.head(session), None, batch_size=1)
+    return report, [s for s in seen if "ledger_account" in s]
+
+
 def test_the_walk_reads_each_accounts_name_once_by_its_id(session):
     """Batches of one over the four transactions of five accounts: the accounts' names are
     read by id, and only for accounts no batch before touched (three reads: the second
     payment touches a new escrow account, the reversal nothing new); the entries are never
     joined with all the accounts."""
     chain(session)
-    sent = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        sent.append(" ".join(statement.split()))
-
-    sa.event.listen(db.engine, "before_cursor_execute", record)
-    try:
-        report = ledger.VerifyReport()
-        ledger.walk(session, report, ledger.head(session), None, batch_size=1)
-    finally:
-        sa.event.remove(db.engine, "before_cursor_execute", record)
+    report, names = walk_in_batches_of_one(session)
     assert (report.transactions, report.problems) == (4, [])
-    names = [s for s in sent if "ledger_account" in s]
     assert len(names) == 3, names
     assert all(s.startswith("SELECT ledger_account.id, ledger_account.name FROM ledger_account "
                             "WHERE ledger_account.id") for s in names), names
@@ -116,19 +114,8 @@ def test_the_walk_keeps_a_bounded_number_of_names(session, monkeypatch):
     the result is the same."""
     chain(session)
     monkeypatch.setattr(ledger, "NAMES_KEPT", 2)
-    read = []
-
-    def record(conn, cursor, statement, parameters, context, executemany):
-        if statement.startswith("SELECT ledger_account.id, ledger_account.name"):
-            read.append(statement)
-
-    sa.event.listen(db.engine, "before_cursor_execute", record)
-    try:
-        report = ledger.VerifyReport()
-        ledger.walk(session, report, ledger.head(session), None, batch_size=1)
-    finally:
-        sa.event.remove(db.engine, "before_cursor_execute", record)
-    assert (report.transactions, report.problems, len(read)) == (4, [], 4)
+    report, names = walk_in_batches_of_one(session)
+    assert (report.transactions, report.problems, len(names)) == (4, [], 4)
 
 
 def test_verify_accounts_of_accounts_never_used_finds_nothing(session):
