@@ -66,14 +66,24 @@ _QUEUE_COLUMNS = (Question.id, Question.title, Question.language, Question.statu
 
 
 def answerer_work(session: Session, answerer: User) -> list:
-    """What is offered to the answerer and what they are answering (claimed, or waiting for
-    their clarification), as rows of ``_QUEUE_COLUMNS``: the offers that run out first first,
-    then the answer locks that run out first."""
+    """What is offered to the answerer and what they are answering, as rows of
+    ``_QUEUE_COLUMNS``: the offers that run out first first, then the answer locks that run
+    out first. Not paged: together they are at most the answerer's open-offer limit (the
+    release and the claim keep to it)."""
     return session.execute(
         select(*_QUEUE_COLUMNS)
         .where(Question.answerer_id == answerer.id,
-               Question.status.in_(("offered", "claimed", "clarifying")))
+               Question.status.in_(("offered", "claimed")))
         .order_by(Question.offer_expires_at, Question.lock_expires_at, Question.id)).all()
+
+
+def awaiting_clarification(session: Session, answerer: User, cursor: str | None,
+                           per_page: int = PER_PAGE) -> Page:
+    """The answerer's answered questions whose asker wants more detail, oldest first, as rows
+    of ``_QUEUE_COLUMNS`` (these are not bound by any limit: a page at a time)."""
+    query = select(*_QUEUE_COLUMNS).where(Question.answerer_id == answerer.id,
+                                          Question.status == "clarifying")
+    return keyset_page(session, query, Question.id, cursor, per_page, scalars=False)
 
 
 def lapsed_drafts(session: Session, answerer: User, cursor: str | None,

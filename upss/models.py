@@ -233,6 +233,11 @@ class Question(db.Model):
         Index("ix_question_in_progress", "answerer_id", "status", "price_cents",
               "commission_bps", sqlite_where=text(_IN_PROGRESS_SQL),
               postgresql_where=text(_IN_PROGRESS_SQL)),
+        # An answerer's queue lists the questions whose asker wants more detail a page at a
+        # time, oldest first (migration 0021).
+        Index("ix_question_clarifying", "answerer_id", "id",
+              sqlite_where=text("status = 'clarifying'"),
+              postgresql_where=text("status = 'clarifying'")),
         # The release reads the queue oldest paid first, a page at a time: only queued rows,
         # in that order.
         Index("ix_question_queue", "paid_at", "id",

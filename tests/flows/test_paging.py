@@ -163,6 +163,15 @@ def make_lapsed_drafts(ctx: Ctx, n: int) -> list[str]:
     return [f"/answer/questions/{q.id}\"" for q in rows]
 
 
+def make_clarifying(ctx: Ctx, n: int) -> list[str]:
+    asker = ctx.extra.setdefault("asker", _users(1, "asker")[0])
+    rows = [_question(asker, ctx.next(), status="clarifying", answerer_id=ctx.viewer)
+            for _ in range(n)]
+    db.session.add_all(rows)
+    db.session.flush()
+    return [f"/answer/questions/{q.id}\"" for q in rows]
+
+
 def make_messages(ctx: Ctx, n: int) -> list[str]:
     rows = [Notification(user_id=ctx.viewer, kind="answer_ready", status="skipped",
                          data=json.dumps({"question_id": 1, "title": f"Title {ctx.next()}"}))
@@ -231,6 +240,8 @@ LISTINGS = {
     "answerer payouts": Listing("/answer/earnings", "payouts", make_answerer_payouts,
                                 role="answerer"),
     "lapsed drafts": Listing("/answer/queue", "drafts", make_lapsed_drafts, role="answerer"),
+    "waiting for clarification": Listing("/answer/queue", "asked", make_clarifying,
+                                         role="answerer", new_rows_last=True),
     "messages": Listing("/messages", "before", make_messages, role="asker"),
     "card disputes": Listing("/organizer/reconciliation", "disputes", make_card_disputes,
                              new_rows_last=True),
@@ -290,6 +301,22 @@ def test_following_the_pages_shows_every_row_exactly_once(app, world, client, na
     assert len(seen) == len(set(seen)), "a row is listed twice"
     assert set(labels) <= set(seen), "a row is missing"
     assert set(seen) - set(labels) == (set(added) if listing.new_rows_last else set())
+
+
+def test_the_queues_two_lists_keep_each_others_place(app, world, client):
+    """The queue pages the questions waiting for clarification and the saved drafts each with
+    its own cursor; moving on in one keeps the other where it was."""
+    ctx = Ctx(viewer=_viewer(world, "answerer"))
+    asked = _add(app, LISTINGS["waiting for clarification"], ctx, 25)
+    drafts = _add(app, LISTINGS["lapsed drafts"], ctx, 25)
+    sign_in_as(client, app, ctx.viewer)
+    first = client.get("/answer/queue").get_data(as_text=True)
+    later_drafts = _next_link(first, "drafts")
+    page = client.get(later_drafts).get_data(as_text=True)
+    assert len(_shown(page, drafts)) == 5 and len(_shown(page, asked)) == 20
+    page = client.get(_next_link(page, "asked")).get_data(as_text=True)
+    assert len(_shown(page, asked)) == 5
+    assert len(_shown(page, drafts)) == 5, "moving on in one list sent the other back"
 
 
 @pytest.mark.parametrize("name", list(LISTINGS))
@@ -352,6 +379,8 @@ PLANS = {
                         "ix_question_asker_id_id"),
     "lapsed drafts": (lambda s, c, u: lists.lapsed_drafts(s, u, c),
                       "ix_offer_answerer_id_outcome_question_id"),
+    "waiting for clarification": (lambda s, c, u: lists.awaiting_clarification(s, u, c),
+                                  "ix_question_clarifying"),
     "answerer payouts": (lambda s, c, u: lists.answerer_payouts(s, u, c),
                          "ix_payout_answerer_id_id"),
     "rejected answers": (lambda s, c, u: lists.rejected_answers(s, c), "ix_question_status_id"),

@@ -81,15 +81,18 @@ def _visible_question(question_id: int) -> Question:
 @bp.get("/queue")
 @answerer_required
 def queue():
-    """Questions offered to me (with their expiry) and those I am answering."""
+    """Questions offered to me (with their expiry), those I am answering, those whose asker
+    wants more detail and my saved drafts (the last two a page at a time, each with its own
+    cursor: ``asked`` and ``drafts``)."""
     mine = lists.answerer_work(db.session, current_user)
+    cursors = {"asked": request.args.get("asked"), "drafts": request.args.get("drafts")}
     return render_template(
         "answerer/queue.html",
         offered=[q for q in mine if q.status == "offered"],
         claimed=[q for q in mine if q.status == "claimed"],
-        clarifying=[q for q in mine if q.status == "clarifying"],
-        lapsed=lists.lapsed_drafts(db.session, current_user, request.args.get("drafts")),
-        share=_share)
+        clarifying=lists.awaiting_clarification(db.session, current_user, cursors["asked"]),
+        lapsed=lists.lapsed_drafts(db.session, current_user, cursors["drafts"]),
+        cursors=cursors, share=_share)
 
 
 def _share(question) -> str:
