@@ -69,7 +69,7 @@ from zoneinfo import ZoneInfo
 from flask import current_app
 from flask_babel import force_locale, gettext
 from itsdangerous import BadSignature, URLSafeSerializer
-from sqlalchemy import and_, bindparam, false, func, insert, or_, select, true, update
+from sqlalchemy import and_, bindparam, func, insert, null, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -222,13 +222,15 @@ def enqueue_many(session: Session, kind: str, messages: list[tuple[int, dict]],
     ids = sorted({user_id for user_id, _ in messages})
     if not ids:
         return 0
-    query = (select(User.id, User.deleted_at, User.digest_hour, AnswererProfile,
-                    NotificationPreference.mode.label("choice"))
+    query = (select(User.id, User.deleted_at, User.digest_hour, AnswererProfile)
              .outerjoin(AnswererProfile, AnswererProfile.user_id == User.id)
-             .outerjoin(NotificationPreference, and_(
-                 NotificationPreference.user_id == User.id, NotificationPreference.kind == kind,
-                 true() if KINDS[kind].optional else false()))
              .where(User.id.in_(ids)))
+    if KINDS[kind].optional:  # else everyone gets it at once
+        query = query.add_columns(NotificationPreference.mode.label("choice")).outerjoin(
+            NotificationPreference, and_(NotificationPreference.user_id == User.id,
+                                         NotificationPreference.kind == kind))
+    else:
+        query = query.add_columns(null().label("choice"))
     people = {row.id: row for row in session.execute(query)}
     rows = []
     for user_id, data in messages:

@@ -324,7 +324,8 @@ def offer_many(session: Session, chosen: list[tuple[int, int]], now: datetime,
     until ``offer_hours`` from now: the release run's transition, set-based. One guarded
     ``UPDATE … RETURNING`` for all of them (a question no longer queued does not match and is
     left out), then the events, the offers and the answerers' messages of those it changed,
-    each in one statement, whatever their number. Returns the offers made, in the given order.
+    each in one statement, whatever their number (on PostgreSQL the UPDATE, the events and
+    the offers are one statement). Returns the offers made, in the given order.
     """
     if not chosen:
         return []
@@ -424,7 +425,8 @@ def claim(session: Session, question: Question, answerer: User, now: datetime) -
     One guarded ``UPDATE … RETURNING`` makes the claim: it matches only while the question is
     offered to this answerer, the offer has not run out and the answerer is active, so of any
     number of concurrent claims at most one succeeds. Then its event and the offer's outcome
-    are written. Only a refused claim reads more, to say why.
+    are written (on PostgreSQL by the same statement). Only a refused claim reads more, to
+    say why.
     """
     if question.status == "offered" and question.answerer_id != answerer.id:
         raise NotYourOffer(f"question {question.id} is not offered to you")
