@@ -41,10 +41,11 @@ def test_run_command_in_a_fresh_clone_serves_ask_and_pay(tmp_path):
     """`make run` in a fresh clone: installs, migrates, seeds, serves; a demo asker pays."""
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
-    web_port, stripe_port = free_port(), free_port()
+    web_port, stripe_port, mail_port = free_port(), free_port(), free_port()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("UPSS_", "FLASK_", "VIRTUAL_ENV", "PYTEST"))}
     env.update(UPSS_PORT=str(web_port), UPSS_LOCALSTRIPE_PORT=str(stripe_port),
+               UPSS_DEVMAIL_PORT=str(mail_port),
                PYTHON=sys.executable, PATH=os.defpath + ":" + os.environ.get("PATH", ""))
     log = open(tmp_path / "run.log", "wb")  # noqa: SIM115 - closed below
     command = readme_commands()[0].split()
@@ -85,6 +86,8 @@ def test_run_command_in_a_fresh_clone_serves_ask_and_pay(tmp_path):
             raise AssertionError(
                 f"{exc}; paying answered {paid.status_code} at {paid.url}; the run's log ends:\n"
                 + (tmp_path / "run.log").read_text()[-6000:]) from None
+        if 8420 not in (web_port, stripe_port, mail_port):  # no process asks the default port
+            assert "127.0.0.1:8420" not in (tmp_path / "run.log").read_text()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
