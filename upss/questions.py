@@ -28,6 +28,7 @@ from datetime import datetime, timedelta
 from typing import NoReturn
 
 from sqlalchemy import (
+    Interval,
     Row,
     bindparam,
     case,
@@ -434,11 +435,15 @@ def claim(session: Session, question: Question, answerer: User, now: datetime) -
         raise Suspended(f"answerer {answerer.id} is not an active answerer")
     session.flush()  # the statements below go straight to the connection
     connection = session.connection()
-    rules = settings.current(session)
-    lock = now + timedelta(hours=rules.lock_hours_for(question.price_cents))
-    params = {"question": question.id, "answerer": answerer.id, "now": now, "lock": lock}
+    params = {"question": question.id, "answerer": answerer.id, "now": now}
     together = connection.dialect.name == "postgresql"
-    claimed = connection.execute(_CLAIM_WITH_EVENT if together else _CLAIM, params).first()
+    if together:  # the lock hours of the settings in force, in the same statement
+        claimed = connection.execute(_CLAIM_WITH_EVENT,
+                                     params | settings.lock_defaults()).first()
+    else:
+        rules = settings.current(session)
+        lock = now + timedelta(hours=rules.lock_hours_for(question.price_cents))
+        claimed = connection.execute(_CLAIM, params | {"lock": lock}).first()
     if claimed is None:
         _refused_claim(session, question, answerer)
     for name, value in claimed._mapping.items():
@@ -456,29 +461,37 @@ def claim(session: Session, question: Question, answerer: User, now: datetime) -
 _QUESTIONS = Question.__table__
 _PROFILES = AnswererProfile.__table__
 #: The guarded claim, built once (Core, not ORM: a claim is the busiest action).
-_CLAIM = (
-    update(_QUESTIONS)
-    .where(_QUESTIONS.c.id == bindparam("question"), _QUESTIONS.c.status == "offered",
-           _QUESTIONS.c.answerer_id == bindparam("answerer"),
-           _QUESTIONS.c.offer_expires_at > bindparam("now"),
-           select(_PROFILES.c.user_id).where(_PROFILES.c.user_id == bindparam("answerer"),
-                                              _PROFILES.c.active.is_(True)).exists())
-    .values(status="claimed", lock_expires_at=bindparam("lock"), offer_expires_at=None)
-    .returning(_QUESTIONS.c.status, _QUESTIONS.c.answerer_id, _QUESTIONS.c.lock_expires_at,
-               _QUESTIONS.c.offer_expires_at))
+def _claim_update(lock):
+    """The guarded claim, its lock running out at ``lock``."""
+    return (
+        update(_QUESTIONS)
+        .where(_QUESTIONS.c.id == bindparam("question"), _QUESTIONS.c.status == "offered",
+               _QUESTIONS.c.answerer_id == bindparam("answerer"),
+               _QUESTIONS.c.offer_expires_at > bindparam("now"),
+               select(_PROFILES.c.user_id).where(_PROFILES.c.user_id == bindparam("answerer"),
+                                                  _PROFILES.c.active.is_(True)).exists())
+        .values(status="claimed", lock_expires_at=lock, offer_expires_at=None)
+        .returning(_QUESTIONS.c.status, _QUESTIONS.c.answerer_id,
+                   _QUESTIONS.c.lock_expires_at, _QUESTIONS.c.offer_expires_at))
+
+
+_CLAIM = _claim_update(bindparam("lock"))
 _EVENTS_INSERT = insert(QuestionEvent.__table__)
 _OFFERS_INSERT = insert(_OFFERS)
 
 
 def _claim_with_event():
     """PostgreSQL: :data:`_CLAIM`, its event and its offer's outcome in one statement
-    (data-modifying CTEs), one round trip instead of three. The event and the offer are
-    written only from the row the guarded UPDATE returned, so a refused claim writes
-    nothing; the same snapshot and the question's row lock hold for all three."""
+    (data-modifying CTEs), one round trip instead of four: the lock's hours come from the
+    settings in force in the same statement (``settings.lock_hours_sql``). The event and
+    the offer are written only from the row the guarded UPDATE returned, so a refused claim
+    writes nothing; the same snapshot and the question's row lock hold for all three."""
     events = QuestionEvent.__table__
     answerer = bindparam("answerer", type_=_QUESTIONS.c.answerer_id.type)
     now = bindparam("now", type_=events.c.at.type)
-    claimed = _CLAIM.returning(_QUESTIONS.c.id).cte("claimed")
+    lock = now + func.make_interval(0, 0, 0, 0, settings.lock_hours_sql(
+        _QUESTIONS.c.price_cents), type_=Interval)
+    claimed = _claim_update(lock).returning(_QUESTIONS.c.id).cte("claimed")
     event = insert(events).from_select(
         ["question_id", "actor_id", "actor_kind", "action", "from_status", "to_status", "note",
          "at"],

@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import current_app
-from sqlalchemy import delete, func, select, true
+from sqlalchemy import bindparam, case, delete, func, select, true
 from sqlalchemy.orm import Session
 
 from . import audit, money
@@ -119,6 +119,31 @@ _CURRENT = (select(*(_ROW.c[name] for name in _STORED), *_WINDOW_COLUMNS)
             .select_from(_ROW.outerjoin(_WINDOWS, true()))
             .where(_ROW.c.id == select(func.min(_ROW.c.id)).scalar_subquery())
             .order_by(_WINDOWS.c.weekday, _WINDOWS.c.start_minute))
+
+
+def _stored_or(column: str, default: str):
+    """The stored row's ``column``, else the parameter ``default`` (SQL)."""
+    return func.coalesce(select(_ROW.c[column]).where(
+        _ROW.c.id == select(func.min(_ROW.c.id)).scalar_subquery()).scalar_subquery(),
+        bindparam(default))
+
+
+def lock_hours_sql(price_cents):
+    """:meth:`Settings.lock_hours_for` as a SQL expression of ``price_cents``, reading the
+    settings in force where the statement runs (the stored row, else the configured values:
+    pass :func:`lock_defaults` with the statement). The claim sets its lock with it, without
+    reading the settings first."""
+    return case((price_cents >= _stored_or("large_price_cents", "default_large_price_cents"),
+                 _stored_or("lock_hours_large", "default_lock_hours_large")),
+                else_=_stored_or("lock_hours", "default_lock_hours"))
+
+
+def lock_defaults() -> dict[str, int]:
+    """The parameters of :func:`lock_hours_sql`: the configured values."""
+    cfg = current_app.config
+    return {"default_large_price_cents": cfg["UPSS_LARGE_PRICE_CENTS"],
+            "default_lock_hours_large": cfg["UPSS_LOCK_HOURS_LARGE"],
+            "default_lock_hours": cfg["UPSS_LOCK_HOURS"]}
 
 
 def current(session: Session) -> Settings:
