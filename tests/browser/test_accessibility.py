@@ -33,14 +33,17 @@ def site(app, world):
         db.session.get(AnswererProfile, answerer).iban = "FI2112345600000785"
         db.session.commit()
     ids = {}
-    for name in ("closed", "answered", "claimed", "offered", "queued", "disputed"):
+    for name in ("closed", "answered", "claimed", "offered", "queued", "disputed",
+                 "clarifying"):
         ids[name] = world.paid_question(paid_at=now - timedelta(hours=3), price_cents=1500,
                                         asker_id=asker)
     world.run(release.release_due_questions, now, ignore_window=True)
-    for name in ("closed", "answered", "claimed", "disputed"):
+    for name in ("closed", "answered", "claimed", "disputed", "clarifying"):
         world.act(questions.claim, ids[name], answerer, now)
-    for name in ("closed", "answered", "disputed"):
+    for name in ("closed", "answered", "disputed", "clarifying"):
         world.act(questions.post_answer, ids[name], answerer, "Tap the green phone.", now)
+    # The queue lists it under "The asker wants more detail".
+    world.act(questions.ask_clarification, ids["clarifying"], asker, "Which button?", now)
     world.act(questions.accept, ids["closed"], asker, now)
     world.act(questions.reject, ids["disputed"], asker, "Not what I asked", now)
     world.act(questions.decline, ids["queued"], answerer, now)  # back in the queue
