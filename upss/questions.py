@@ -333,10 +333,26 @@ def offer_many(session: Session, chosen: list[tuple[int, int]], now: datetime,
     allowed_from, to_status = TRANSITIONS["offer"]
     (from_status,) = allowed_from
     expires = now + timedelta(hours=rules.offer_hours)
-    answerer_of = dict(chosen)
     session.flush()
-    if session.get_bind().dialect.name == "postgresql":
-        return _offer_many_together(session, chosen, from_status, to_status, now, expires)
+    write = (_write_offers_together if session.get_bind().dialect.name == "postgresql"
+             else _write_offers_apart)
+    made = write(session, chosen, from_status, to_status, now, expires)
+    for offer, _ in made:  # a loaded copy of the question would still say "queued"
+        loaded = session.identity_map.get(identity_key(Question, offer.question_id))
+        if loaded is not None:
+            session.expire(loaded)
+    notifications.enqueue_many(session, "new_offer", [
+        (offer.answerer_id, {"question_id": offer.question_id, "title": title,
+                             "expires_at": expires.isoformat()}) for offer, title in made], now)
+    return [offer for offer, _ in made]
+
+
+def _write_offers_apart(session: Session, chosen: list[tuple[int, int]], from_status: str,
+                        to_status: str, now: datetime,
+                        expires: datetime) -> list[tuple[Offer, str]]:
+    """:func:`offer_many`'s writes one statement each: the guarded UPDATE, the events, the
+    offers (read back). The offers made, with their questions' titles, in the given order."""
+    answerer_of = dict(chosen)
     changed = dict(session.execute(
         update(_QUESTIONS)
         .where(_QUESTIONS.c.id.in_(sorted(answerer_of)),
@@ -347,10 +363,6 @@ def offer_many(session: Session, chosen: list[tuple[int, int]], now: datetime,
     made = [(q, a) for q, a in chosen if q in changed]
     if not made:
         return []
-    for question_id, _ in made:  # a loaded copy would still say "queued"
-        loaded = session.identity_map.get(identity_key(Question, question_id))
-        if loaded is not None:
-            session.expire(loaded)
     session.execute(_EVENTS_INSERT, [
         {"question_id": q, "actor_id": None, "actor_kind": "scheduler", "action": "offer",
          "from_status": from_status, "to_status": to_status, "note": "", "at": now}
@@ -362,10 +374,7 @@ def offer_many(session: Session, chosen: list[tuple[int, int]], now: datetime,
     written = {offer.question_id: offer for offer in session.scalars(
         select(Offer).where(Offer.question_id.in_(sorted(changed)), Offer.outcome == "open")
         .order_by(Offer.id))}
-    notifications.enqueue_many(session, "new_offer", [
-        (a, {"question_id": q, "title": changed[q], "expires_at": expires.isoformat()})
-        for q, a in made], now)
-    return [written[q] for q, _ in made]
+    return [(written[q], changed[q]) for q, _ in made]
 
 
 #: PostgreSQL: :func:`offer_many`'s writes in one statement, built once. ``pairs`` holds the
@@ -397,22 +406,15 @@ FROM made JOIN moved ON moved.id = made.question_id ORDER BY made.id
                 bindparam("expires", type_=Offer.__table__.c.expires_at.type))
 
 
-def _offer_many_together(session: Session, chosen: list[tuple[int, int]], from_status: str,
-                         to_status: str, now: datetime, expires: datetime) -> list[Offer]:
-    """PostgreSQL: :data:`_OFFER_MANY_TOGETHER`, then the answerers' messages."""
-    rows = session.execute(
+def _write_offers_together(session: Session, chosen: list[tuple[int, int]], from_status: str,
+                           to_status: str, now: datetime,
+                           expires: datetime) -> list[tuple[Offer, str]]:
+    """PostgreSQL: :func:`offer_many`'s writes as :data:`_OFFER_MANY_TOGETHER`. The offers
+    made, with their questions' titles, in the given order."""
+    return [tuple(row) for row in session.execute(
         select(Offer, literal_column("question_title")).from_statement(_OFFER_MANY_TOGETHER),
         {"questions": [q for q, _ in chosen], "answerers": [a for _, a in chosen],
-         "from_status": from_status, "to_status": to_status, "now": now, "expires": expires},
-    ).all()
-    for offer_row, _ in rows:  # a loaded copy would still say "queued"
-        loaded = session.identity_map.get(identity_key(Question, offer_row.question_id))
-        if loaded is not None:
-            session.expire(loaded)
-    notifications.enqueue_many(session, "new_offer", [
-        (o.answerer_id, {"question_id": o.question_id, "title": question_title,
-                         "expires_at": expires.isoformat()}) for o, question_title in rows], now)
-    return [o for o, _ in rows]
+         "from_status": from_status, "to_status": to_status, "now": now, "expires": expires})]
 
 
 def _check_active(session: Session, answerer: User) -> None:
