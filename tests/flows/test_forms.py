@@ -141,6 +141,22 @@ def test_security_headers(client):
     assert response.headers["X-Frame-Options"] == "DENY"
     assert "frame-ancestors 'none'" in response.headers["Content-Security-Policy"]
     assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Referrer-Policy"] == "same-origin"
+    assert "Strict-Transport-Security" not in response.headers
+    secure = client.get("/", base_url="https://localhost")
+    assert secure.headers["Strict-Transport-Security"] == "max-age=31536000"
+
+
+def test_a_view_s_own_security_header_wins(app, client):
+    @app.get("/framed")
+    def framed():
+        return "framed", {"X-Frame-Options": "SAMEORIGIN", "referrer-policy": "no-referrer"}
+
+    response = client.get("/framed")
+    assert response.headers.getlist("X-Frame-Options") == ["SAMEORIGIN"]
+    assert response.headers.getlist("Referrer-Policy") == ["no-referrer"]
+    assert response.headers["X-Content-Type-Options"] == "nosniff"
+    assert response.headers["Cache-Control"] == "no-store"
 
 
 def test_asked_question_is_draft_until_paid(app, asker_client):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from functools import lru_cache
 
 from flask import Flask, g, render_template, request
 from flask_babel import format_timedelta
@@ -52,6 +53,28 @@ class PageUser:
 
     def get_id(self) -> str:
         return str(self.id)
+
+
+@lru_cache(maxsize=16)
+def _security_headers(stripe: payments.CheckoutSettings, secure: bool) -> tuple:
+    """The headers every response carries unless its view set its own: built once for each
+    Stripe set-up (a replaced gateway gives other origins) rather than on every response."""
+    headers = [
+        ("X-Content-Type-Options", "nosniff"),
+        ("X-Frame-Options", "DENY"),
+        ("Referrer-Policy", "same-origin"),
+        ("Content-Security-Policy",
+         f"default-src 'self'; script-src 'self' {stripe.js_origin}; "
+         f"connect-src 'self' {stripe.api_origin}; "
+         f"frame-src {stripe.js_origin} https://hooks.stripe.com; "
+         # A form may lead to Stripe's Connect onboarding (a redirect after the POST).
+         f"img-src 'self' data:; style-src 'self'; "
+         f"form-action 'self' {stripe.onboarding_origin}; "
+         "frame-ancestors 'none'; base-uri 'none'"),
+    ]
+    if secure:
+        headers.append(("Strict-Transport-Security", "max-age=31536000"))
+    return tuple(headers)
 
 
 def _forget_database_state() -> None:
@@ -142,24 +165,13 @@ def register_blueprints(app: Flask) -> None:
 
     @app.after_request
     def security_headers(response):
+        headers = response.headers
         if request.endpoint != "static":
             # Pages show personal data and carry form tokens; downloads are statements.
             # Nothing but the static files may be kept by a browser or a proxy.
-            response.headers["Cache-Control"] = "no-store"
-        stripe = payments.checkout_settings()
-        stripe_origin, api_origin = stripe.js_origin, stripe.api_origin
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        response.headers.setdefault(
-            "Content-Security-Policy",
-            f"default-src 'self'; script-src 'self' {stripe_origin}; "
-            f"connect-src 'self' {api_origin}; frame-src {stripe_origin} https://hooks.stripe.com; "
-            # A form may lead to Stripe's Connect onboarding (a redirect after the POST).
-            f"img-src 'self' data:; style-src 'self'; "
-            f"form-action 'self' {stripe.onboarding_origin}; "
-            "frame-ancestors 'none'; base-uri 'none'",
-        )
-        if request.is_secure:
-            response.headers.setdefault("Strict-Transport-Security", "max-age=31536000")
+            headers["Cache-Control"] = "no-store"
+        present = {name.lower() for name, _value in headers.items()}
+        for name, value in _security_headers(payments.checkout_settings(), request.is_secure):
+            if name.lower() not in present:  # a view's own value wins
+                headers.add(name, value)
         return response
