@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.conftest import csrf_token, sign_in, submit
+from tests.conftest import csrf_token, sign_in
 from upss import accounts
 from upss.extensions import db
 from upss.models import User
@@ -33,18 +33,30 @@ def language_cookie_header(response) -> str | None:
     return found[0] if found else None
 
 
+LANGUAGE_FORM = re.compile(r'<form method="post" action="([^"]+)" class="language-form" '
+                           r'aria-labelledby="language-label">(.*?)</form>', re.S)
+
+
+def language_form(page: str) -> re.Match:
+    form = LANGUAGE_FORM.search(page)
+    assert form, "no language form on the page"
+    return form
+
+
 def choose(client, locale: str, next_url: str | None = "/", form_url: str = "/"):
-    """Send the language form (its token taken from ``form_url``) to go back to ``next_url``
-    (as it stands in the form's query string)."""
+    """Send the language form of ``form_url`` as a browser does: with its CSRF token if it
+    carries one (a signed-in user's), from a page of this site (``Sec-Fetch-Site``), to go
+    back to ``next_url`` (as it stands in the form's query string)."""
     url = "/language" if next_url is None else f"/language?next={next_url}"
-    return submit(client, url, {"locale": locale}, form_url=form_url)
+    form = language_form(client.get(form_url).get_data(as_text=True)).group(2)
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form)
+    data = {"locale": locale, **({"csrf_token": token[1]} if token else {})}
+    return client.post(url, data=data, headers={"Sec-Fetch-Site": "same-origin"})
 
 
 def test_every_page_offers_the_languages_each_in_its_own_name(client):
     text = client.get("/sign-in?next=/ask").get_data(as_text=True)
-    form = re.search(r'<form method="post" action="([^"]+)" class="language-form" '
-                     r'aria-labelledby="language-label">(.*?)</form>', text, re.S)
-    assert form, "no language form on the page"
+    form = language_form(text)
     assert form.group(1) == "/language?next=/sign-in?next%3D/ask"
     assert '<label id="language-label" class="language-form__label" for="language-choice">' \
            'Language</label>' in form.group(2)
@@ -54,7 +66,24 @@ def test_every_page_offers_the_languages_each_in_its_own_name(client):
         ("en", "en", "English"), ("nb", "nb", "Norsk bokmål"), ("fi", "fi", "Suomi"),
         ("sv", "sv", "Svenska"), ("sl", "sl", "Slovenščina")]
     assert [value for value, _lang, selected, _name in options if selected] == ["en"]
-    assert 'name="csrf_token"' in form.group(2)
+    # A visitor's form has no token (``test_a_visitor_s_page_sets_no_cookie``).
+    assert 'name="csrf_token"' not in form.group(2)
+
+
+def test_a_visitor_s_page_sets_no_cookie(client):
+    """The pages a visitor reads start no session: nothing on them needs one."""
+    for url in ("/", "/help", "/", "/help?x=1"):
+        response = client.get(url)
+        assert response.status_code == 200
+        assert response.headers.getlist("Set-Cookie") == [], url
+    assert client.get_cookie("session") is None
+
+
+def test_a_signed_in_user_s_form_carries_the_token(client, make_user):
+    _, email, password = make_user()
+    sign_in(client, email, password)
+    form = language_form(client.get("/questions").get_data(as_text=True))
+    assert re.search(r'<input type="hidden" name="csrf_token" value="[^"]+">', form.group(2))
 
 
 def test_a_visitor_s_choice_is_remembered_in_a_cookie(client):
@@ -77,11 +106,9 @@ def test_a_visitor_s_choice_is_remembered_in_a_cookie(client):
 
 def test_the_cookie_is_secure_when_the_session_cookie_is(app, client):
     app.config["SESSION_COOKIE_SECURE"] = True
-    page = client.get("/", base_url="https://localhost")
-    token = re.search(r'name="csrf_token" value="([^"]+)"', page.get_data(as_text=True))[1]
-    response = client.post("/language?next=/", data={"csrf_token": token, "locale": "sv"},
+    response = client.post("/language?next=/", data={"locale": "sv"},
                            base_url="https://localhost",
-                           headers={"Referer": "https://localhost/"})  # checked over HTTPS
+                           headers={"Origin": "https://localhost"})
     assert response.status_code == 302
     header = language_cookie_header(response)
     assert header is not None and "Secure" in [part.strip() for part in header.split(";")]
@@ -121,13 +148,41 @@ def test_a_safe_next_keeps_its_query(client):
     assert response.location == "/sign-in?next=/ask"
 
 
-def test_the_choice_needs_the_form_s_csrf_token(client):
-    client.get("/")  # a session with a token exists, but this POST does not carry it
+@pytest.mark.parametrize("headers", [
+    {"Sec-Fetch-Site": "cross-site"}, {"Sec-Fetch-Site": "same-site"},
+    {"Origin": "https://evil.example"}, {"Origin": "http://localhost.evil.example"},
+    # A browser that sends both is judged by Sec-Fetch-Site.
+    {"Sec-Fetch-Site": "cross-site", "Origin": "http://localhost"}])
+def test_a_visitor_s_choice_sent_from_another_site_is_refused(client, headers):
+    response = client.post("/language?next=/", data={"locale": "fi"}, headers=headers)
+    assert response.status_code == 400
+    assert language_cookie_header(response) is None
+    assert page_lang(client.get("/")) == "en"
+
+
+@pytest.mark.parametrize("headers", [
+    {"Sec-Fetch-Site": "same-origin"}, {"Sec-Fetch-Site": "none"},
+    {"Origin": "http://localhost"}, {}])
+def test_a_visitor_s_choice_from_this_site_needs_no_token(client, headers):
+    """``none``: typed or bookmarked; neither header: an old browser or a script, which can
+    change only its own cookie."""
+    response = client.post("/language?next=/help", data={"locale": "fi"}, headers=headers)
+    assert response.status_code == 302 and response.location == "/help"
+    assert language_cookie_header(response).startswith(f"{LANGUAGE_COOKIE}=fi;")
+    assert page_lang(client.get("/help")) == "fi"
+
+
+def test_a_signed_in_choice_needs_the_form_s_csrf_token(app, client, make_user):
+    user_id, email, password = make_user()
+    sign_in(client, email, password)
     for data in ({"locale": "fi"}, {"locale": "fi", "csrf_token": "not-the-token"}):
-        response = client.post("/language?next=/", data=data)
+        response = client.post("/language?next=/", data=data,
+                               headers={"Sec-Fetch-Site": "same-origin"})
         assert response.status_code == 400
         assert language_cookie_header(response) is None
-    assert page_lang(client.get("/")) == "en"
+    with app.app_context():
+        assert db.session.get(User, user_id).locale == ""
+    assert page_lang(client.get("/questions")) == "en"
 
 
 def test_an_unknown_language_is_refused(client):
