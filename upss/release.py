@@ -217,11 +217,12 @@ def _read_room(session: Session, now: datetime,
     for n, name in enumerate(names):
         params[f"midnight_{n}"], params[f"new_year_{n}"] = zones[name].midnight, \
             zones[name].new_year
-    return session.connection().execute(_room_statement(names), params).all(), zones
+    statement = _room_statement(names, session.get_bind().dialect.name == "postgresql")
+    return session.connection().execute(statement, params).all(), zones
 
 
 @lru_cache(maxsize=4)
-def _room_statement(zone_names: tuple[str, ...]):
+def _room_statement(zone_names: tuple[str, ...], lateral: bool):
     """The answerers under their open-offer limit (a count by index per answerer, made once,
     inside the database) and, for those only: their newest offer; their share of the
     questions they hold (summed in the database, ``money.payout_sql``); their offers since
@@ -230,22 +231,35 @@ def _room_statement(zone_names: tuple[str, ...]):
     Year are worked out once in Python and chosen by the answerer's zone in SQL (a ``CASE``
     of a branch per zone in ``zone_names``; NULL for a zone not among them), so nothing is
     computed per answerer but the probes of their own rows. Built once per set of zones;
-    the moments and the commission are parameters (:func:`_read_room`)."""
+    the moments and the commission are parameters (:func:`_read_room`).
+
+    ``lateral`` (PostgreSQL): the open work and the held shares come from one pass over the
+    answerer's questions in progress (a ``LATERAL`` aggregate, ``ix_question_in_progress``)
+    instead of two probes, about a tenth of the statement with 1 000 answerers; SQLite has
+    no ``LATERAL`` and counts them apart."""
     p, q = AnswererProfile, Question
-    room = (
-        select(p.user_id, p.languages, p.timezone, p.available_from_minute,
-               p.available_until_minute, p.daily_limit, p.open_offer_limit,
-               p.yearly_ceiling_cents,
-               select(func.count()).where(q.answerer_id == p.user_id, q.status.in_(OPEN))
-               .correlate(p).scalar_subquery().label("open_count"))
-        .join(User, User.id == p.user_id)
-        .where(User.is_answerer.is_(True), p.active.is_(True), p.daily_limit > 0)
-        .cte("room").prefix_with("MATERIALIZED", dialect="postgresql"))
     commission = bindparam("commission_bps", type_=Integer)
-    held = (select(func.coalesce(func.sum(money.payout_sql(
-                q.price_cents, func.coalesce(q.commission_bps, commission))), 0))
-            .where(q.answerer_id == room.c.user_id, q.status.in_(IN_PROGRESS))
-            .correlate(room).scalar_subquery())
+    share = money.payout_sql(q.price_cents, func.coalesce(q.commission_bps, commission))
+    columns = (p.user_id, p.languages, p.timezone, p.available_from_minute,
+               p.available_until_minute, p.daily_limit, p.open_offer_limit,
+               p.yearly_ceiling_cents)
+    room = (select(*columns).join(User, User.id == p.user_id)
+            .where(User.is_answerer.is_(True), p.active.is_(True), p.daily_limit > 0))
+    if lateral:
+        work = (select(func.count().filter(q.status.in_(OPEN)).label("open_count"),
+                       func.coalesce(func.sum(share), 0).label("held"))
+                .where(q.answerer_id == p.user_id, q.status.in_(IN_PROGRESS))
+                .lateral("work"))
+        room = (room.add_columns(work.c.open_count, work.c.held).join(work, literal(True))
+                .cte("room").prefix_with("MATERIALIZED"))
+        held = room.c.held
+    else:
+        room = room.add_columns(
+            select(func.count()).where(q.answerer_id == p.user_id, q.status.in_(OPEN))
+            .correlate(p).scalar_subquery().label("open_count")).cte("room")
+        held = (select(func.coalesce(func.sum(share), 0))
+                .where(q.answerer_id == room.c.user_id, q.status.in_(IN_PROGRESS))
+                .correlate(room).scalar_subquery())
     last_offer = (select(func.max(Offer.id)).where(Offer.answerer_id == room.c.user_id)
                   .correlate(room).scalar_subquery())
     moment = Offer.offered_at.type
@@ -260,7 +274,8 @@ def _room_statement(zone_names: tuple[str, ...]):
     today = (select(func.count()).where(Offer.answerer_id == room.c.user_id,
                                         Offer.offered_at >= by_zone("midnight"))
              .correlate(room).scalar_subquery())
-    return (select(room, held, last_offer, today,
+    return (select(*(room.c[column.key] for column in columns), room.c.open_count, held,
+                   last_offer, today,
                    earnings.total_before(room.c.user_id, None),
                    earnings.total_before(room.c.user_id,
                                          bindparam("period_start", type_=moment)),

@@ -421,8 +421,8 @@ def test_open_work_and_held_shares_are_read_from_the_index_of_questions_in_progr
         app, world):
     """Each answerer's open work and the shares of what they hold come from
     ``ix_question_in_progress`` alone (an index-only scan, PostgreSQL's plan with the table
-    visited as the last resort): not from every question the answerer ever had. The index's
-    condition is ``release.IN_PROGRESS``."""
+    visited as the last resort), in one pass per answerer: not from every question the
+    answerer ever had. The index's condition is ``release.IN_PROGRESS``."""
     from upss.models import _IN_PROGRESS_SQL
 
     assert sorted(_IN_PROGRESS_SQL.split("(")[1].rstrip(")").replace("'", "").split(", ")) \
@@ -438,8 +438,49 @@ def test_open_work_and_held_shares_are_read_from_the_index_of_questions_in_progr
         plan = plan_of(lambda: release.load_candidates(db.session, NIGHT, rules),
                        lambda sent: next(pair for pair in sent if "open_count" in pair[0]),
                        off=("seqscan", "bitmapscan"))
-    assert plan.count("Index Only Scan using ix_question_in_progress on question") == 2, plan
+    assert plan.count("Index Only Scan using ix_question_in_progress on question") == 1, plan
     assert "ix_question_answerer_id_status" not in plan, plan
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_open_work_and_held_shares_read_in_one_pass_are_those_counted_apart(
+        app, world, monkeypatch):
+    """PostgreSQL's one pass (``LATERAL``) gives each answerer the open work and held shares
+    that SQLite's two counts give, and leaves out the same answerers (at their open-offer
+    limit): the same candidates, number for number."""
+    work = {  # answerer -> (status, price, frozen commission or None) of questions they hold
+        "offers": [("offered", 2000, None), ("claimed", 3000, 1500)],
+        "answered": [("answered", 1000, None), ("clarifying", 1250, 500),
+                     ("disputed", 999, None)],
+        "closed": [("closed", 5000, None), ("refunded", 7000, None)],
+        "nothing": [],
+        "full": [("offered", 1000, None), ("claimed", 1000, None)],
+    }
+    ids = {name: world.answerer(open_offer_limit=2 if name == "full" else 3) for name in work}
+    for name, held in work.items():
+        for status, price, commission in held:
+            question_id = world.paid_question(paid_at=NIGHT - timedelta(days=1),
+                                              price_cents=price)
+            with app.app_context():
+                db.session.execute(sa.update(Question).where(Question.id == question_id)
+                                   .values(status=status, answerer_id=ids[name],
+                                           commission_bps=commission))
+                db.session.commit()
+    with app.app_context():
+        rules = settings.current(db.session)
+        together = release.load_candidates(db.session, NIGHT, rules)
+        apart_statement = release._room_statement
+        monkeypatch.setattr(release, "_room_statement",
+                            lambda zones, lateral: apart_statement(zones, False))
+        apart = release.load_candidates(db.session, NIGHT, rules)
+        db.session.rollback()
+    assert together == apart
+    found = {c.user_id: (c.open_count, c.pending_cents) for c in together}
+    share = {None: 9000, 1500: 8500, 500: 9500}  # per 10 000 cents at 10 %, 15 %, 5 %
+    assert found == {
+        ids["offers"]: (2, 2000 * share[None] // 10000 + 3000 * share[1500] // 10000),
+        ids["answered"]: (0, 900 + 1250 * share[500] // 10000 + 899),
+        ids["closed"]: (0, 0), ids["nothing"]: (0, 0)}
 
 
 def test_an_answerer_in_a_zone_no_run_saw_yet_is_counted_in_their_own_day(app, world):
