@@ -192,12 +192,13 @@ def scheduler() -> None:
 
     from flask import current_app
 
-    from .jobs import build_scheduler, quiet_scheduler_library
+    from .jobs import build_scheduler, quiet_scheduler_library, wait_for_local_stripe
     from .lease import lease_for
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     quiet_scheduler_library()
     app = current_app._get_current_object()
+    wait_for_local_stripe(app)
     lease = lease_for(db.engine, app.config["UPSS_LEASE_SECONDS"])
     runner = build_scheduler(app, lease)
     signal.signal(signal.SIGTERM, lambda *_: runner.shutdown(wait=False))

@@ -9,9 +9,12 @@ inside web workers.
 from __future__ import annotations
 
 import logging
+import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 from apscheduler.schedulers.blocking import BlockingScheduler
 from flask import Flask, current_app
@@ -127,6 +130,28 @@ def run_job(app: Flask, job: Job, lease: Lease, now: datetime | None = None) -> 
         db.session.commit()
         db.session.remove()
         return outcome
+
+
+def wait_for_local_stripe(app: Flask, seconds: float = 30.0) -> bool:
+    """On the local Stripe stand-in (``make run`` starts it beside the scheduler): wait until
+    it accepts a connection, at most ``seconds``, so the first runs, due at once, do not
+    find it still starting (the organizer saw a reconciliation "Stripe did not answer" after
+    every start). True when it answers, or with real Stripe (nothing to wait for); after
+    ``seconds`` a warning, and the jobs go on to find it later themselves."""
+    if not app.config["UPSS_USES_LOCALSTRIPE"]:
+        return True
+    address = urlsplit(app.config["UPSS_LOCALSTRIPE_URL"])
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with socket.create_connection((address.hostname, address.port or 80), timeout=1):
+                return True
+        except OSError:
+            if time.monotonic() >= deadline:
+                log.warning("the local Stripe at %s did not answer in %s s; starting anyway",
+                            app.config["UPSS_LOCALSTRIPE_URL"], seconds)
+                return False
+            time.sleep(0.2)
 
 
 def build_scheduler(app: Flask, lease: Lease) -> BlockingScheduler:

@@ -142,3 +142,50 @@ def test_a_run_that_did_something_logs_one_line_and_an_idle_run_none(app, world)
         logger.disabled = disabled
         lease.release()
     assert lines == ["release: 1 offered"]
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_the_scheduler_waits_for_the_local_stripe_that_is_starting(app, caplog):
+    """``make run`` starts the scheduler and the local Stripe together: the first runs (due at
+    once) wait until it listens, so reconciliation does not record "Stripe did not answer"
+    at every start."""
+    import socket
+    import threading
+
+    port = _free_port()
+    app.config.update(UPSS_USES_LOCALSTRIPE=True, UPSS_LOCALSTRIPE_URL=f"http://127.0.0.1:{port}")
+    server = socket.socket()
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listening = threading.Timer(0.6, lambda: (server.bind(("127.0.0.1", port)),
+                                              server.listen()))
+    started = time.monotonic()
+    listening.start()
+    try:
+        assert jobs.wait_for_local_stripe(app, seconds=10) is True
+        assert 0.5 <= time.monotonic() - started < 5
+    finally:
+        listening.join()
+        server.close()
+    assert "did not answer" not in caplog.text
+
+
+def test_the_scheduler_starts_anyway_when_the_local_stripe_never_answers(app, caplog):
+    port = _free_port()
+    app.config.update(UPSS_USES_LOCALSTRIPE=True, UPSS_LOCALSTRIPE_URL=f"http://127.0.0.1:{port}")
+    with caplog.at_level(logging.WARNING, logger="upss.jobs"):
+        assert jobs.wait_for_local_stripe(app, seconds=0.5) is False
+    assert f"the local Stripe at http://127.0.0.1:{port} did not answer" in caplog.text
+
+
+def test_with_real_stripe_the_scheduler_does_not_wait(app):
+    app.config.update(UPSS_USES_LOCALSTRIPE=False, UPSS_LOCALSTRIPE_URL="http://127.0.0.1:9")
+    started = time.monotonic()
+    assert jobs.wait_for_local_stripe(app, seconds=5) is True
+    assert time.monotonic() - started < 0.5
